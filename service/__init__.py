@@ -1,0 +1,1 @@
+"""dubsim: a live video-translation job service (simulated)."""

@@ -1,0 +1,129 @@
+"""What every handler shares: JSON in and out, the error middleware, injected faults."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any, TypeVar
+
+import msgspec
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from ..appkeys import FAULTS, SERVICE
+from ..errors import (
+    InvalidJSON,
+    RateLimited,
+    ServiceError,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
+from ..models import ErrorBody, ErrorDetail
+
+T = TypeVar("T")
+
+_encoder = msgspec.json.Encoder()
+_FIELD = re.compile(r"at `\$\.([^`]+)`|unknown field `([^`]+)`|missing required field `([^`]+)`")
+
+HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    408: "request_timeout",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    429: "rate_limited",
+    500: "internal_error",
+    503: "unavailable",
+}
+
+
+def json_response(
+    body: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    data = body if isinstance(body, bytes) else _encoder.encode(body)
+    return web.Response(body=data, status=status, headers=headers, content_type="application/json")
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    details: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    body = ErrorBody(ErrorDetail(code, message, details or {}))
+    return json_response(body, status, headers)
+
+
+async def read_json(request: web.Request, type_: type[T], *, lenient_type: bool = False) -> T:
+    """Decode the body into `type_`. An empty body means `{}` (all defaults).
+
+    400 malformed JSON, 415 a body that says it isn't JSON, 422 wrong types or unknown fields
+    (naming the field); 413 comes from aiohttp's client_max_size.
+    """
+    body = await request.read()
+    if not body.strip():
+        return msgspec.convert({}, type_)
+    if not lenient_type and request.content_type not in ("application/json", ""):
+        if not request.content_type.endswith("+json"):
+            raise UnsupportedMediaType(
+                f"send JSON (Content-Type: application/json), not {request.content_type}"
+            )
+    try:
+        return msgspec.json.decode(body, type=type_)
+    except msgspec.ValidationError as exc:
+        raise ValidationFailed(str(exc), field=field_of(exc)) from exc
+    except msgspec.DecodeError as exc:
+        raise InvalidJSON(f"malformed JSON: {exc}") from exc
+
+
+def field_of(exc: msgspec.ValidationError) -> str | None:
+    match = _FIELD.search(str(exc))
+    if match is None:
+        return None
+    return next(group for group in match.groups() if group)
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error leaves as `{"error": {"code", "message", "details"}}`."""
+    try:
+        return await handler(request)
+    except ServiceError as exc:
+        headers = None
+        if isinstance(exc, RateLimited):
+            headers = {
+                "Retry-After": str(max(1, round(exc.reset_s + 0.5))),
+                "RateLimit-Limit": str(exc.limit),
+                "RateLimit-Remaining": str(exc.remaining),
+                "RateLimit-Reset": str(max(1, round(exc.reset_s + 0.5))),
+            }
+        return error_response(exc.status, exc.code, exc.message, exc.details, headers)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = HTTP_CODES.get(exc.status, "http_error")
+        message = exc.reason if exc.text is None or exc.text.startswith(str(exc.status)) else exc.text
+        headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
+        return error_response(exc.status, code, message, headers=headers or None)
+
+
+FAULT_STATUSES = (500, 503, 408)
+
+
+async def injected_fault(request: web.Request) -> web.Response | None:
+    """With FAULT_RATE > 0, stall and then fail that share of reads (state still advances)."""
+    config = request.app[SERVICE].config
+    if config.fault_rate <= 0:
+        return None
+    rng = request.app[FAULTS]
+    if rng.random() >= config.fault_rate:
+        return None
+    status = rng.choice(FAULT_STATUSES)
+    await asyncio.sleep(config.fault_stall_s)
+    return error_response(status, "injected_fault", f"injected fault (FAULT_RATE={config.fault_rate})")

@@ -1,0 +1,155 @@
+"""The v1 job routes for everyone: submit, read (with ETag, long poll and hints), list."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import Final, TypeVar
+
+from aiohttp import web
+
+from ..appkeys import AUTH, HUB, SERVICE
+from ..auth import user_id
+from ..errors import BadRequest, Forbidden, ValidationFailed
+from ..hub import Wire
+from ..jobs import Record
+from ..models import Role, Status, SubmitRequest
+from ._http import injected_fault, json_response, read_json
+
+MAX_WAIT_S: Final = 60.0
+MAX_PAGE: Final = 500
+MAX_IDEMPOTENCY_KEY: Final = 200
+
+
+def _nothing(*_: object) -> bytes:
+    return b""
+
+
+# long poll only needs to be woken: it never reads the frames
+POLL_WIRE: Final = Wire("poll", _nothing, _nothing, _nothing)
+
+
+def hint_headers(request: web.Request, record: Record) -> dict[str, str]:
+    hint = request.app[SERVICE].poll_hint(record)
+    if hint is None:
+        return {}
+    return {"Retry-After": str(max(1, math.ceil(hint))), "X-Poll-After-Ms": str(math.ceil(hint * 1000))}
+
+
+def job_headers(request: web.Request, record: Record) -> dict[str, str]:
+    return {"ETag": record.etag, "Cache-Control": "no-cache", **hint_headers(request, record)}
+
+
+async def submit(request: web.Request) -> web.Response:
+    """POST /v1/jobs"""
+    service = request.app[SERVICE]
+    body = await read_json(request, SubmitRequest)
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not (0 < len(key) <= MAX_IDEMPOTENCY_KEY and key.isprintable()):
+        raise BadRequest(f"Idempotency-Key must be 1..{MAX_IDEMPOTENCY_KEY} printable characters")
+    record, created, decision = await service.submit(user_id(request), body, key)
+    headers = {"Location": f"/v1/jobs/{record.job.id}", **job_headers(request, record)}
+    if decision is not None:
+        headers.update(decision.headers())
+    return json_response(record.data, 201 if created else 200, headers)
+
+
+async def get_job(request: web.Request) -> web.StreamResponse:
+    """GET /v1/jobs/{id}[?wait=S]"""
+    fault = await injected_fault(request)
+    if fault is not None:
+        return fault
+    service = request.app[SERVICE]
+    record = service.get(request.match_info["id"])
+    wait = _wait_seconds(request)
+    etag = request.headers.get("If-None-Match")
+    if wait and not record.job.status.terminal and (etag is None or etag == record.etag):
+        await _wait_for_change(request, record, wait)
+        record = service.jobs.get(record.job.id, record)
+    if etag is not None and etag == record.etag:
+        return web.Response(status=304, headers=job_headers(request, record))
+    return json_response(record.data, headers=job_headers(request, record))
+
+
+def _wait_seconds(request: web.Request) -> float:
+    raw = request.query.get("wait")
+    if raw is None:
+        return 0.0
+    try:
+        wait = float(raw)
+    except ValueError:
+        raise ValidationFailed("wait must be a number of seconds", field="wait") from None
+    if not (0 < wait <= MAX_WAIT_S) or math.isnan(wait):
+        raise ValidationFailed(f"wait must be in (0, {MAX_WAIT_S:g}]", field="wait")
+    return wait
+
+
+async def _wait_for_change(request: web.Request, record: Record, wait: float) -> None:
+    hub = request.app[HUB]
+    sub = hub.open(POLL_WIRE, limit=1_000)
+    try:
+        hub.subscribe(sub, jobs=[record.job.id], since=hub.seq)
+        async with asyncio.timeout(wait):
+            await sub.get()
+    except TimeoutError:
+        pass
+    finally:
+        hub.unsubscribe_all(sub)
+
+
+async def list_jobs(request: web.Request) -> web.Response:
+    """GET /v1/jobs: own jobs, or everyone's for the admin; newest first."""
+    service = request.app[SERVICE]
+    query = request.query
+    admin = request.app[AUTH].is_admin(request)
+    me = user_id(request)
+    user: str | None = query.get("user")
+    if not admin:
+        if user is not None and user != me:
+            raise Forbidden("only the admin can list other users' jobs")
+        user = me
+    status = _enum(Status, query.get("status"), "status")
+    role = _enum(Role, query.get("role"), "role")
+    limit = _int(query.get("limit", "100"), "limit", 1, MAX_PAGE)
+    before = _int(query["cursor"], "cursor", 1, 2**62) if "cursor" in query else None
+    page: list[Record] = []
+    for record in service.iter_jobs(user=user, status=status, role=role, before=before):
+        if len(page) == limit:
+            break
+        page.append(record)
+    more = len(page) == limit and any(
+        True for _ in service.iter_jobs(user=user, status=status, role=role, before=page[-1].ordinal)
+    )
+    next_cursor = str(page[-1].ordinal) if more else None
+    body = b'{"jobs":[' + b",".join(r.data for r in page) + b'],"next_cursor":'
+    body += (b'"' + next_cursor.encode() + b'"' if next_cursor else b"null") + b"}"
+    return json_response(body)
+
+
+E = TypeVar("E", Status, Role)
+
+
+def _enum(kind: type[E], raw: str | None, name: str) -> E | None:
+    if raw is None:
+        return None
+    try:
+        return kind(raw)
+    except ValueError:
+        allowed = ", ".join(m.value for m in kind)
+        raise ValidationFailed(f"{name} must be one of {allowed}", field=name) from None
+
+
+def _int(raw: str, name: str, low: int, high: int) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValidationFailed(f"{name} must be an integer", field=name) from None
+    if not low <= value <= high:
+        raise ValidationFailed(f"{name} must be in [{low}, {high}]", field=name)
+    return value
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_post("/v1/jobs", submit)
+    app.router.add_get("/v1/jobs", list_jobs)
+    app.router.add_get("/v1/jobs/{id}", get_job)

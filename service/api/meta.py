@@ -1,0 +1,55 @@
+"""Health, metrics, the OpenAPI document, and the dashboard's static files."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Final
+
+from aiohttp import web
+
+from ..appkeys import HUB, METRICS, SERVICE
+from ..models import Health
+from . import openapi
+from ._http import json_response
+
+WEB_DIR: Final = Path(__file__).resolve().parents[2] / "web"
+STARTED = web.AppKey("started", float)
+OPENAPI = web.AppKey("openapi", bytes)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """GET /healthz"""
+    app = request.app
+    return json_response(
+        Health("ok", len(app[SERVICE].jobs), app[HUB].seq, round(time.time() - app[STARTED], 3))
+    )
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """GET /metrics"""
+    body = request.app[METRICS].render()
+    return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
+
+
+async def openapi_json(request: web.Request) -> web.Response:
+    """GET /openapi.json"""
+    return json_response(request.app[OPENAPI])
+
+
+async def dashboard(request: web.Request) -> web.FileResponse:
+    """GET /"""
+    return web.FileResponse(WEB_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+def setup(app: web.Application) -> None:
+    import msgspec
+
+    app[STARTED] = time.time()
+    app[OPENAPI] = msgspec.json.encode(openapi.build())
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/openapi.json", openapi_json)
+    app.router.add_get("/", dashboard)
+    if WEB_DIR.is_dir():
+        app.router.add_static("/static/", WEB_DIR, follow_symlinks=False)

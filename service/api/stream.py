@@ -1,0 +1,308 @@
+"""The push transports: WebSocket `/v1/ws` and Server-Sent Events `/v1/events`.
+
+Both are hub subscribers and nothing more. Each connection's writer drains everything queued
+per wake-up (SSE: one write of the joined frames); the frames are the shared bytes the hub
+built once per event. docs/protocol.md is the contract.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Coroutine
+from typing import Annotated, Final, Literal
+
+import msgspec
+from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp_sse import EventSourceResponse
+
+from ..appkeys import AUTH, HUB, SETTINGS, SOCKETS
+from ..auth import user_id
+from ..errors import BadRequest, NotFound, Unauthorized, ValidationFailed
+from ..hub import GOING_AWAY, SLOW_CONSUMER, Hub, Published, Subscription, Wire
+from ._http import field_of
+
+log = logging.getLogger(__name__)
+
+MAX_FRAME: Final = 64 * 1024
+MAX_JOBS_PER_MESSAGE: Final = 1_000
+MAX_JOBS_PER_SOCKET: Final = 10_000
+CLOSE_SLOW_CONSUMER: Final = 4000
+_json = msgspec.json.Encoder()
+
+# ---- wire formats: built once per event (or per subscribe), shared by all subscribers ----
+
+
+def _ws_event(pub: Published) -> bytes:
+    head = f'{{"type":"event","seq":{pub.seq},"event_type":"{pub.type}","at":"{pub.at}","job":'
+    return head.encode() + pub.job_bytes + b"}"
+
+
+def _ws_snapshot(seq: int, job: bytes) -> bytes:
+    return b'{"type":"snapshot","seq":%d,"job":%b}' % (seq, job)
+
+
+def _ws_reset(reason: str, seq: int) -> bytes:
+    return _json.encode({"type": "reset", "reason": reason, "seq": seq})
+
+
+def _sse_event(pub: Published) -> bytes:
+    head = f'event: {pub.type}\nid: {pub.seq}\ndata: {{"seq":{pub.seq},"type":"{pub.type}","at":"{pub.at}","job":'
+    return head.encode() + pub.job_bytes + b"}\n\n"
+
+
+def _sse_snapshot(seq: int, job: bytes) -> bytes:
+    return b'event: snapshot\nid: %d\ndata: {"seq":%d,"type":"snapshot","job":%b}\n\n' % (
+        seq,
+        seq,
+        job,
+    )
+
+
+def _sse_reset(reason: str, seq: int) -> bytes:
+    return b"event: reset\ndata: %b\n\n" % _json.encode({"reason": reason, "seq": seq})
+
+
+WS_WIRE: Final = Wire("ws", _ws_event, _ws_snapshot, _ws_reset)
+SSE_WIRE: Final = Wire("sse", _sse_event, _sse_snapshot, _sse_reset)
+
+# ---- WebSocket -------------------------------------------------------------------
+
+JobId = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+
+
+class WsMessage(msgspec.Struct, forbid_unknown_fields=True):
+    op: Literal["subscribe", "unsubscribe", "ping"]
+    jobs: Annotated[list[JobId], msgspec.Meta(max_length=MAX_JOBS_PER_MESSAGE)] = []
+    mine: bool = False
+    all: bool = False
+    since: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    id: str | int | None = None
+
+
+_ws_decoder = msgspec.json.Decoder(WsMessage)
+
+
+class _Session:
+    """One WebSocket connection: its identity and its single hub subscription."""
+
+    def __init__(self, hub: Hub, sub: Subscription, user: str | None, admin: bool) -> None:
+        self.hub = hub
+        self.sub = sub
+        self.user = user
+        self.admin = admin
+
+    def reply(self, **fields: object) -> None:
+        self.sub.push(_json.encode({k: v for k, v in fields.items() if v is not None}))
+
+    def error(self, code: str, message: str, msg_id: object = None, **extra: object) -> None:
+        self.reply(type="error", code=code, message=message, id=msg_id, **extra)
+
+    def handle(self, data: str | bytes) -> None:
+        try:
+            msg = _ws_decoder.decode(data)
+        except msgspec.ValidationError as exc:
+            self.error("invalid_message", str(exc), field=field_of(exc))
+            return
+        except msgspec.DecodeError as exc:
+            self.error("invalid_json", f"malformed JSON: {exc}")
+            return
+        if msg.op == "ping":
+            self.reply(type="pong", id=msg.id, seq=self.hub.seq)
+        elif msg.op == "subscribe":
+            self.subscribe(msg)
+        else:
+            user = self._user_for(msg)
+            if user is not False:
+                self.hub.unsubscribe(self.sub, jobs=msg.jobs, user=user, everything=msg.all)
+                self.reply(type="unsubscribed", id=msg.id)
+
+    def _user_for(self, msg: WsMessage) -> str | None | Literal[False]:
+        if not msg.mine:
+            return None
+        if self.user is None:
+            self.error("user_required", "mine needs X-User-Id or ?user=", msg.id)
+            return False
+        return self.user
+
+    def subscribe(self, msg: WsMessage) -> None:
+        if not (msg.jobs or msg.mine or msg.all):
+            self.error("invalid_message", "subscribe to jobs, mine or all", msg.id)
+            return
+        if msg.all and not self.admin:
+            self.error("forbidden", "all needs the admin token or session", msg.id)
+            return
+        if len(self.sub.jobs) + len(msg.jobs) > MAX_JOBS_PER_SOCKET:
+            self.error("too_many_jobs", f"at most {MAX_JOBS_PER_SOCKET} jobs per socket", msg.id)
+            return
+        user = self._user_for(msg)
+        if user is False:
+            return
+        unknown = [j for j in msg.jobs if not self.hub.knows(j)]
+        self.reply(type="subscribed", id=msg.id, seq=self.hub.seq)
+        if unknown:
+            self.error("not_found", "no job with these ids", msg.id, jobs=unknown)
+        self.hub.subscribe(self.sub, jobs=msg.jobs, user=user, everything=msg.all, since=msg.since)
+
+
+def _origin_ok(request: web.Request) -> bool:
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return True  # not a browser: cookies are not how it authenticates
+    own = f"{request.scheme}://{request.host}"
+    return origin == own or origin in request.app[SETTINGS].allowed_origins
+
+
+async def websocket(request: web.Request) -> web.WebSocketResponse:
+    """GET /v1/ws"""
+    app = request.app
+    auth, hub, settings = app[AUTH], app[HUB], app[SETTINGS]
+    ws = web.WebSocketResponse(
+        compress=False, heartbeat=settings.heartbeat_s, max_msg_size=MAX_FRAME
+    )
+    bearer = auth.bearer_admin(request, allow_query=True)
+    cookie = bearer is None and auth.cookie_admin(request)
+    try:
+        user: str | None = user_id(request, allow_query=True)
+    except BadRequest:
+        user = None
+    await ws.prepare(request)
+    if bearer is False:
+        await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"bad admin token")
+        return ws
+    if cookie and not _origin_ok(request):
+        await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"cross-origin cookie")
+        return ws
+    sub = hub.open(WS_WIRE)
+    session = _Session(hub, sub, user, admin=bool(bearer or cookie))
+    app[SOCKETS].add(ws)
+    writer = asyncio.create_task(_ws_writer(ws, sub, request))
+
+    def on_close(reason: str) -> None:
+        if reason == SLOW_CONSUMER:  # its writer may be stuck on a full socket: don't wait
+            writer.cancel()
+            _background(_close(ws, CLOSE_SLOW_CONSUMER, b"slow_consumer", request))
+
+    sub.on_close = on_close
+    try:
+        async for msg in ws:
+            if msg.type is WSMsgType.TEXT:
+                session.handle(msg.data)
+            elif msg.type is WSMsgType.BINARY:
+                session.error("binary_not_supported", "send JSON text frames")
+            if sub.closed_reason is not None:
+                break
+    finally:
+        hub.unsubscribe_all(sub)
+        sub.close("closed")
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writer
+        app[SOCKETS].discard(ws)
+    return ws
+
+
+async def _ws_writer(ws: web.WebSocketResponse, sub: Subscription, request: web.Request) -> None:
+    try:
+        while frames := await sub.get():
+            for frame in frames:
+                await ws.send_frame(frame, WSMsgType.TEXT)
+    except (ConnectionError, RuntimeError):
+        return  # the peer went away; the reader notices
+    if sub.closed_reason == GOING_AWAY:
+        await _close(ws, WSCloseCode.GOING_AWAY, b"going away", request)
+
+
+async def _close(ws: web.WebSocketResponse, code: int, reason: bytes, request: web.Request) -> None:
+    """Close, or abort a peer too stalled to take even the close frame."""
+    try:
+        async with asyncio.timeout(2):
+            await ws.close(code=code, message=reason)
+    except (TimeoutError, ConnectionError, RuntimeError):
+        if request.transport is not None:
+            request.transport.abort()
+
+
+_tasks: set[asyncio.Task[None]] = set()
+
+
+def _background(coro: Coroutine[None, None, None]) -> None:
+    task = asyncio.create_task(coro)
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
+
+
+# ---- Server-Sent Events ------------------------------------------------------------
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    """GET /v1/events"""
+    app = request.app
+    hub, auth = app[HUB], app[AUTH]
+    query = request.query
+    jobs = query.getall("job", [])
+    everything = query.get("all", "") in ("1", "true")
+    mine = query.get("mine", "") in ("1", "true") or not (jobs or everything)
+    if len(jobs) > MAX_JOBS_PER_MESSAGE:
+        raise ValidationFailed(f"at most {MAX_JOBS_PER_MESSAGE} job ids", field="job")
+    if everything and not auth.is_admin(request):
+        raise Unauthorized("all needs the admin token or session")
+    unknown = [j for j in jobs if not hub.knows(j)]
+    if unknown:
+        raise NotFound("no job with these ids", jobs=[j[:200] for j in unknown[:20]])
+    since = _last_event_id(request)
+    user = user_id(request, allow_query=True) if mine else None
+
+    resp = EventSourceResponse(ping_interval=app[SETTINGS].heartbeat_s)
+    await resp.prepare(request)
+    sub = hub.open(SSE_WIRE)
+    hub.subscribe(sub, jobs=jobs, user=user, everything=everything, since=since)
+    pump = asyncio.create_task(_sse_pump(resp, sub))
+    alive = asyncio.create_task(resp.wait())  # ends when a ping finds the peer gone
+    try:
+        await asyncio.wait({pump, alive}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        hub.unsubscribe_all(sub)
+        for task in (pump, alive):
+            task.cancel()
+        await asyncio.gather(pump, alive, return_exceptions=True)
+        if resp.is_connected():
+            resp.stop_streaming()
+    return resp
+
+
+async def _sse_pump(resp: EventSourceResponse, sub: Subscription) -> None:
+    try:
+        while frames := await sub.get():
+            await resp.write(b"".join(frames))
+        if sub.closed_reason in (SLOW_CONSUMER, GOING_AWAY):
+            farewell = _json.encode({"code": sub.closed_reason, "message": "resume by seq"})
+            async with asyncio.timeout(2):
+                await resp.write(b"event: error\ndata: %b\n\n" % farewell)
+    except (ConnectionError, RuntimeError, TimeoutError):
+        return
+
+
+def _last_event_id(request: web.Request) -> int | None:
+    raw = request.headers.get("Last-Event-ID", request.query.get("last_event_id"))
+    if raw is None or raw == "":
+        return None
+    if not raw.isdigit() or len(raw) > 18:
+        raise ValidationFailed("Last-Event-ID must be a non-negative integer", field="last_event_id")
+    return int(raw)
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_get("/v1/ws", websocket)
+    app.router.add_get("/v1/events", events)
+
+
+async def close_streams(app: web.Application) -> None:
+    """on_shutdown: every subscription ends with "going away"; the writers close their sockets."""
+    app[HUB].close_all(GOING_AWAY)
+    sockets = [ws for ws in app[SOCKETS] if isinstance(ws, web.WebSocketResponse)]
+    await asyncio.gather(
+        *(ws.close(code=WSCloseCode.GOING_AWAY, message=b"going away") for ws in sockets),
+        return_exceptions=True,
+    )

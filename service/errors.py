@@ -1,0 +1,65 @@
+"""The service's error vocabulary: each names its HTTP status and a stable code.
+
+Raised by the domain and the handlers alike; one middleware turns them into
+`{"error": {"code", "message", "details"}}`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ServiceError(Exception):
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class BadRequest(ServiceError):
+    pass
+
+
+class InvalidJSON(ServiceError):
+    code = "invalid_json"
+
+
+class Unauthorized(ServiceError):
+    status, code = 401, "unauthorized"
+
+
+class Forbidden(ServiceError):
+    status, code = 403, "forbidden"
+
+
+class NotFound(ServiceError):
+    status, code = 404, "not_found"
+
+
+class Conflict(ServiceError):
+    status, code = 409, "conflict"
+
+
+class UnsupportedMediaType(ServiceError):
+    status, code = 415, "unsupported_media_type"
+
+
+class ValidationFailed(ServiceError):
+    status, code = 422, "validation_error"
+
+
+class IdempotencyKeyReused(ServiceError):
+    status, code = 422, "idempotency_key_reused"
+
+
+class RateLimited(ServiceError):
+    status, code = 429, "rate_limited"
+
+    def __init__(self, message: str, *, limit: int, remaining: int, reset_s: float) -> None:
+        super().__init__(message, limit=limit, retry_after_s=reset_s)
+        self.limit = limit
+        self.remaining = remaining
+        self.reset_s = reset_s

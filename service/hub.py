@@ -1,0 +1,300 @@
+"""Hub: sequence numbers, the replay buffer, and bounded subscriptions.
+
+JobService publishes one event per state change; every transport (WebSocket, SSE, long poll)
+is just a Subscription. Publishing never awaits: it appends the event's shared, pre-encoded
+frame to each matching subscription's bounded deque and wakes that subscription's writer.
+A subscription that would grow past its bound is closed as a slow consumer instead; it can
+resume by seq.
+
+Frames are produced by *formats* (a transport's function from a Published event to bytes),
+cached on the event, so an event is encoded once per transport however many subscribers get
+it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Final
+
+from .models import EventType
+
+Format = Callable[["Published"], bytes]
+SnapshotFormat = Callable[[int, bytes], bytes]
+ResetFormat = Callable[[str, int], bytes]
+
+SLOW_CONSUMER: Final = "slow_consumer"
+GOING_AWAY: Final = "going_away"
+
+
+class Published:
+    """One event as it travels: its identity, the job's JSON, and frames cached by format."""
+
+    __slots__ = ("_frames", "at", "job_bytes", "job_id", "seq", "type", "user_id")
+
+    def __init__(
+        self, seq: int, type: EventType, at: str, job_id: str, user_id: str, job_bytes: bytes
+    ) -> None:
+        self.seq = seq
+        self.type = type
+        self.at = at
+        self.job_id = job_id
+        self.user_id = user_id
+        self.job_bytes = job_bytes
+        self._frames: dict[Format, bytes] = {}
+
+    def frame(self, fmt: Format) -> bytes:
+        frame = self._frames.get(fmt)
+        if frame is None:
+            frame = self._frames[fmt] = fmt(self)
+        return frame
+
+
+class Wire:
+    """How one transport spells events, snapshots and resets."""
+
+    __slots__ = ("event", "name", "reset", "snapshot")
+
+    def __init__(
+        self, name: str, event: Format, snapshot: SnapshotFormat, reset: ResetFormat
+    ) -> None:
+        self.name = name
+        self.event = event
+        self.snapshot = snapshot
+        self.reset = reset
+
+
+class Subscription:
+    """One consumer's filter and its bounded queue of frames, drained by its own writer."""
+
+    def __init__(self, wire: Wire, limit: int) -> None:
+        self.wire = wire
+        self.limit = limit
+        self.jobs: set[str] = set()
+        self.users: set[str] = set()
+        self.everything = False
+        self.closed_reason: str | None = None
+        self.on_close: Callable[[str], None] | None = None
+        self._frames: deque[bytes] = deque()
+        self._wake = asyncio.Event()
+        self._last_seq = -1
+
+    @property
+    def pending(self) -> int:
+        return len(self._frames)
+
+    def matches(self, pub: Published) -> bool:
+        return self.everything or pub.job_id in self.jobs or pub.user_id in self.users
+
+    def push(self, frame: bytes) -> bool:
+        """Queue a frame; False (and closed as slow consumer) when the queue is full."""
+        if self.closed_reason is not None:
+            return False
+        if len(self._frames) >= self.limit:
+            self.close(SLOW_CONSUMER)
+            return False
+        self._frames.append(frame)
+        self._wake.set()
+        return True
+
+    def deliver(self, pub: Published) -> bool:
+        if pub.seq == self._last_seq:  # matched through more than one filter
+            return True
+        self._last_seq = pub.seq
+        return self.push(pub.frame(self.wire.event))
+
+    async def get(self) -> list[bytes]:
+        """Everything queued so far; waits while empty. Empty list means: closed."""
+        while not self._frames:
+            if self.closed_reason is not None:
+                return []
+            self._wake.clear()
+            await self._wake.wait()
+        frames = list(self._frames)
+        self._frames.clear()
+        return frames
+
+    def close(self, reason: str) -> None:
+        if self.closed_reason is not None:
+            return
+        self.closed_reason = reason
+        self._wake.set()
+        if self.on_close is not None:
+            self.on_close(reason)
+
+
+class Hub:
+    """Sequence numbers, the latest snapshot of every job, replay, and fan-out."""
+
+    def __init__(self, *, buffer_size: int, queue_limit: int, first_seq: int = 1) -> None:
+        self.seq = first_seq - 1
+        self.queue_limit = queue_limit
+        self._buffer: deque[Published] = deque(maxlen=buffer_size)
+        self._latest: dict[str, tuple[str, bytes]] = {}  # job id -> (user id, job JSON)
+        self._everything: set[Subscription] = set()
+        self._by_job: dict[str, set[Subscription]] = {}
+        self._by_user: dict[str, set[Subscription]] = {}
+        self.subscriptions: set[Subscription] = set()
+        self.on_seq: Callable[[int], None] | None = None
+        # counters read by /metrics
+        self.published = 0
+        self.slow_consumers = 0
+        self.replays = 0
+        self.resets = 0
+
+    # ---- publishing ------------------------------------------------------------
+
+    def track(self, job_id: str, user_id: str, job_bytes: bytes) -> None:
+        """Know a job's current state without an event (jobs loaded at start)."""
+        self._latest[job_id] = (user_id, job_bytes)
+
+    def publish(
+        self, type: EventType, at: str, job_id: str, user_id: str, job_bytes: bytes
+    ) -> Published:
+        self.seq += 1
+        pub = Published(self.seq, type, at, job_id, user_id, job_bytes)
+        if type is EventType.DELETED:
+            self._latest.pop(job_id, None)
+        else:
+            self._latest[job_id] = (user_id, job_bytes)
+        self._buffer.append(pub)
+        self.published += 1
+        if self.on_seq is not None:
+            self.on_seq(self.seq)
+        for sub in list(self._everything):
+            self._deliver(sub, pub)
+        for sub in list(self._by_job.get(job_id, ())):
+            self._deliver(sub, pub)
+        for sub in list(self._by_user.get(user_id, ())):
+            self._deliver(sub, pub)
+        return pub
+
+    def _deliver(self, sub: Subscription, pub: Published) -> None:
+        if not sub.deliver(pub):
+            self.unsubscribe_all(sub)
+
+    # ---- subscribing -----------------------------------------------------------
+
+    def open(self, wire: Wire, *, limit: int | None = None) -> Subscription:
+        sub = Subscription(wire, self.queue_limit if limit is None else limit)
+        self.subscriptions.add(sub)
+        return sub
+
+    def knows(self, job_id: str) -> bool:
+        return job_id in self._latest
+
+    def subscribe(
+        self,
+        sub: Subscription,
+        *,
+        jobs: Iterable[str] = (),
+        user: str | None = None,
+        everything: bool = False,
+        since: int | None = None,
+    ) -> list[str]:
+        """Add to sub's filter, then queue snapshots or the replay. Returns unknown job ids.
+
+        Runs without awaiting, so no event can slip between the snapshot and the live stream.
+        """
+        new_jobs: list[str] = []
+        unknown: list[str] = []
+        for job_id in jobs:
+            if job_id in sub.jobs:
+                continue
+            if job_id not in self._latest:
+                unknown.append(job_id)
+                continue
+            sub.jobs.add(job_id)
+            self._by_job.setdefault(job_id, set()).add(sub)
+            new_jobs.append(job_id)
+        new_user = user if user is not None and user not in sub.users else None
+        if new_user is not None:
+            sub.users.add(new_user)
+            self._by_user.setdefault(new_user, set()).add(sub)
+        new_everything = everything and not sub.everything
+        if new_everything:
+            sub.everything = True
+            self._everything.add(sub)
+
+        def covered(job_id: str, user_id: str) -> bool:
+            return new_everything or job_id in new_jobs or user_id == new_user
+
+        if since is not None:
+            first = self._buffer[0].seq if self._buffer else self.seq + 1
+            if since > self.seq:
+                self._reset(sub, "since_in_future")
+            elif since < first - 1:
+                self._reset(sub, "since_too_old")
+            else:
+                self.replays += 1
+                start = since + 1 - first
+                for pub in itertools.islice(self._buffer, start, None):
+                    if covered(pub.job_id, pub.user_id) and not sub.deliver(pub):
+                        self.unsubscribe_all(sub)
+                        return unknown
+                return unknown
+        self._snapshots(sub, covered, new_jobs if not (new_everything or new_user) else None)
+        return unknown
+
+    def _reset(self, sub: Subscription, reason: str) -> None:
+        self.resets += 1
+        sub.push(sub.wire.reset(reason, self.seq))
+
+    def _snapshots(
+        self, sub: Subscription, covered: Callable[[str, str], bool], only: list[str] | None
+    ) -> None:
+        if only is not None:
+            items: Iterable[tuple[str, tuple[str, bytes]]] = (
+                (job_id, self._latest[job_id]) for job_id in only
+            )
+        else:
+            items = self._latest.items()
+        for job_id, (user_id, job_bytes) in items:
+            # snapshots may exceed the live bound once: they are what the subscriber asked for
+            if covered(job_id, user_id) and sub.closed_reason is None:
+                sub._frames.append(sub.wire.snapshot(self.seq, job_bytes))
+        sub._wake.set()
+
+    def unsubscribe(
+        self,
+        sub: Subscription,
+        *,
+        jobs: Iterable[str] = (),
+        user: str | None = None,
+        everything: bool = False,
+    ) -> None:
+        for job_id in jobs:
+            sub.jobs.discard(job_id)
+            _discard(self._by_job, job_id, sub)
+        if user is not None:
+            sub.users.discard(user)
+            _discard(self._by_user, user, sub)
+        if everything:
+            sub.everything = False
+            self._everything.discard(sub)
+
+    def unsubscribe_all(self, sub: Subscription) -> None:
+        if sub.closed_reason == SLOW_CONSUMER and sub in self.subscriptions:
+            self.slow_consumers += 1
+        self.unsubscribe(sub, jobs=list(sub.jobs), everything=True)
+        for user in list(sub.users):
+            self.unsubscribe(sub, user=user)
+        self.subscriptions.discard(sub)
+
+    def close_all(self, reason: str) -> None:
+        for sub in list(self.subscriptions):
+            sub.close(reason)
+            self.unsubscribe_all(sub)
+
+    def count(self, wire_name: str) -> int:
+        return sum(1 for sub in self.subscriptions if sub.wire.name == wire_name)
+
+
+def _discard(index: dict[str, set[Subscription]], key: str, sub: Subscription) -> None:
+    subs = index.get(key)
+    if subs is not None:
+        subs.discard(sub)
+        if not subs:
+            del index[key]

@@ -1,0 +1,191 @@
+"""The wire schema: every JSON body dubsim reads or writes is one of these Structs.
+
+The same types generate the OpenAPI document, so the schema cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import Meta
+
+
+class Status(enum.StrEnum):
+    """Where a job is in its life. Terminal states never change on their own."""
+
+    PENDING = "pending"  # queued, waiting for a worker (or for POST /v1/process)
+    PROCESSING = "processing"  # an attempt is running
+    COMPLETED = "completed"  # terminal: the translation is done
+    FAILED = "failed"  # this attempt failed; a retry is scheduled
+    PERMANENTLY_FAILED = "permanently_failed"  # terminal: attempts exhausted
+    CANCELLED = "cancelled"  # terminal: an admin cancelled it
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+
+TERMINAL = frozenset({Status.COMPLETED, Status.PERMANENTLY_FAILED, Status.CANCELLED})
+
+
+class Role(enum.StrEnum):
+    """The customer's plan: premium jobs run first and faster."""
+
+    FREE = "free"
+    PREMIUM = "premium"
+
+
+class Outcome(enum.StrEnum):
+    """What a scenario makes of a job instead of chance."""
+
+    COMPLETED = "completed"  # fail the first `fail_attempts` attempts, then complete
+    FAILED = "failed"  # every attempt fails; permanently_failed after max_attempts
+    PERMANENTLY_FAILED = "permanently_failed"  # the first attempt fails with no retry
+    STUCK = "stuck"  # starts and never finishes until cancelled
+
+
+class EventType(enum.StrEnum):
+    CREATED = "job.created"
+    STARTED = "job.started"
+    PROGRESS = "job.progress"
+    FAILED = "job.failed"
+    RETRYING = "job.retrying"
+    COMPLETED = "job.completed"
+    PERMANENTLY_FAILED = "job.permanently_failed"
+    CANCELLED = "job.cancelled"
+    DELETED = "job.deleted"
+
+
+ERROR_CODES = ("timeout", "internal_error", "unexpected_failure")
+
+Seconds = Annotated[float, Meta(gt=0, le=86_400)]
+Language = Annotated[str, Meta(min_length=2, max_length=16, pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})?$")]
+Reason = Annotated[str, Meta(max_length=500)]
+
+
+class Scenario(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=False):
+    """A scripted job: overrides chance for this job only."""
+
+    duration_s: Seconds | None = None
+    outcome: Outcome = Outcome.COMPLETED
+    fail_attempts: Annotated[int, Meta(ge=0, le=100)] = 0
+
+
+class JobError(msgspec.Struct):
+    code: str
+    message: str
+
+
+class Job(msgspec.Struct):
+    """A translation job as clients see it. Times are UTC ISO-8601 with milliseconds."""
+
+    id: str
+    user_id: str
+    role: Role
+    status: Status
+    progress: int
+    attempt: int
+    max_attempts: int
+    priority: int
+    target_language: str
+    created_at: str
+    started_at: str | None = None
+    updated_at: str | None = None
+    finished_at: str | None = None
+    eta: str | None = None
+    error: JobError | None = None
+    cancel_reason: str | None = None
+    scenario: Scenario | None = None
+    result_url: str | None = None
+
+
+class Event(msgspec.Struct):
+    """One state change: the full snapshot after it. `at` has microseconds."""
+
+    seq: int
+    type: EventType
+    at: str
+    job: Job
+
+
+# ---- request bodies -------------------------------------------------------------
+
+
+class SubmitRequest(msgspec.Struct, forbid_unknown_fields=True):
+    role: Role = Role.FREE
+    target_language: Language = "es"
+    scenario: Scenario | None = None
+
+
+class CancelRequest(msgspec.Struct, forbid_unknown_fields=True):
+    reason: Reason | None = None
+
+
+class ProcessRequest(msgspec.Struct, forbid_unknown_fields=True):
+    count: Annotated[int, Meta(ge=1, le=10_000)] = 1
+
+
+class CleanupRequest(msgspec.Struct, forbid_unknown_fields=True):
+    older_than_s: Annotated[float, Meta(ge=0, le=10**9)] | None = None
+
+
+class SessionRequest(msgspec.Struct, forbid_unknown_fields=True):
+    token: Annotated[str, Meta(max_length=1024)]
+
+
+# ---- response bodies ------------------------------------------------------------
+
+
+class JobPage(msgspec.Struct):
+    jobs: list[Job]
+    next_cursor: str | None
+
+
+class ProcessResult(msgspec.Struct):
+    started: list[Job]
+
+
+class CleanupResult(msgspec.Struct):
+    deleted: int
+
+
+class SessionState(msgspec.Struct):
+    admin: bool
+
+
+class Health(msgspec.Struct):
+    status: str
+    jobs: int
+    seq: int
+    uptime_s: float
+
+
+class ErrorDetail(msgspec.Struct):
+    code: str
+    message: str
+    details: dict[str, Any] = {}
+
+
+class ErrorBody(msgspec.Struct):
+    error: ErrorDetail
+
+
+# ---- time -----------------------------------------------------------------------
+
+
+def iso_ms(ts: float) -> str:
+    """Epoch seconds -> `2026-11-26T06:00:00.123Z`."""
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def iso_us(ts: float) -> str:
+    """Epoch seconds -> `2026-11-26T06:00:00.123456Z` (event times, for lag measurement)."""
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def parse_iso(text: str) -> float:
+    """The inverse of iso_ms / iso_us."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()

@@ -1,0 +1,48 @@
+"""The Store contract: what JobService needs to survive a restart, nothing more.
+
+Reads are served from memory by JobService; the store only makes state durable.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import msgspec
+
+from ..models import Job
+
+
+class StoredJob(msgspec.Struct):
+    """A job and the bookkeeping that is not part of the wire schema."""
+
+    job: Job
+    ordinal: int  # submission order: seeds the job's random draws
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+
+
+class Loaded(msgspec.Struct):
+    jobs: list[StoredJob]
+    seq_floor: int  # every seq ever handed out is below this
+
+
+class Store(Protocol):
+    async def open(self) -> Loaded:
+        """Open (creating if needed) and return everything stored."""
+
+    async def insert(self, job: StoredJob) -> None:
+        """Return only once the job is durable."""
+
+    def save(self, job: Job) -> None:
+        """Record a new state; durable soon (group-committed), never out of order."""
+
+    def delete(self, job_ids: list[str]) -> None:
+        """Forget jobs; durable soon."""
+
+    def reserve_seq(self, floor: int) -> None:
+        """Record that sequence numbers below `floor` may have been handed out."""
+
+    async def flush(self) -> None:
+        """Wait until everything handed over so far is durable."""
+
+    async def close(self) -> None: ...
