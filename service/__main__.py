@@ -22,7 +22,9 @@ def main(argv: list[str] | None = None) -> None:
     if settings.admin_token is None:
         settings = msgspec.structs.replace(settings, admin_token=secrets.token_urlsafe(24))
         print(f"admin token (generated, set ADMIN_TOKEN to choose one): {settings.admin_token}")
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
     url = f"http://{settings.host}:{settings.port}"
     print(f"dubsim serving on {url}  (dashboard: {url}/, db: {settings.db})", flush=True)
     web.run_app(

@@ -16,7 +16,7 @@ import hashlib
 import secrets
 import time
 from collections.abc import Callable, Iterator
-from typing import Final
+from typing import Final, Protocol
 
 import msgspec
 
@@ -76,7 +76,7 @@ class Record:
         return f'"{self.version}"'
 
 
-class Dispatcher:
+class Dispatcher(Protocol):
     """What JobService needs from the scheduler (kept abstract to keep the arrow one-way)."""
 
     def enqueue(self, record: Record) -> None: ...
@@ -84,6 +84,25 @@ class Dispatcher:
     def start_now(self, count: int) -> list[Record]: ...
     def config_changed(self) -> None: ...
     def poll_hint(self, record: Record) -> float | None: ...
+
+
+class _NoDispatcher:
+    """Until a scheduler attaches itself: queues nothing, starts nothing."""
+
+    def enqueue(self, record: Record) -> None:
+        pass
+
+    def interrupt(self, job_id: str) -> None:
+        pass
+
+    def start_now(self, count: int) -> list[Record]:
+        return []
+
+    def config_changed(self) -> None:
+        pass
+
+    def poll_hint(self, record: Record) -> float | None:
+        return None
 
 
 class JobService:
@@ -99,7 +118,7 @@ class JobService:
         self.hub = hub
         self.config = config
         self.clock = clock
-        self.dispatcher = Dispatcher()
+        self.dispatcher: Dispatcher = _NoDispatcher()
         self.jobs: dict[str, Record] = {}  # insertion order = submission order
         self.window = MovingWindow(clock=clock)
         self._idempotency: dict[tuple[str, str], str] = {}
@@ -381,7 +400,10 @@ class JobService:
         if finished:
             fields["finished_at"] = iso_ms(now)
         record.job = msgspec.structs.replace(
-            job, status=to, updated_at=iso_ms(now), **fields  # type: ignore[arg-type]
+            job,
+            status=to,
+            updated_at=iso_ms(now),
+            **fields,
         )
         self._emit(record, event, now, persist=True)
 

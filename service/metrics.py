@@ -31,15 +31,20 @@ class _DomainCollector(Collector):
         for status, n in counts.items():
             jobs.add_metric([status.value], n)
         yield jobs
-        submitted = CounterMetricFamily("dubsim_submissions", "Accepted jobs by plan", labels=["plan"])
+        submitted = CounterMetricFamily(
+            "dubsim_submissions", "Accepted jobs by plan", labels=["plan"]
+        )
         for role, n in self.service.submitted.items():
             submitted.add_metric([role.value], n)
         yield submitted
         yield CounterMetricFamily(
-            "dubsim_rate_limited", "Submissions refused by the rate limit",
+            "dubsim_rate_limited",
+            "Submissions refused by the rate limit",
             value=self.service.rate_limited,
         )
-        subs = GaugeMetricFamily("dubsim_subscribers", "Connected subscribers", labels=["transport"])
+        subs = GaugeMetricFamily(
+            "dubsim_subscribers", "Connected subscribers", labels=["transport"]
+        )
         for name in ("ws", "sse", "poll"):
             subs.add_metric([name], self.hub.count(name))
         yield subs
@@ -47,8 +52,12 @@ class _DomainCollector(Collector):
         yield CounterMetricFamily(
             "dubsim_slow_consumers", "Subscribers closed as slow", value=self.hub.slow_consumers
         )
-        yield CounterMetricFamily("dubsim_replays", "Resumes from the buffer", value=self.hub.replays)
-        yield CounterMetricFamily("dubsim_resets", "Resumes that needed a reset", value=self.hub.resets)
+        yield CounterMetricFamily(
+            "dubsim_replays", "Resumes from the buffer", value=self.hub.replays
+        )
+        yield CounterMetricFamily(
+            "dubsim_resets", "Resumes that needed a reset", value=self.hub.resets
+        )
         yield GaugeMetricFamily("dubsim_seq", "Current event sequence number", value=self.hub.seq)
 
 
@@ -71,9 +80,7 @@ class Metrics:
 
     def middleware(self) -> Middleware:
         @web.middleware
-        async def measure(
-            request: web.Request, handler: Handler
-        ) -> web.StreamResponse:
+        async def measure(request: web.Request, handler: Handler) -> web.StreamResponse:
             info = request.match_info.route.resource
             route = info.canonical if info is not None else "unmatched"
             if route in STREAM_ROUTES:

@@ -62,7 +62,9 @@ class EventType(enum.StrEnum):
 ERROR_CODES = ("timeout", "internal_error", "unexpected_failure")
 
 Seconds = Annotated[float, Meta(gt=0, le=86_400)]
-Language = Annotated[str, Meta(min_length=2, max_length=16, pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})?$")]
+Language = Annotated[
+    str, Meta(min_length=2, max_length=16, pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})?$")
+]
 Reason = Annotated[str, Meta(max_length=500)]
 
 

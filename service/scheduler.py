@@ -18,7 +18,7 @@ from typing import Final
 
 import msgspec
 
-from .jobs import Dispatcher, JobService, Record
+from .jobs import JobService, Record
 from .models import ERROR_CODES, Outcome, Role, Status, parse_iso
 
 log = logging.getLogger(__name__)
@@ -47,13 +47,14 @@ class Plan(msgspec.Struct, frozen=True):
     stuck_at: float | None = None  # fraction at which it hangs forever
 
 
-class Scheduler(Dispatcher):
+class Scheduler:
     def __init__(self, service: JobService, seed: int | None) -> None:
         self.service = service
         self.seed = seed
         self._queue: list[tuple[int, int, str]] = []  # (-priority, tiebreak, job id)
         self._tiebreak = itertools.count()
         self._has_work = asyncio.Event()
+        self._idle = asyncio.Event()
         self._workers: list[asyncio.Task[None]] = []
         self._attempts: dict[str, asyncio.Task[None]] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
@@ -76,7 +77,7 @@ class Scheduler(Dispatcher):
 
     def start_now(self, count: int) -> list[Record]:
         """Manual mode: start the next `count` queued jobs now, premium first."""
-        started = []
+        started: list[Record] = []
         while len(started) < count:
             record = self._pop()
             if record is None:
@@ -142,7 +143,8 @@ class Scheduler(Dispatcher):
     async def drain(self) -> None:
         """Wait until nothing is queued, running or waiting to retry (for tests and tools)."""
         while self._queue_live() or self._attempts or self._timers:
-            await asyncio.sleep(0.01)
+            self._idle.clear()
+            await self._idle.wait()
 
     @property
     def queued(self) -> int:
@@ -205,6 +207,7 @@ class Scheduler(Dispatcher):
     def _attempt_done(self, job_id: str, task: asyncio.Task[None]) -> None:
         if self._attempts.get(job_id) is task:
             del self._attempts[job_id]
+        self._idle.set()
         if not task.cancelled() and task.exception() is not None:
             log.error("attempt for %s crashed", job_id, exc_info=task.exception())
 
@@ -278,5 +281,6 @@ class Scheduler(Dispatcher):
         def fire() -> None:
             self._timers.pop(job_id, None)
             self.service.requeue(record)
+            self._idle.set()
 
         self._timers[job_id] = asyncio.get_running_loop().call_later(delay, fire)

@@ -103,7 +103,9 @@ class Settings(msgspec.Struct, kw_only=True):
                 label = name.upper() if source == "env" else name
                 raise SettingsError(label, str(exc)) from exc
         config = msgspec.convert(runtime, Config, strict=False)
-        return msgspec.convert({**static, "config": config}, cls, strict=False, from_attributes=True)
+        return msgspec.convert(
+            {**static, "config": config}, cls, strict=False, from_attributes=True
+        )
 
 
 class SettingsError(ValueError):

@@ -69,11 +69,11 @@ async def read_json(request: web.Request, type_: type[T], *, lenient_type: bool 
     body = await request.read()
     if not body.strip():
         return msgspec.convert({}, type_)
-    if not lenient_type and request.content_type not in ("application/json", ""):
-        if not request.content_type.endswith("+json"):
-            raise UnsupportedMediaType(
-                f"send JSON (Content-Type: application/json), not {request.content_type}"
-            )
+    ctype = request.content_type
+    if not lenient_type and ctype not in ("application/json", "") and not ctype.endswith("+json"):
+        raise UnsupportedMediaType(
+            f"send JSON (Content-Type: application/json), not {request.content_type}"
+        )
     try:
         return msgspec.json.decode(body, type=type_)
     except msgspec.ValidationError as exc:
@@ -108,7 +108,9 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         if exc.status < 400:
             raise
         code = HTTP_CODES.get(exc.status, "http_error")
-        message = exc.reason if exc.text is None or exc.text.startswith(str(exc.status)) else exc.text
+        message = (
+            exc.reason if exc.text is None or exc.text.startswith(str(exc.status)) else exc.text
+        )
         headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
         return error_response(exc.status, code, message, headers=headers or None)
 
@@ -126,4 +128,6 @@ async def injected_fault(request: web.Request) -> web.Response | None:
         return None
     status = rng.choice(FAULT_STATUSES)
     await asyncio.sleep(config.fault_stall_s)
-    return error_response(status, "injected_fault", f"injected fault (FAULT_RATE={config.fault_rate})")
+    return error_response(
+        status, "injected_fault", f"injected fault (FAULT_RATE={config.fault_rate})"
+    )

@@ -33,7 +33,10 @@ def hint_headers(request: web.Request, record: Record) -> dict[str, str]:
     hint = request.app[SERVICE].poll_hint(record)
     if hint is None:
         return {}
-    return {"Retry-After": str(max(1, math.ceil(hint))), "X-Poll-After-Ms": str(math.ceil(hint * 1000))}
+    return {
+        "Retry-After": str(max(1, math.ceil(hint))),
+        "X-Poll-After-Ms": str(math.ceil(hint * 1000)),
+    }
 
 
 def job_headers(request: web.Request, record: Record) -> dict[str, str]:
@@ -118,7 +121,8 @@ async def list_jobs(request: web.Request) -> web.Response:
             break
         page.append(record)
     more = len(page) == limit and any(
-        True for _ in service.iter_jobs(user=user, status=status, role=role, before=page[-1].ordinal)
+        True
+        for _ in service.iter_jobs(user=user, status=status, role=role, before=page[-1].ordinal)
     )
     next_cursor = str(page[-1].ordinal) if more else None
     body = b'{"jobs":[' + b",".join(r.data for r in page) + b'],"next_cursor":'

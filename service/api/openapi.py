@@ -41,42 +41,147 @@ _ID = (("id", "path", {"type": "string", "minLength": 1}),)
 _USER = (("X-User-Id", "header", {"type": "string", "minLength": 1, "maxLength": 128}),)
 
 ROUTES: tuple[Route, ...] = (
-    Route("post", "/v1/jobs", "Submit a job", SubmitRequest, Job, 201, (400, 413, 415, 422, 429),
-          params=(*_USER, ("Idempotency-Key", "header", {"type": "string", "maxLength": 200}))),
-    Route("get", "/v1/jobs", "List jobs (own; admin: all)", None, JobPage, 200, (400, 403, 422),
-          params=(*_USER, ("status", "query", {"type": "string"}), ("role", "query", {"type": "string"}),
-                  ("user", "query", {"type": "string"}), ("limit", "query", {"type": "integer"}),
-                  ("cursor", "query", {"type": "string"}))),
-    Route("get", "/v1/jobs/{id}", "Read a job (ETag, long poll with ?wait=)", None, Job, 200,
-          (304, 404, 408, 422, 500, 503),
-          params=(*_ID, ("wait", "query", {"type": "number"}), ("If-None-Match", "header", {"type": "string"}))),
-    Route("post", "/v1/jobs/{id}/cancel", "Cancel a job", CancelRequest, Job, 200,
-          (401, 404, 409, 413, 415, 422), admin=True, params=_ID),
-    Route("post", "/v1/jobs/{id}/retry", "Requeue a permanently failed job", None, Job, 200,
-          (401, 404, 409), admin=True, params=_ID),
-    Route("post", "/v1/process", "Start the next N queued jobs", ProcessRequest, ProcessResult, 200,
-          (401, 413, 415, 422), admin=True),
-    Route("post", "/v1/cleanup", "Delete finished jobs", CleanupRequest, CleanupResult, 200,
-          (401, 413, 415, 422), admin=True),
+    Route(
+        "post",
+        "/v1/jobs",
+        "Submit a job",
+        SubmitRequest,
+        Job,
+        201,
+        (400, 413, 415, 422, 429),
+        params=(*_USER, ("Idempotency-Key", "header", {"type": "string", "maxLength": 200})),
+    ),
+    Route(
+        "get",
+        "/v1/jobs",
+        "List jobs (own; admin: all)",
+        None,
+        JobPage,
+        200,
+        (400, 403, 422),
+        params=(
+            *_USER,
+            ("status", "query", {"type": "string"}),
+            ("role", "query", {"type": "string"}),
+            ("user", "query", {"type": "string"}),
+            ("limit", "query", {"type": "integer"}),
+            ("cursor", "query", {"type": "string"}),
+        ),
+    ),
+    Route(
+        "get",
+        "/v1/jobs/{id}",
+        "Read a job (ETag, long poll with ?wait=)",
+        None,
+        Job,
+        200,
+        (304, 404, 408, 422, 500, 503),
+        params=(
+            *_ID,
+            ("wait", "query", {"type": "number"}),
+            ("If-None-Match", "header", {"type": "string"}),
+        ),
+    ),
+    Route(
+        "post",
+        "/v1/jobs/{id}/cancel",
+        "Cancel a job",
+        CancelRequest,
+        Job,
+        200,
+        (401, 404, 409, 413, 415, 422),
+        admin=True,
+        params=_ID,
+    ),
+    Route(
+        "post",
+        "/v1/jobs/{id}/retry",
+        "Requeue a permanently failed job",
+        None,
+        Job,
+        200,
+        (401, 404, 409),
+        admin=True,
+        params=_ID,
+    ),
+    Route(
+        "post",
+        "/v1/process",
+        "Start the next N queued jobs",
+        ProcessRequest,
+        ProcessResult,
+        200,
+        (401, 413, 415, 422),
+        admin=True,
+    ),
+    Route(
+        "post",
+        "/v1/cleanup",
+        "Delete finished jobs",
+        CleanupRequest,
+        CleanupResult,
+        200,
+        (401, 413, 415, 422),
+        admin=True,
+    ),
     Route("get", "/v1/config", "Runtime settings", None, Config),
-    Route("patch", "/v1/config", "Change runtime settings", ConfigPatch, Config, 200,
-          (401, 413, 415, 422), admin=True),
-    Route("post", "/v1/session", "Exchange the admin token for a session cookie", SessionRequest,
-          None, 204, (401, 413, 415, 422)),
+    Route(
+        "patch",
+        "/v1/config",
+        "Change runtime settings",
+        ConfigPatch,
+        Config,
+        200,
+        (401, 413, 415, 422),
+        admin=True,
+    ),
+    Route(
+        "post",
+        "/v1/session",
+        "Exchange the admin token for a session cookie",
+        SessionRequest,
+        None,
+        204,
+        (401, 413, 415, 422),
+    ),
     Route("get", "/v1/session", "Is this session admin?", None, SessionState),
     Route("delete", "/v1/session", "Log out", None, None, 204),
-    Route("get", "/v1/events", "Server-Sent Events stream (see docs/protocol.md)", None, Event, 200,
-          (400, 401, 404, 422), content_type="text/event-stream"),
+    Route(
+        "get",
+        "/v1/events",
+        "Server-Sent Events stream (see docs/protocol.md)",
+        None,
+        Event,
+        200,
+        (400, 401, 404, 422),
+        content_type="text/event-stream",
+    ),
     Route("get", "/healthz", "Liveness", None, Health),
     Route("get", "/metrics", "Prometheus metrics", None, None, content_type="text/plain"),
 )
 
 
 def build() -> dict[str, Any]:
-    types = [SubmitRequest, Job, JobPage, CancelRequest, ProcessRequest, ProcessResult,
-             CleanupRequest, CleanupResult, Config, ConfigPatch, SessionRequest, SessionState,
-             Event, Health, ErrorBody]
-    (_, components) = msgspec.json.schema_components(types, ref_template="#/components/schemas/{name}")
+    types = [
+        SubmitRequest,
+        Job,
+        JobPage,
+        CancelRequest,
+        ProcessRequest,
+        ProcessResult,
+        CleanupRequest,
+        CleanupResult,
+        Config,
+        ConfigPatch,
+        SessionRequest,
+        SessionState,
+        Event,
+        Health,
+        ErrorBody,
+    ]
+    (_, components) = msgspec.json.schema_components(
+        types, ref_template="#/components/schemas/{name}"
+    )
     paths: dict[str, dict[str, Any]] = {}
     for route in ROUTES:
         op: dict[str, Any] = {"summary": route.summary, "operationId": _op_id(route)}
@@ -96,7 +201,11 @@ def build() -> dict[str, Any]:
         responses: dict[str, Any] = {}
         ok: dict[str, Any] = {"description": "OK"}
         if route.answer is not None:
-            schema = _ref(route.answer) if route.content_type == "application/json" else {"type": "string"}
+            schema = (
+                _ref(route.answer)
+                if route.content_type == "application/json"
+                else {"type": "string"}
+            )
             ok["content"] = {route.content_type: {"schema": schema}}
         elif route.content_type != "application/json":
             ok["content"] = {route.content_type: {"schema": {"type": "string"}}}
@@ -113,7 +222,11 @@ def build() -> dict[str, Any]:
         paths.setdefault(route.path, {})[route.method] = op
     return {
         "openapi": "3.1.0",
-        "info": {"title": "dubsim", "version": "1", "description": "Live video-translation job service"},
+        "info": {
+            "title": "dubsim",
+            "version": "1",
+            "description": "Live video-translation job service",
+        },
         "paths": paths,
         "components": {
             "schemas": components,

@@ -48,8 +48,8 @@ def _ws_reset(reason: str, seq: int) -> bytes:
 
 
 def _sse_event(pub: Published) -> bytes:
-    head = f'event: {pub.type}\nid: {pub.seq}\ndata: {{"seq":{pub.seq},"type":"{pub.type}","at":"{pub.at}","job":'
-    return head.encode() + pub.job_bytes + b"}\n\n"
+    data = f'{{"seq":{pub.seq},"type":"{pub.type}","at":"{pub.at}","job":'
+    return f"event: {pub.type}\nid: {pub.seq}\ndata: {data}".encode() + pub.job_bytes + b"}\n\n"
 
 
 def _sse_snapshot(seq: int, job: bytes) -> bytes:
@@ -118,7 +118,7 @@ class _Session:
                 self.hub.unsubscribe(self.sub, jobs=msg.jobs, user=user, everything=msg.all)
                 self.reply(type="unsubscribed", id=msg.id)
 
-    def _user_for(self, msg: WsMessage) -> str | None | Literal[False]:
+    def _user_for(self, msg: WsMessage) -> str | Literal[False] | None:
         if not msg.mine:
             return None
         if self.user is None:
@@ -289,7 +289,9 @@ def _last_event_id(request: web.Request) -> int | None:
     if raw is None or raw == "":
         return None
     if not raw.isdigit() or len(raw) > 18:
-        raise ValidationFailed("Last-Event-ID must be a non-negative integer", field="last_event_id")
+        raise ValidationFailed(
+            "Last-Event-ID must be a non-negative integer", field="last_event_id"
+        )
     return int(raw)
 
 

@@ -33,8 +33,8 @@ class Store(Protocol):
     async def insert(self, job: StoredJob) -> None:
         """Return only once the job is durable."""
 
-    def save(self, job: Job) -> None:
-        """Record a new state; durable soon (group-committed), never out of order."""
+    def save(self, job_id: str, data: bytes) -> None:
+        """Record a job's new state (its JSON); durable soon (group-committed), in order."""
 
     def delete(self, job_ids: list[str]) -> None:
         """Forget jobs; durable soon."""

@@ -1,0 +1,143 @@
+"""Shared fixtures: an in-process app per test, and a real server process when needed."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestClient
+
+from service.app import create_app
+from service.settings import Settings
+
+ADMIN_TOKEN = "test-admin-token"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+ROOT = Path(__file__).resolve().parents[1]
+
+# Fast, deterministic defaults for tests; each test overrides what it cares about.
+TEST_SETTINGS: dict[str, Any] = {
+    "db": ":memory:",
+    "admin_token": ADMIN_TOKEN,
+    "translation_delay": 0.2,
+    "retry_delay": 0.01,
+    "error_rate": 0.0,
+    "seed": 7,
+    "heartbeat_s": 5.0,
+}
+
+
+def make_settings(**overrides: Any) -> Settings:
+    return Settings.from_flat({**TEST_SETTINGS, **overrides})
+
+
+ApiFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
+
+
+@pytest.fixture
+def api(aiohttp_client: Any) -> ApiFactory:
+    """`client = await api(error_rate=0.5)`: a fresh app with test settings, served in-process."""
+
+    async def factory(**overrides: Any) -> TestClient[Any, Any]:
+        return await aiohttp_client(create_app(make_settings(**overrides)))  # type: ignore[no-any-return]
+
+    return factory
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ServerProcess:
+    """`python -m service` in a subprocess, on a free port, ready when /healthz answers."""
+
+    def __init__(self, db: str, **flags: Any) -> None:
+        self.db = db
+        self.port = free_port()
+        self.flags = {**TEST_SETTINGS, "db": db, **flags}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 20.0) -> None:
+        args = [sys.executable, "-m", "service", "--port", str(self.port)]
+        for key, value in self.flags.items():
+            args += ["--" + key.replace("_", "-"), str(value)]
+        self.proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                out = self.proc.stdout.read().decode() if self.proc.stdout else ""
+                raise RuntimeError(f"server exited with {self.proc.returncode}: {out}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    pass
+                import urllib.request
+
+                with urllib.request.urlopen(self.url + "/healthz", timeout=1) as resp:
+                    if resp.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("server did not become healthy in time")
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=15)
+        if self.proc is not None and self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self.proc = None
+
+
+@pytest.fixture
+def server_process(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
+    """Factory for real server processes; all are killed at the end of the test."""
+    started: list[ServerProcess] = []
+
+    def factory(db: str | None = None, **flags: Any) -> ServerProcess:
+        server = ServerProcess(db or str(tmp_path / "dubsim.db"), **flags)
+        server.start()
+        started.append(server)
+        return server
+
+    yield factory
+    for server in started:
+        server.kill()
+
+
+async def wait_for_status(
+    client: TestClient[Any, Any] | aiohttp.ClientSession,
+    job_id: str,
+    statuses: set[str],
+    timeout: float = 20.0,
+) -> dict[str, Any]:
+    """Poll until the job reaches one of `statuses` (tests' generous timeout, not a timing claim)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            resp = await client.get(f"/v1/jobs/{job_id}?wait=5")
+            job: dict[str, Any] = await resp.json()
+            if job["status"] in statuses:
+                return job
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+os.environ.setdefault("PYTHONUNBUFFERED", "1")
