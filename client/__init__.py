@@ -1,0 +1,72 @@
+"""dubsim's Python client: submit translation jobs and learn their outcome as soon as it exists.
+
+```python
+from client import Client
+
+with Client("http://127.0.0.1:4777", user_id="alice") as client:
+    job = client.submit(role="premium")
+    job = client.wait(job.id, timeout=60)   # JobFailed / JobCancelled / WaitTimeout otherwise
+    print(job.status, job.result_url)
+```
+
+`AsyncClient` has the same methods as coroutines. The library logs to the "client" logger
+(per-request detail at DEBUG) and never configures logging or prints.
+"""
+
+from ._async import DEFAULT_URL, AsyncClient
+from ._errors import (
+    APIError,
+    Conflict,
+    DubsimError,
+    InvalidRequest,
+    JobCancelled,
+    JobError,
+    JobFailed,
+    JobNotFound,
+    RateLimited,
+    TransportError,
+    Unauthorized,
+    WaitTimeout,
+)
+from ._events import EventStream
+from ._mock import MockServerSocket, MockTransport
+from ._models import Config, ErrorInfo, Event, Job, Role, Scenario, Status
+from ._polling import Backoff, PollPolicy
+from ._sync import Client, SyncEventStream
+from ._transport import AiohttpTransport, AsyncTransport, Request, Response, WebSocketConnection
+
+__all__ = [
+    "DEFAULT_URL",
+    "APIError",
+    "AiohttpTransport",
+    "AsyncClient",
+    "AsyncTransport",
+    "Backoff",
+    "Client",
+    "Config",
+    "Conflict",
+    "DubsimError",
+    "ErrorInfo",
+    "Event",
+    "EventStream",
+    "InvalidRequest",
+    "Job",
+    "JobCancelled",
+    "JobError",
+    "JobFailed",
+    "JobNotFound",
+    "MockServerSocket",
+    "MockTransport",
+    "PollPolicy",
+    "RateLimited",
+    "Request",
+    "Response",
+    "Role",
+    "Scenario",
+    "Status",
+    "SyncEventStream",
+    "TransportError",
+    "Unauthorized",
+    "WaitTimeout",
+    "WebSocketConnection",
+]

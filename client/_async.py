@@ -1,0 +1,424 @@
+"""AsyncClient: the one implementation of the client (the sync Client drives this one)."""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import enum
+import logging
+import random
+import weakref
+from collections.abc import AsyncGenerator, Iterable, Mapping
+from types import TracebackType
+from typing import Any
+
+from ._api import Api, decode
+from ._errors import WaitTimeout
+from ._events import EventStream
+from ._flows import drive_async, poll_flow, request_flow
+from ._models import (
+    CleanupResult,
+    Config,
+    Job,
+    JobPage,
+    ProcessResult,
+    Role,
+    Scenario,
+)
+from ._polling import PollPolicy, Random
+from ._subscription import SharedSubscription
+from ._transport import AiohttpTransport, AsyncTransport, Request, Response, WebSocketConnection
+from ._wait import ProgressCallback, Tracker, outcome, wait_for_terminal
+
+__all__ = ["DEFAULT_URL", "AsyncClient"]
+
+logger = logging.getLogger("client")
+
+DEFAULT_URL = "http://127.0.0.1:4777"
+
+
+class _State(enum.Enum):
+    OPEN = "open"  # usable; the HTTP session and the socket are made on first use
+    CLOSED = "closed"  # aclose() ran: every call raises RuntimeError
+
+
+class AsyncClient:
+    """An asyncio client for a dubsim server.
+
+    ```python
+    async with AsyncClient("http://127.0.0.1:4777", user_id="alice") as client:
+        job = await client.submit(role="premium")
+        job = await client.wait(job.id, timeout=60)
+    ```
+
+    `token` is the admin token (cancel, retry, process, cleanup, update_config, `all` events);
+    `user_id` is sent as `X-User-Id`. `timeout` bounds each HTTP request; `policy` tunes
+    polling, retries and reconnects; `transport` replaces the network (see MockTransport).
+    """
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_URL,
+        *,
+        token: str | None = None,
+        user_id: str | None = None,
+        timeout: float = 10.0,
+        policy: PollPolicy | None = None,
+        transport: AsyncTransport | None = None,
+        rand: Random | None = None,
+    ) -> None:
+        self._api = Api(base_url, token=token, user_id=user_id, timeout=timeout)
+        self._policy = policy or PollPolicy()
+        self._transport: AsyncTransport = transport or AiohttpTransport()
+        self._rand: Random = rand or random.random
+        self._subscription: SharedSubscription | None = None
+        self._streams: weakref.WeakSet[EventStream] = weakref.WeakSet()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._state = _State.OPEN
+
+    @property
+    def base_url(self) -> str:
+        """The server's base URL."""
+        return self._api.base_url
+
+    @property
+    def user_id(self) -> str | None:
+        """The `X-User-Id` sent with every request (None: the server says `anonymous`)."""
+        return self._api.user_id
+
+    # ---- lifecycle -------------------------------------------------------------------
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop every wait and stream, close the socket and the HTTP connections."""
+        if self._state is _State.CLOSED:
+            return
+        self._state = _State.CLOSED
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for stream in list(self._streams):
+            await stream.aclose()
+        if self._subscription is not None:
+            await self._subscription.aclose()
+        await self._transport.aclose()
+
+    def _check_open(self) -> None:
+        if self._state is _State.CLOSED:
+            raise RuntimeError("this client is closed")
+
+    # ---- plumbing --------------------------------------------------------------------
+
+    async def _send(self, request: Request) -> Response:
+        self._check_open()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            response = await self._transport.handle(request)
+        except Exception as exc:
+            logger.debug("%s %s -> %r", request.method, request.url, exc)
+            raise
+        logger.debug(
+            "%s %s -> %d (%.1f ms)",
+            request.method,
+            request.url,
+            response.status,
+            (loop.time() - started) * 1000,
+        )
+        return response
+
+    async def _call(
+        self, request: Request, type_: type[Any], *, idempotent: bool, job_id: str | None = None
+    ) -> Any:
+        flow = request_flow(
+            request,
+            policy=self._policy,
+            rand=self._rand,
+            clock=asyncio.get_running_loop().time,
+            idempotent=idempotent,
+        )
+        response = await drive_async(flow, self._send)
+        return decode(response, type_, job_id=job_id)
+
+    async def _connect_ws(self) -> WebSocketConnection:
+        self._check_open()
+        return await self._transport.connect_websocket(self._api.ws_url(), self._api.ws_headers())
+
+    def _shared(self) -> SharedSubscription:
+        self._check_open()
+        if self._subscription is None:
+            self._subscription = SharedSubscription(
+                self._connect_ws, policy=self._policy, rand=self._rand
+            )
+        return self._subscription
+
+    # ---- jobs ------------------------------------------------------------------------
+
+    async def submit(
+        self,
+        *,
+        role: Role | str | None = None,
+        user_id: str | None = None,
+        target_language: str | None = None,
+        scenario: Scenario | Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> Job:
+        """Submit a job; returns it (status pending). RateLimited for a free user over the limit.
+
+        With an `idempotency_key` a lost answer is retried safely (the server returns the same
+        job); without one a submit is sent once.
+        """
+        request = self._api.submit(
+            role=role,
+            user_id=user_id,
+            target_language=target_language,
+            scenario=scenario,
+            idempotency_key=idempotency_key,
+        )
+        job: Job = await self._call(request, Job, idempotent=idempotency_key is not None)
+        return job
+
+    async def get(self, job_id: str) -> Job:
+        """The job's current snapshot. JobNotFound if there is no such job."""
+        job: Job = await self._call(self._api.get_job(job_id), Job, idempotent=True, job_id=job_id)
+        return job
+
+    async def list(
+        self,
+        *,
+        status: str | None = None,
+        role: str | None = None,
+        user: str | None = None,
+        page_size: int = 100,
+    ) -> AsyncGenerator[Job, None]:
+        """Every job visible to this client (own jobs; all for admin), newest first.
+
+        Follows the cursor page by page as you iterate.
+        """
+        cursor: str | None = None
+        while True:
+            request = self._api.list_jobs(
+                status=status, role=role, user=user, limit=page_size, cursor=cursor
+            )
+            page: JobPage = await self._call(request, JobPage, idempotent=True)
+            for job in page.jobs:
+                yield job
+            cursor = page.next_cursor
+            if not cursor:
+                return
+
+    async def cancel(self, job_id: str, *, reason: str | None = None) -> Job:
+        """Cancel a job (admin). Conflict if it already ended."""
+        job: Job = await self._call(
+            self._api.cancel(job_id, reason=reason), Job, idempotent=False, job_id=job_id
+        )
+        return job
+
+    async def retry(self, job_id: str) -> Job:
+        """Requeue a permanently_failed job (admin). Conflict for any other status."""
+        job: Job = await self._call(self._api.retry(job_id), Job, idempotent=False, job_id=job_id)
+        return job
+
+    async def process(self, count: int = 1) -> builtins.list[Job]:
+        """Start the next `count` queued jobs now, premium first (admin; manual mode)."""
+        result: ProcessResult = await self._call(
+            self._api.process(count), ProcessResult, idempotent=False
+        )
+        return result.started
+
+    async def cleanup(self, older_than_s: float | None = None) -> int:
+        """Delete finished jobs (optionally only those older than this); returns how many."""
+        result: CleanupResult = await self._call(
+            self._api.cleanup(older_than_s), CleanupResult, idempotent=False
+        )
+        return result.deleted
+
+    async def config(self) -> Config:
+        """The server's runtime settings."""
+        config: Config = await self._call(self._api.config(), Config, idempotent=True)
+        return config
+
+    async def update_config(self, **changes: Any) -> Config:
+        """Change runtime settings (admin), e.g. `update_config(error_rate=0)`.
+
+        All or nothing: InvalidRequest names a bad field and nothing changes.
+        """
+        config: Config = await self._call(self._api.update_config(changes), Config, idempotent=True)
+        return config
+
+    # ---- live ------------------------------------------------------------------------
+
+    def events(
+        self,
+        *,
+        jobs: Iterable[str] | None = None,
+        mine: bool = False,
+        all: bool = False,
+        since: int | None = None,
+    ) -> EventStream:
+        """The live event stream (its own WebSocket), resumed by seq after a drop.
+
+        Select `jobs=[ids]`, `mine=True` (needs `user_id`) or `all=True` (needs the token);
+        with none given: all with a token, else mine. `since` resumes after that seq.
+
+        ```python
+        async with client.events(all=True) as stream:
+            async for event in stream:
+                print(event.seq, event.type, event.job and event.job.status)
+        ```
+        """
+        self._check_open()
+        selection: dict[str, Any]
+        if jobs is not None:
+            selection = {"jobs": builtins.list(jobs)}
+        elif all or (not mine and self._api.token is not None):
+            selection = {"all": True}
+        else:
+            selection = {"mine": True}
+        stream = EventStream(
+            self._connect_ws, selection, since=since, policy=self._policy, rand=self._rand
+        )
+        self._streams.add(stream)
+        return stream
+
+    async def wait(
+        self,
+        job_id: str,
+        # The public API's name; asyncio.timeout() can't express "WaitTimeout, job goes on".
+        timeout: float | None = None,  # noqa: ASYNC109
+        on_progress: ProgressCallback | None = None,
+    ) -> Job:
+        """Wait until the job ends; return it if completed.
+
+        Raises JobFailed (permanently_failed), JobCancelled, JobNotFound, or WaitTimeout when
+        `timeout` seconds pass first (the job goes on). `on_progress(job)` is called once for
+        every change seen, the first snapshot and the final one included. Transport trouble,
+        5xx and injected faults are retried until the deadline.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = _deadline(loop, timeout)
+        trackers: builtins.list[Tracker] = []
+        try:
+            async with asyncio.timeout_at(deadline):
+                job = await self._wait_terminal(job_id, deadline, on_progress, trackers)
+        except TimeoutError as exc:
+            seen = [t.job for t in trackers if t.job is not None]
+            raise WaitTimeout(timeout or 0.0, [job_id], seen) from exc
+        return outcome(job)
+
+    async def wait_many(
+        self,
+        job_ids: Iterable[str],
+        # The public API's name; asyncio.timeout() can't express "WaitTimeout, job goes on".
+        timeout: float | None = None,  # noqa: ASYNC109
+        on_progress: ProgressCallback | None = None,
+    ) -> builtins.list[Job]:
+        """Wait until every job has ended; their final snapshots, in the order given.
+
+        Unlike `wait`, a failed or cancelled job is returned (check `status`), not raised.
+        WaitTimeout (listing the unfinished ids) if the one deadline passes first.
+        """
+        ids = builtins.list(dict.fromkeys(job_ids))
+        finished: dict[str, Job] = {}
+        async with contextlib.aclosing(self.as_completed(ids, timeout, on_progress)) as jobs:
+            async for job in jobs:
+                finished[job.id] = job
+        return [finished[job_id] for job_id in ids]
+
+    async def as_completed(
+        self,
+        job_ids: Iterable[str],
+        # The public API's name; asyncio.timeout() can't express "WaitTimeout, job goes on".
+        timeout: float | None = None,  # noqa: ASYNC109
+        on_progress: ProgressCallback | None = None,
+    ) -> AsyncGenerator[Job, None]:
+        """Yield each job's final snapshot as soon as it ends (any terminal status).
+
+        One deadline covers all: WaitTimeout when it passes with jobs unfinished. Close the
+        iterator early with `contextlib.aclosing` (or let the client close) to stop the rest.
+        """
+        loop = asyncio.get_running_loop()
+        ids = builtins.list(dict.fromkeys(job_ids))
+        deadline = _deadline(loop, timeout)
+        trackers: dict[str, builtins.list[Tracker]] = {job_id: [] for job_id in ids}
+        tasks = {
+            self._spawn(
+                self._wait_terminal(job_id, deadline, on_progress, trackers[job_id])
+            ): job_id
+            for job_id in ids
+        }
+        pending = set(tasks)
+        try:
+            while pending:
+                remaining = None if deadline is None else deadline - loop.time()
+                done: set[asyncio.Task[Job]] = set()
+                if remaining is None or remaining > 0:
+                    done, pending = await asyncio.wait(
+                        pending, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+                    )
+                if not done:
+                    unfinished = [job_id for task, job_id in tasks.items() if task in pending]
+                    seen = [t.job for i in unfinished for t in trackers[i] if t.job is not None]
+                    raise WaitTimeout(timeout or 0.0, unfinished, seen)
+                for task in sorted(done, key=lambda t: ids.index(tasks[t])):
+                    yield task.result()
+        finally:
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Job]:
+        self._check_open()
+        task: asyncio.Task[Job] = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _wait_terminal(
+        self,
+        job_id: str,
+        deadline: float | None,
+        on_progress: ProgressCallback | None,
+        trackers: builtins.list[Tracker],
+    ) -> Job:
+        loop = asyncio.get_running_loop()
+
+        async def poll(on_job: Any) -> Job | None:
+            flow = poll_flow(
+                self._api,
+                job_id,
+                policy=self._policy,
+                rand=self._rand,
+                clock=loop.time,
+                deadline=deadline,
+                on_job=on_job,
+            )
+            return await drive_async(flow, self._send)
+
+        return await wait_for_terminal(
+            job_id,
+            subscription=self._shared(),
+            poll=poll,
+            grace_s=self._policy.ws_grace_s,
+            on_progress=on_progress,
+            tracker_out=trackers,
+        )
+
+
+def _deadline(loop: asyncio.AbstractEventLoop, timeout: float | None) -> float | None:
+    if timeout is None:
+        return None
+    if timeout < 0:
+        raise ValueError(f"timeout must be >= 0 or None, not {timeout!r}")
+    return loop.time() + timeout

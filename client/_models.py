@@ -1,0 +1,147 @@
+"""The client's view of the wire types (docs/api.md, docs/protocol.md).
+
+The structs ignore fields they don't know, so a newer server with extra fields keeps working.
+Times are aware `datetime`s in UTC.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+__all__ = ["Config", "ErrorInfo", "Event", "Job", "Role", "Scenario", "Status"]
+
+
+class Status(enum.StrEnum):
+    """Where a job is in its life. Terminal states never change again."""
+
+    PENDING = "pending"  # queued, waiting for a worker
+    PROCESSING = "processing"  # an attempt is running
+    COMPLETED = "completed"  # terminal: done, `result_url` is set
+    FAILED = "failed"  # this attempt failed and a retry is scheduled: not an outcome
+    PERMANENTLY_FAILED = "permanently_failed"  # terminal: attempts exhausted
+    CANCELLED = "cancelled"  # terminal: an admin cancelled it
+
+    @property
+    def terminal(self) -> bool:
+        """True for completed, permanently_failed and cancelled."""
+        return self in _TERMINAL
+
+
+_TERMINAL = frozenset({Status.COMPLETED, Status.PERMANENTLY_FAILED, Status.CANCELLED})
+
+
+class Role(enum.StrEnum):
+    """The customer's plan: premium jobs run first and faster."""
+
+    FREE = "free"  # rate limited per user
+    PREMIUM = "premium"  # prioritised, sped up
+
+
+class ErrorInfo(msgspec.Struct, frozen=True):
+    """Why the last attempt failed: `code` is timeout, internal_error or unexpected_failure."""
+
+    code: str
+    message: str
+
+
+class Scenario(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A scripted job (overrides chance): outcome completed, failed, permanently_failed or stuck."""
+
+    duration_s: float | None = None
+    outcome: str = "completed"
+    fail_attempts: int = 0
+
+
+class Job(msgspec.Struct, frozen=True):
+    """A translation job snapshot, as the server sent it."""
+
+    id: str
+    user_id: str
+    role: Role
+    status: Status
+    progress: int
+    attempt: int
+    max_attempts: int
+    priority: int
+    target_language: str
+    created_at: datetime
+    started_at: datetime | None = None
+    updated_at: datetime | None = None
+    finished_at: datetime | None = None
+    eta: datetime | None = None
+    error: ErrorInfo | None = None
+    cancel_reason: str | None = None
+    scenario: Scenario | None = None
+    result_url: str | None = None
+
+    @property
+    def terminal(self) -> bool:
+        """True once the job can never change again."""
+        return self.status.terminal
+
+
+class Event(msgspec.Struct, frozen=True):
+    """One message of the live stream.
+
+    `type` is a job event (`job.created` ... `job.deleted`), `snapshot` (the current state right
+    after subscribing) or `reset` (the resume point was lost; fresh snapshots follow, `job` is
+    None and `reason` says why). `seq` is the server's sequence number, the resume point.
+    """
+
+    seq: int
+    type: str
+    job: Job | None = None
+    at: datetime | None = None
+    reason: str | None = None
+
+
+class Config(msgspec.Struct, frozen=True):
+    """The server's runtime settings (GET/PATCH /v1/config)."""
+
+    translation_delay: float
+    error_rate: float
+    rate_limit: int
+    premium_speedup: float
+    max_attempts: int
+    retry_delay: float
+    workers: int
+    auto_process: bool
+    fault_rate: float
+    fault_stall_s: float
+
+
+class JobPage(msgspec.Struct, frozen=True):
+    """One page of `GET /v1/jobs`."""
+
+    jobs: list[Job]
+    next_cursor: str | None = None
+
+
+class ProcessResult(msgspec.Struct, frozen=True):
+    """The answer of `POST /v1/process`."""
+
+    started: list[Job]
+
+
+class CleanupResult(msgspec.Struct, frozen=True):
+    """The answer of `POST /v1/cleanup`."""
+
+    deleted: int
+
+
+class ErrorDetail(msgspec.Struct, frozen=True):
+    """The `error` member of an error body."""
+
+    code: str = "unknown"
+    message: str = ""
+    details: dict[str, Any] = {}
+
+
+class ErrorBody(msgspec.Struct, frozen=True):
+    """`{"error": {...}}`: every error the server sends."""
+
+    error: ErrorDetail

@@ -1,0 +1,172 @@
+"""The swappable I/O layer: one HTTP exchange, one WebSocket. Nothing above it imports aiohttp.
+
+`AsyncTransport` is what the client needs from the network; `AiohttpTransport` is the real one
+and `MockTransport` (in `_mock.py`) answers from a function, for tests.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import aiohttp
+
+from ._errors import TransportError
+
+__all__ = ["AiohttpTransport", "AsyncTransport", "Request", "Response", "WebSocketConnection"]
+
+logger = logging.getLogger("client")
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One HTTP request: an absolute URL, headers, an optional body and a total timeout."""
+
+    method: str
+    url: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    content: bytes | None = None
+    timeout: float | None = None
+
+
+class Response:
+    """One HTTP response. Header names are lower-cased (the server's casing doesn't matter)."""
+
+    __slots__ = ("content", "headers", "status")
+
+    def __init__(
+        self, status: int, headers: Mapping[str, str] | None = None, content: bytes = b""
+    ) -> None:
+        self.status = status
+        self.headers: dict[str, str] = {k.lower(): v for k, v in (headers or {}).items()}
+        self.content = content
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status} {len(self.content)} bytes>"
+
+
+class WebSocketConnection(Protocol):
+    """A connected WebSocket carrying JSON text frames."""
+
+    async def send(self, text: str) -> None:
+        """Send one text frame; raises TransportError when the socket is gone."""
+
+    async def receive(self) -> str | None:
+        """The next text frame, or None once the socket is closed (see `close_code`)."""
+
+    async def close(self) -> None:
+        """Close the socket (normal closure); safe to call twice."""
+
+    @property
+    def close_code(self) -> int | None:
+        """The close code once closed, else None."""
+
+
+class AsyncTransport(Protocol):
+    """What the client needs from the network. Raise TransportError for no usable answer."""
+
+    async def handle(self, request: Request) -> Response:
+        """Send `request`, return the whole response (any status)."""
+
+    async def connect_websocket(self, url: str, headers: Mapping[str, str]) -> WebSocketConnection:
+        """Open a WebSocket to `url` (ws:// or wss://)."""
+
+    async def aclose(self) -> None:
+        """Release connections; the transport is not used afterwards."""
+
+
+class _AiohttpWebSocket:
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self._ws = ws
+
+    async def send(self, text: str) -> None:
+        try:
+            await self._ws.send_str(text)
+        except (aiohttp.ClientError, ConnectionError, RuntimeError) as exc:
+            # aiohttp raises RuntimeError/ConnectionResetError when the socket is closing.
+            raise TransportError(f"websocket send failed: {exc!r}") from exc
+
+    async def receive(self) -> str | None:
+        while True:
+            try:
+                msg = await self._ws.receive()
+            except (aiohttp.ClientError, ConnectionError, TimeoutError) as exc:
+                logger.debug("websocket receive failed: %r", exc)
+                return None
+            if msg.type is aiohttp.WSMsgType.TEXT:
+                return str(msg.data)
+            if msg.type in (
+                aiohttp.WSMsgType.CLOSE,
+                aiohttp.WSMsgType.CLOSING,
+                aiohttp.WSMsgType.CLOSED,
+                aiohttp.WSMsgType.ERROR,
+            ):
+                return None
+            # BINARY is not part of the protocol; pings are answered by aiohttp itself.
+
+    async def close(self) -> None:
+        await self._ws.close()
+
+    @property
+    def close_code(self) -> int | None:
+        return self._ws.close_code
+
+
+class AiohttpTransport:
+    """The real transport: one aiohttp session, created lazily inside the running loop."""
+
+    def __init__(self, *, heartbeat_s: float = 30.0, connection_limit: int = 100) -> None:
+        self._session: aiohttp.ClientSession | None = None
+        self._heartbeat_s = heartbeat_s
+        self._limit = connection_limit
+        self._closed = False
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise RuntimeError("the client is closed")
+        if self._session is None:
+            # aiohttp binds a session to the running loop, so it can't be made in __init__.
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._limit),
+                auto_decompress=True,
+            )
+        return self._session
+
+    async def handle(self, request: Request) -> Response:
+        session = self._get_session()
+        timeout = aiohttp.ClientTimeout(total=request.timeout)
+        try:
+            async with session.request(
+                request.method,
+                request.url,
+                headers=dict(request.headers),
+                data=request.content,
+                timeout=timeout,
+                allow_redirects=False,
+            ) as resp:
+                content = await resp.read()
+                return Response(resp.status, dict(resp.headers), content)
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise TransportError(f"{request.method} {request.url}: {exc!r}") from exc
+
+    async def connect_websocket(self, url: str, headers: Mapping[str, str]) -> WebSocketConnection:
+        session = self._get_session()
+        try:
+            ws = await session.ws_connect(
+                url,
+                headers=dict(headers),
+                heartbeat=self._heartbeat_s,
+                compress=0,
+                timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=5.0),
+            )
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise TransportError(f"websocket {url}: {exc!r}") from exc
+        return _AiohttpWebSocket(ws)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
