@@ -76,7 +76,9 @@ class ServerProcess:
         args = [sys.executable, "-m", "service", "--port", str(self.port)]
         for key, value in self.flags.items():
             args += ["--" + key.replace("_", "-"), str(value)]
-        self.proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

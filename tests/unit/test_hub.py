@@ -1,0 +1,131 @@
+import json
+
+import pytest
+
+from service.hub import SLOW_CONSUMER, Hub, Published, Wire
+from service.models import EventType
+
+
+def _event(pub: Published) -> bytes:
+    return json.dumps({"seq": pub.seq, "type": pub.type, "job": pub.job_id}).encode()
+
+
+def _snapshot(seq: int, job: bytes) -> bytes:
+    return json.dumps({"snapshot": json.loads(job), "seq": seq}).encode()
+
+
+def _reset(reason: str, seq: int) -> bytes:
+    return json.dumps({"reset": reason, "seq": seq}).encode()
+
+
+WIRE = Wire("test", _event, _snapshot, _reset)
+
+
+def publish(hub: Hub, job: str, user: str = "u", type: EventType = EventType.PROGRESS) -> None:
+    hub.publish(type, "t", job, user, json.dumps({"id": job}).encode())
+
+
+def frames(sub: object) -> list[dict[str, object]]:
+    queued = list(sub._frames)  # type: ignore[attr-defined]
+    sub._frames.clear()  # type: ignore[attr-defined]
+    return [json.loads(f) for f in queued]
+
+
+def test_subscribe_gives_snapshot_then_live_events() -> None:
+    hub = Hub(buffer_size=100, queue_limit=100)
+    publish(hub, "a", type=EventType.CREATED)
+    publish(hub, "b", type=EventType.CREATED)
+    sub = hub.open(WIRE)
+    assert hub.subscribe(sub, jobs=["a", "zzz"]) == ["zzz"]
+    assert frames(sub) == [{"snapshot": {"id": "a"}, "seq": 2}]
+    publish(hub, "b")
+    publish(hub, "a")
+    assert [f["seq"] for f in frames(sub)] == [4]
+
+
+def test_resume_replays_exactly_the_missed_events_in_order() -> None:
+    hub = Hub(buffer_size=100, queue_limit=100)
+    for i in range(10):
+        publish(hub, "a" if i % 2 else "b", user="u" if i % 2 else "v")
+    sub = hub.open(WIRE)
+    hub.subscribe(sub, user="u", since=4)
+    assert [f["seq"] for f in frames(sub)] == [6, 8, 10]
+    everything = hub.open(WIRE)
+    hub.subscribe(everything, everything=True, since=7)
+    assert [f["seq"] for f in frames(everything)] == [8, 9, 10]
+
+
+@pytest.mark.parametrize(("since", "reason"), [(1, "since_too_old"), (99, "since_in_future")])
+def test_gap_outside_the_buffer_resets_then_snapshots(since: int, reason: str) -> None:
+    hub = Hub(buffer_size=3, queue_limit=100)
+    for i in range(6):
+        publish(hub, f"j{i}")
+    sub = hub.open(WIRE)
+    hub.subscribe(sub, jobs=["j5"], since=since)
+    got = frames(sub)
+    assert got[0] == {"reset": reason, "seq": 6}
+    assert got[1:] == [{"snapshot": {"id": "j5"}, "seq": 6}]
+
+
+def test_oldest_event_still_buffered_is_a_valid_resume_point() -> None:
+    hub = Hub(buffer_size=3, queue_limit=100)
+    for _ in range(6):
+        publish(hub, "a")
+    sub = hub.open(WIRE)
+    hub.subscribe(sub, jobs=["a"], since=3)  # 4, 5, 6 are buffered
+    assert [f["seq"] for f in frames(sub)] == [4, 5, 6]
+
+
+def test_a_subscriber_matching_twice_gets_each_event_once() -> None:
+    hub = Hub(buffer_size=10, queue_limit=10)
+    publish(hub, "a", user="u")
+    sub = hub.open(WIRE)
+    hub.subscribe(sub, jobs=["a"])
+    hub.subscribe(sub, user="u")
+    hub.subscribe(sub, everything=True)
+    frames(sub)
+    publish(hub, "a", user="u")
+    assert len(frames(sub)) == 1
+
+
+def test_slow_consumer_is_closed_and_others_keep_receiving() -> None:
+    hub = Hub(buffer_size=1000, queue_limit=5)
+    publish(hub, "a")
+    slow, fast = hub.open(WIRE), hub.open(WIRE)
+    closed: list[str] = []
+    slow.on_close = closed.append
+    hub.subscribe(slow, everything=True, since=1)
+    hub.subscribe(fast, everything=True, since=1)
+    delivered = 0
+    for _ in range(20):
+        publish(hub, "a")
+        delivered += len(frames(fast))
+    assert delivered == 20
+    assert closed == [SLOW_CONSUMER] and slow.closed_reason == SLOW_CONSUMER
+    assert slow not in hub.subscriptions and hub.slow_consumers == 1
+    assert slow.pending == 5  # never grew past its bound
+
+
+def test_event_frames_are_encoded_once_per_wire() -> None:
+    calls: list[int] = []
+
+    def counting(pub: Published) -> bytes:
+        calls.append(pub.seq)
+        return b"x"
+
+    wire = Wire("count", counting, _snapshot, _reset)
+    hub = Hub(buffer_size=10, queue_limit=10)
+    publish(hub, "a")
+    subs = [hub.open(wire) for _ in range(50)]
+    for sub in subs:
+        hub.subscribe(sub, everything=True, since=1)
+    publish(hub, "a")
+    assert calls == [2]
+    assert all(sub.pending == 1 for sub in subs)
+
+
+def test_deleted_job_is_forgotten_for_snapshots() -> None:
+    hub = Hub(buffer_size=10, queue_limit=10)
+    publish(hub, "a")
+    publish(hub, "a", type=EventType.DELETED)
+    assert not hub.knows("a")
