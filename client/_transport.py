@@ -86,7 +86,7 @@ class _AiohttpWebSocket:
             await self._ws.send_str(text)
         except (aiohttp.ClientError, ConnectionError, RuntimeError) as exc:
             # aiohttp raises RuntimeError/ConnectionResetError when the socket is closing.
-            raise TransportError(f"websocket send failed: {exc!r}") from exc
+            raise TransportError(f"websocket send failed: {_describe(exc)}") from exc
 
     async def receive(self) -> str | None:
         while True:
@@ -149,7 +149,7 @@ class AiohttpTransport:
                 content = await resp.read()
                 return Response(resp.status, dict(resp.headers), content)
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise TransportError(f"{request.method} {request.url}: {exc!r}") from exc
+            raise TransportError(f"{request.method} {request.url}: {_describe(exc)}") from exc
 
     async def connect_websocket(self, url: str, headers: Mapping[str, str]) -> WebSocketConnection:
         session = self._get_session()
@@ -162,7 +162,7 @@ class AiohttpTransport:
                 timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=5.0),
             )
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise TransportError(f"websocket {url}: {exc!r}") from exc
+            raise TransportError(f"websocket {url}: {_describe(exc)}") from exc
         return _AiohttpWebSocket(ws)
 
     async def aclose(self) -> None:
@@ -170,3 +170,9 @@ class AiohttpTransport:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def _describe(exc: BaseException) -> str:
+    # Some aiohttp/asyncio errors have an empty str(); the class name still says something.
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -1,0 +1,476 @@
+"""The `dubsim` command line (also `python -m client`).
+
+```
+dubsim [--url URL] [--token T] [--user U] [--json] COMMAND ...
+
+  submit [--role R] [--language L] [--scenario JSON] [--idempotency-key K] [--wait [--timeout S]]
+  wait ID... [--timeout S]           a live progress bar per job until each one ends
+  watch [--job ID]... [--mine|--all] [--since SEQ]   a live table from the event stream
+  jobs [--status S] [--role R] [--owner U] [--limit N]
+  cancel ID [--reason TEXT]          (admin)
+  retry ID | process [--count N] | cleanup [--older-than S]   (admin)
+  config [KEY=VALUE...]              show, or change (admin), the runtime settings
+```
+
+Options also come from DUBSIM_URL, DUBSIM_TOKEN and DUBSIM_USER. `--json` prints machine-readable
+output on stdout (progress goes to stderr, and only without --json).
+
+Exit codes: 0 success / completed, 1 a job failed or was cancelled (wins over 4), 2 usage or a
+request the server refused (4xx), 3 server unreachable (or answering 5xx), 4 timed out (the job
+goes on).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+from rich.console import Console
+from rich.live import Live
+from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn
+from rich.table import Column, Table
+
+from ._async import DEFAULT_URL, AsyncClient
+from ._errors import APIError, JobError, TransportError, WaitTimeout
+from ._models import Event, Job, Status
+
+EXIT_OK = 0
+EXIT_JOB_FAILED = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+EXIT_TIMEOUT = 4
+
+_STATUS_STYLE = {
+    Status.PENDING: "yellow",
+    Status.PROCESSING: "cyan",
+    Status.COMPLETED: "green",
+    Status.FAILED: "magenta",
+    Status.PERMANENTLY_FAILED: "red",
+    Status.CANCELLED: "bright_black",
+}
+
+
+class _Usage(Exception):
+    """A bad argument the parser couldn't catch (e.g. malformed --scenario JSON)."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    # The shared options work before and after the command (`dubsim wait ID --json`).
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--url", default=argparse.SUPPRESS, help="server URL [DUBSIM_URL]")
+    common.add_argument("--token", default=argparse.SUPPRESS, help="admin token [DUBSIM_TOKEN]")
+    common.add_argument("--user", default=argparse.SUPPRESS, help="X-User-Id [DUBSIM_USER]")
+    common.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output"
+    )
+    parser = argparse.ArgumentParser(
+        prog="dubsim",
+        description="Command line client for a dubsim server.",
+        parents=[common],
+        epilog="exit codes: 0 ok, 1 job failed/cancelled, 2 usage/refused, 3 unreachable, "
+        "4 timed out",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("submit", parents=[common], help="submit a job")
+    p.add_argument("--role", choices=["free", "premium"])
+    p.add_argument("--language", dest="target_language", help="target language, e.g. es")
+    p.add_argument("--scenario", help='JSON, e.g. \'{"outcome": "failed", "duration_s": 1}\'')
+    p.add_argument("--idempotency-key")
+    p.add_argument("--wait", action="store_true", help="wait for the outcome (exit code says)")
+    p.add_argument("--timeout", type=float, help="seconds to wait at most")
+
+    p = sub.add_parser("wait", parents=[common], help="wait for jobs to end, with progress")
+    p.add_argument("ids", nargs="+", metavar="ID")
+    p.add_argument("--timeout", type=float, help="seconds to wait at most")
+
+    p = sub.add_parser("watch", parents=[common], help="a live table of the event stream")
+    p.add_argument("--job", action="append", dest="jobs", metavar="ID")
+    p.add_argument("--mine", action="store_true", help="own jobs (needs --user)")
+    p.add_argument("--all", action="store_true", help="every job (needs --token)")
+    p.add_argument("--since", type=int, help="resume after this seq")
+
+    p = sub.add_parser("jobs", parents=[common], help="list jobs (own; all for admin)")
+    p.add_argument("--status", choices=[s.value for s in Status])
+    p.add_argument("--role", choices=["free", "premium"])
+    p.add_argument("--owner", help="only this user's jobs (admin)")
+    p.add_argument("--limit", type=int, default=50, help="show at most N (default 50)")
+
+    p = sub.add_parser("cancel", parents=[common], help="cancel a job (admin)")
+    p.add_argument("id", metavar="ID")
+    p.add_argument("--reason")
+
+    p = sub.add_parser("retry", parents=[common], help="requeue a permanently failed job (admin)")
+    p.add_argument("id", metavar="ID")
+
+    p = sub.add_parser("process", parents=[common], help="start N queued jobs (admin)")
+    p.add_argument("--count", type=int, default=1)
+
+    p = sub.add_parser("cleanup", parents=[common], help="delete finished jobs (admin)")
+    p.add_argument("--older-than", type=float, dest="older_than_s", metavar="SECONDS")
+
+    p = sub.add_parser("config", parents=[common], help="show or change runtime settings")
+    p.add_argument("changes", nargs="*", metavar="KEY=VALUE")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `dubsim` / `python -m client`; returns the exit code."""
+    args = _parser().parse_args(argv)
+    err = Console(stderr=True)
+    try:
+        return asyncio.run(_run(args, err))
+    except _Usage as exc:
+        err.print(f"[red]usage:[/] {exc}")
+        return EXIT_USAGE
+    except WaitTimeout as exc:
+        err.print(f"[yellow]timed out:[/] {exc}")
+        return EXIT_TIMEOUT
+    except JobError as exc:
+        err.print(f"[red]{exc}[/]")
+        return EXIT_JOB_FAILED
+    except TransportError as exc:
+        err.print(f"[red]server unreachable:[/] {exc}")
+        return EXIT_UNREACHABLE
+    except APIError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        return EXIT_UNREACHABLE if exc.status >= 500 else EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _run(args: argparse.Namespace, err: Console) -> int:
+    url = getattr(args, "url", None) or os.environ.get("DUBSIM_URL") or DEFAULT_URL
+    token = getattr(args, "token", None) or os.environ.get("DUBSIM_TOKEN") or None
+    user = getattr(args, "user", None) or os.environ.get("DUBSIM_USER") or None
+    as_json = bool(getattr(args, "json", False))
+    try:
+        client = AsyncClient(url, token=token, user_id=user)
+    except ValueError as exc:
+        raise _Usage(str(exc)) from exc
+    out = Console(highlight=False)
+    async with client:
+        command = _COMMANDS[args.command]
+        return await command(client, args, as_json, out, err)
+
+
+# ---- commands ----------------------------------------------------------------------
+
+
+async def _submit(
+    client: AsyncClient, args: argparse.Namespace, as_json: bool, out: Console, err: Console
+) -> int:
+    scenario = None
+    if args.scenario:
+        try:
+            scenario = msgspec.json.decode(args.scenario)
+        except msgspec.DecodeError as exc:
+            raise _Usage(f"--scenario is not JSON: {exc}") from exc
+    job = await client.submit(
+        role=args.role,
+        target_language=args.target_language,
+        scenario=scenario,
+        idempotency_key=args.idempotency_key,
+    )
+    if not args.wait:
+        _print_jobs([job], as_json, out, single=True)
+        return EXIT_OK
+    if not as_json:
+        err.print(f"submitted {job.id}")
+    return await _wait_jobs(client, [job.id], args.timeout, as_json, out, err, single=True)
+
+
+async def _wait(
+    client: AsyncClient, args: argparse.Namespace, as_json: bool, out: Console, err: Console
+) -> int:
+    return await _wait_jobs(client, args.ids, args.timeout, as_json, out, err, single=False)
+
+
+async def _wait_jobs(
+    client: AsyncClient,
+    ids: Sequence[str],
+    timeout_s: float | None,
+    as_json: bool,
+    out: Console,
+    err: Console,
+    *,
+    single: bool,
+) -> int:
+    ids = list(dict.fromkeys(ids))
+    # One plain read first: an unreachable server or an unknown id fails fast (exit 3 / 2)
+    # instead of being retried until the deadline.
+    latest = {job_id: await client.get(job_id) for job_id in ids}
+    bars = _Bars(err, enabled=not as_json)
+    for job in latest.values():
+        bars.add(job)
+
+    def on_progress(job: Job) -> None:
+        latest[job.id] = job
+        bars.update(job)
+
+    code = EXIT_OK
+    with bars:
+        try:
+            async for job in client.as_completed(ids, timeout_s, on_progress):
+                latest[job.id] = job
+                bars.update(job)
+        except WaitTimeout:
+            code = EXIT_TIMEOUT
+    jobs = [latest[job_id] for job_id in ids]
+    if any(j.status in (Status.PERMANENTLY_FAILED, Status.CANCELLED) for j in jobs):
+        code = EXIT_JOB_FAILED  # a known bad outcome matters more than an unknown one
+    if as_json:
+        _print_json(jobs[0] if single else jobs)
+    else:
+        for job in jobs:
+            out.print(_outcome_line(job))
+        if code == EXIT_TIMEOUT:
+            err.print("[yellow]timed out[/]: the unfinished jobs go on on the server")
+    return code
+
+
+async def _watch(
+    client: AsyncClient, args: argparse.Namespace, as_json: bool, out: Console, err: Console
+) -> int:
+    stream = client.events(jobs=args.jobs, mine=args.mine, all=args.all, since=args.since)
+    async with stream:
+        if as_json:
+            async for event in stream:
+                sys.stdout.write(msgspec.json.encode(event).decode() + "\n")
+                sys.stdout.flush()
+            return EXIT_OK
+        jobs: dict[str, Job] = {}
+        last: list[Event] = []
+        with Live(_watch_table(jobs, last), console=out, refresh_per_second=8) as live:
+            async for event in stream:
+                if event.job is not None:
+                    jobs[event.job.id] = event.job
+                last[:] = [event]
+                live.update(_watch_table(jobs, last))
+    return EXIT_OK
+
+
+async def _jobs(
+    client: AsyncClient, args: argparse.Namespace, as_json: bool, out: Console, err: Console
+) -> int:
+    if args.limit < 1:
+        raise _Usage("--limit must be at least 1")
+    found: list[Job] = []
+    source = client.list(
+        status=args.status, role=args.role, user=args.owner, page_size=min(args.limit, 500)
+    )
+    async for job in source:
+        found.append(job)
+        if len(found) >= args.limit:
+            break
+    await source.aclose()
+    _print_jobs(found, as_json, out)
+    return EXIT_OK
+
+
+async def _cancel(
+    client: AsyncClient, args: argparse.Namespace, as_json: bool, out: Console, err: Console
+) -> int:
+    _print_jobs([await client.cancel(args.id, reason=args.reason)], as_json, out, single=True)
+    return EXIT_OK
+
+
+async def _retry(
+    client: AsyncClient, args: argparse.Namespace, as_json: bool, out: Console, err: Console
+) -> int:
+    _print_jobs([await client.retry(args.id)], as_json, out, single=True)
+    return EXIT_OK
+
+
+async def _process(
+    client: AsyncClient, args: argparse.Namespace, as_json: bool, out: Console, err: Console
+) -> int:
+    _print_jobs(await client.process(args.count), as_json, out)
+    return EXIT_OK
+
+
+async def _cleanup(
+    client: AsyncClient, args: argparse.Namespace, as_json: bool, out: Console, err: Console
+) -> int:
+    deleted = await client.cleanup(args.older_than_s)
+    if as_json:
+        _print_json({"deleted": deleted})
+    else:
+        out.print(f"deleted {deleted} finished job(s)")
+    return EXIT_OK
+
+
+async def _config(
+    client: AsyncClient, args: argparse.Namespace, as_json: bool, out: Console, err: Console
+) -> int:
+    if args.changes:
+        config = await client.update_config(**_parse_changes(args.changes))
+    else:
+        config = await client.config()
+    if as_json:
+        _print_json(config)
+    else:
+        table = Table("setting", "value", title="config")
+        for name, value in msgspec.structs.asdict(config).items():
+            table.add_row(name, str(value))
+        out.print(table)
+    return EXIT_OK
+
+
+_COMMANDS = {
+    "submit": _submit,
+    "wait": _wait,
+    "watch": _watch,
+    "jobs": _jobs,
+    "cancel": _cancel,
+    "retry": _retry,
+    "process": _process,
+    "cleanup": _cleanup,
+    "config": _config,
+}
+
+
+# ---- output ------------------------------------------------------------------------
+
+
+def _parse_changes(pairs: Sequence[str]) -> dict[str, Any]:
+    changes: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise _Usage(f"expected KEY=VALUE, got {pair!r}")
+        try:
+            # Numbers and booleans as JSON (0.5, true); anything else stays a string.
+            changes[key] = msgspec.json.decode(raw)
+        except msgspec.DecodeError:
+            changes[key] = raw
+    return changes
+
+
+def _print_json(value: Any) -> None:
+    # Plain stdout, not rich: scripts parse this.
+    sys.stdout.write(msgspec.json.format(msgspec.json.encode(value).decode(), indent=2) + "\n")
+    sys.stdout.flush()
+
+
+def _print_jobs(jobs: list[Job], as_json: bool, out: Console, *, single: bool = False) -> None:
+    if as_json:
+        _print_json(jobs[0] if single else jobs)
+        return
+    table = Table(
+        Column("id", overflow="fold"), "user", "role", "status", "progress", "attempt", "created"
+    )
+    for job in jobs:
+        table.add_row(
+            job.id,
+            job.user_id,
+            job.role.value,
+            _styled(job.status),
+            f"{job.progress}%",
+            f"{job.attempt}/{job.max_attempts}",
+            job.created_at.strftime("%H:%M:%S"),
+        )
+    out.print(table)
+
+
+def _styled(status: Status) -> str:
+    return f"[{_STATUS_STYLE.get(status, 'white')}]{status.value}[/]"
+
+
+def _outcome_line(job: Job) -> str:
+    line = f"{job.id} {_styled(job.status)}"
+    if job.status is Status.COMPLETED and job.result_url:
+        line += f" {job.result_url}"
+    elif job.error is not None:
+        line += f" ({job.error.code}: {job.error.message})"
+    elif job.cancel_reason:
+        line += f" ({job.cancel_reason})"
+    return line
+
+
+def _eta(job: Job) -> str:
+    if job.terminal or job.eta is None:
+        return ""
+    left = (job.eta - datetime.now(UTC)).total_seconds()
+    return f"ETA {max(0.0, left):.0f}s"
+
+
+class _Bars:
+    """One rich progress bar per job: percent, status, attempt, ETA (on stderr)."""
+
+    def __init__(self, console: Console, *, enabled: bool) -> None:
+        self._enabled = enabled
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TaskProgressColumn(),
+            TextColumn("{task.fields[status]}"),
+            TextColumn("attempt {task.fields[attempt]}"),
+            TextColumn("{task.fields[eta]}"),
+            console=console,
+            disable=not enabled,
+        )
+        self._tasks: dict[str, TaskID] = {}
+
+    def __enter__(self) -> _Bars:
+        if self._enabled:
+            self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._enabled:
+            self._progress.stop()
+
+    def add(self, job: Job) -> None:
+        self._tasks[job.id] = self._progress.add_task(job.id, total=100, **self._fields(job))
+
+    def update(self, job: Job) -> None:
+        task = self._tasks.get(job.id)
+        if task is not None:
+            self._progress.update(task, **self._fields(job))
+
+    @staticmethod
+    def _fields(job: Job) -> dict[str, Any]:
+        return {
+            "completed": job.progress,
+            "status": _styled(job.status),
+            "attempt": f"{job.attempt}/{job.max_attempts}",
+            "eta": _eta(job),
+        }
+
+
+def _watch_table(jobs: dict[str, Job], last: list[Event]) -> Table:
+    caption = f"seq {last[0].seq}: {last[0].type}" if last else "waiting for events..."
+    table = Table(
+        "id",
+        "user",
+        "role",
+        "status",
+        "progress",
+        "attempt",
+        "eta",
+        title="dubsim jobs (live)",
+        caption=caption,
+    )
+    newest = sorted(jobs.values(), key=lambda j: j.created_at, reverse=True)[:30]
+    for job in newest:
+        table.add_row(
+            job.id,
+            job.user_id,
+            job.role.value,
+            _styled(job.status),
+            f"{job.progress}%",
+            f"{job.attempt}/{job.max_attempts}",
+            _eta(job),
+        )
+    return table
+
+
+if __name__ == "__main__":
+    sys.exit(main())
