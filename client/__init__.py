@@ -13,7 +13,7 @@ with Client("http://127.0.0.1:4777", user_id="alice") as client:
 (per-request detail at DEBUG) and never configures logging or prints.
 """
 
-from ._async import DEFAULT_URL, AsyncClient
+from ._async import AsyncClient
 from ._errors import (
     APIError,
     Conflict,
@@ -36,7 +36,6 @@ from ._sync import Client, SyncEventStream
 from ._transport import AiohttpTransport, AsyncTransport, Request, Response, WebSocketConnection
 
 __all__ = [
-    "DEFAULT_URL",
     "APIError",
     "AiohttpTransport",
     "AsyncClient",
