@@ -8,19 +8,19 @@ STAMP  := $(VENV)/.installed
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
 run: $(STAMP)
 	$(PY) -m service
 
-# Debian packages the browser and Redis tests need; installed when missing and we are root.
+# Debian packages: chromium for the browser tests (wrk too for `make bench`).
+# Installed when missing and we are root; otherwise we say what is missing and stop.
+DEBS ?= chromium
+
 system-deps:
 	@missing=""; \
-	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
-	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
-	command -v wrk >/dev/null 2>&1 || missing="$$missing wrk"; \
+	for pkg in $(DEBS); do command -v $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing Debian packages:$$missing"; \
@@ -42,7 +42,8 @@ fmt: $(STAMP)
 test: $(STAMP) system-deps lint
 	$(PY) -m pytest
 
-bench: $(STAMP) system-deps
+bench: $(STAMP)
+	$(MAKE) system-deps DEBS="chromium wrk"
 	$(PY) -m bench
 
 clean:
