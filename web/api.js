@@ -1,0 +1,56 @@
+// REST calls. Every failure becomes an ApiError whose message is fit to show inline:
+// the server's error code and message, the field for 422s, the wait for 429s.
+
+export class ApiError extends Error {
+  constructor(status, body, headers) {
+    const err = (body && body.error) || {};
+    super(describe(status, err, headers));
+    this.status = status;
+    this.code = err.code || (status === 0 ? "network_error" : "http_" + status);
+    this.details = err.details || {};
+    this.retryAfter = headers ? headers.get("Retry-After") : null;
+  }
+}
+
+function describe(status, err, headers) {
+  if (status === 0) return "Network error: the server could not be reached.";
+  let text = `${status} ${err.code || "error"}: ${err.message || "request failed"}`;
+  const field = err.details && err.details.field;
+  if (field && !text.includes(field)) text += ` (field: ${field})`;
+  const wait = headers && headers.get("Retry-After");
+  if (status === 429 && wait) text += ` Retry after ${wait} s.`;
+  if (status === 401) text += " Log in with the admin token.";
+  return text;
+}
+
+export async function api(method, path, { body, headers = {} } = {}) {
+  const init = { method, headers: { Accept: "application/json", ...headers }, credentials: "same-origin" };
+  if (body !== undefined) {
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  let resp;
+  try {
+    resp = await fetch(path, init);
+  } catch {
+    throw new ApiError(0, null, null);
+  }
+  const text = await resp.text();
+  let data = null;
+  if (text) {
+    try {
+      data = JSON.parse(text);
+    } catch {
+      data = null;
+    }
+  }
+  if (!resp.ok) throw new ApiError(resp.status, data, resp.headers);
+  return data;
+}
+
+// An idempotency key that also works outside secure contexts (crypto.randomUUID needs one).
+export function randomKey() {
+  const bytes = new Uint8Array(16);
+  crypto.getRandomValues(bytes);
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
