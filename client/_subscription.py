@@ -138,8 +138,11 @@ class SharedSubscription:
         listeners = self._listeners.setdefault(job_id, set())
         listeners.add(listener)
         if len(listeners) == 1:
-            self._to_unsubscribe.discard(job_id)
-            if job_id not in self._on_socket:
+            if job_id in self._to_unsubscribe:
+                # Still subscribed on the socket (its unsubscribe not sent yet): keep it, and
+                # the cached snapshot below stands in for the one the server won't resend.
+                self._to_unsubscribe.discard(job_id)
+            elif job_id not in self._on_socket:
                 self._to_subscribe.add(job_id)
         if job_id in self._live:
             latest = self._latest.get(job_id)
@@ -159,12 +162,16 @@ class SharedSubscription:
             return
         del self._listeners[job_id]
         self._to_subscribe.discard(job_id)
+        if job_id in self._on_socket:
+            self._to_unsubscribe.add(job_id)  # its cache stays valid until that is sent
+        else:
+            self._forget(job_id)
+        self._wake.set()
+
+    def _forget(self, job_id: str) -> None:
         self._latest.pop(job_id, None)
         self._snapshotted.discard(job_id)
         self._live.discard(job_id)
-        if job_id in self._on_socket:
-            self._to_unsubscribe.add(job_id)
-        self._wake.set()
 
     def _ensure_running(self) -> None:
         if self._task is None or self._task.done():
@@ -214,6 +221,8 @@ class SharedSubscription:
         self._resume_requests.clear()
         # Every job is subscribed again on the next socket.
         self._to_subscribe = set(self._listeners)
+        for job_id in self._to_unsubscribe:
+            self._forget(job_id)  # off the socket now, and nobody listens
         self._to_unsubscribe.clear()
         for listeners in list(self._listeners.values()):
             for listener in list(listeners):
@@ -265,6 +274,8 @@ class SharedSubscription:
         for chunk in _chunks(sorted(unsubscribe)):
             await self._send(ws, {"op": "unsubscribe", "jobs": chunk, "id": next(self._ids)})
             self._on_socket.difference_update(chunk)
+            for job_id in chunk:
+                self._forget(job_id)
 
     @staticmethod
     async def _send(ws: WebSocketConnection, message: dict[str, Any]) -> None:
@@ -281,6 +292,7 @@ class SharedSubscription:
 
     def _dispatch(self, message: _Message) -> None:
         kind = message.type
+        logger.debug("websocket <- %s seq=%s", kind, message.seq)
         if kind in ("snapshot", "event") and message.job is not None:
             if message.seq is not None:
                 self._seq = message.seq if self._seq is None else max(self._seq, message.seq)
@@ -300,7 +312,7 @@ class SharedSubscription:
                     _safely(listener.on_missing)
 
     def _deliver(self, job: Job, seq: int | None) -> None:
-        if job.id not in self._listeners:
+        if job.id not in self._listeners and job.id not in self._on_socket:
             return  # unsubscribed meanwhile
         self._latest[job.id] = (job, seq)
         self._snapshotted.add(job.id)
@@ -309,7 +321,7 @@ class SharedSubscription:
         self._mark_live(job.id)
 
     def _mark_live(self, job_id: str) -> None:
-        if job_id in self._live or job_id not in self._listeners:
+        if job_id in self._live or job_id not in self._on_socket:
             return
         self._live.add(job_id)
         for listener in list(self._listeners.get(job_id, ())):

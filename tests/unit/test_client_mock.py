@@ -473,3 +473,12 @@ def test_sync_client_drives_the_same_core_and_calls_back_in_the_callers_thread()
     assert threads == [threading.current_thread()]
     with pytest.raises(RuntimeError, match="closed"):
         c.get("s1")
+
+
+async def test_back_to_back_waits_reuse_the_cached_snapshot(server: FakeServer) -> None:
+    server.jobs["j1"] = job_body(status="completed", progress=100)
+    async with make_client(server) as c:
+        first = await c.wait("j1", timeout=5)
+        second = await c.wait("j1", timeout=5)  # the unsubscribe of the first isn't sent yet
+    assert first == second
+    assert server.gets == 0  # no grace period ran out, nothing was polled
