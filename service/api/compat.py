@@ -1,9 +1,356 @@
-"""The seed-era routes (see LEGACY.md): thin adapters over JobService."""
+"""The seed-era routes (see LEGACY.md): thin adapters over JobService.
+
+Nothing here keeps state or decides a transition: each handler translates the old request
+into one JobService call and the answer back into the old vocabulary. Errors leave in the
+old shape, `{"message": ..., "status": "failed"}`, never the v1 one (`_legacy` below catches
+the domain's ServiceErrors before the app's error middleware would).
+
+Vocabulary
+    GET /status answers `status` with the old words and `result` for client B:
+
+        v1 status            status                result
+        pending              pending               pending
+        processing           pending               pending     (old clients know no "processing")
+        failed               pending               pending     (a retry follows: not final)
+        completed            completed             completed
+        permanently_failed   permanently failed    error
+        cancelled            cancelled             error
+
+    GET /jobs groups by the old keys: processing jobs go under `pending` (same reading as
+    /status: the work is not done yet); `failed` holds the jobs whose attempt failed and whose
+    retry is scheduled, which is what the seed-era `failed` group meant. Each job in a group
+    is the v1 Job snapshot, as served by GET /v1/jobs/{id}.
+
+Who may call what (the hard requirement is that the old clients work unchanged; they sent a
+token only to /cancel, so only /cancel demands one; the rest follow the v1 rule as far as
+that allows):
+    POST /cancel/{id}   admin, always (the seed route was; the clients send the token).
+                        401 has the legacy body, so `service.auth.admin_only` (v1 body)
+                        is not used; the handler carries `admin_only = True` all the same.
+    GET /jobs           anyone, but like GET /v1/jobs: a caller sees only the jobs of its
+                        own `X-User-Id` (default `anonymous`, where an old client that sets
+                        no header submitted them); the admin sees everyone's. The old
+                        shape stays intact, and a public list no longer leaks other
+                        users' ids (knowing an id is the right to read the job).
+    POST /cleanup       anyone, narrowed: without the token it removes only jobs finished
+                        more than PUBLIC_CLEANUP_GRACE_S ago, so no one's poller loses a
+                        job it has not yet seen finish (client A polls every 5 s, client B
+                        gives up after ~31 s); the admin removes every finished job at once,
+                        as POST /v1/cleanup does. The answer names the cut-off it used.
+    GET /config         anyone (as GET /v1/config).
+    POST /config        anyone, as in the seed era, but only the three legacy keys; the
+                        rest of the runtime config stays behind PATCH /v1/config (admin).
+                        Residual risk: whoever can reach the port can change the delay, the
+                        error rate and the free limit, exactly as with the seed servers.
+    POST /process       anyone (also /process_jobs): it only starts queued work early, in
+                        the same premium-first order the workers use.
+    POST /translate     anyone, free-plan rate limit per `X-User-Id`.
+    POST /start         anyone: a free job for `X-User-Id` (client B sends none, so it is
+                        `anonymous`), counted by the same free-plan limit; a keyless route
+                        that skipped the limit would be a way around it. Over it: 429.
+    A token that is presented but wrong is refused with 401 on the routes where the admin
+    gets more (/jobs, /cleanup), rather than silently answering with the narrower view.
+"""
 
 from __future__ import annotations
 
+import functools
+import math
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+import msgspec
 from aiohttp import web
+
+from ..appkeys import AUTH, SERVICE
+from ..auth import user_id
+from ..errors import Conflict, NotFound, RateLimited, ServiceError
+from ..jobs import Record
+from ..models import CancelRequest, Role, Status, SubmitRequest
+from ..ratelimit import Decision
+from ..settings import ConfigPatch
+from ._http import field_of, injected_fault, json_response, read_json
+from .jobs import hint_headers
+
+PUBLIC_CLEANUP_GRACE_S: Final = 60.0
+
+# GET /status `status`: only the four words client A knows; non-final states poll on.
+STATUS_WORDS: Final[dict[Status, str]] = {
+    Status.PENDING: "pending",
+    Status.PROCESSING: "pending",
+    Status.FAILED: "pending",
+    Status.COMPLETED: "completed",
+    Status.PERMANENTLY_FAILED: "permanently failed",
+    Status.CANCELLED: "cancelled",
+}
+
+# GET /status `result`: client B stops at completed or error.
+RESULT_WORDS: Final[dict[Status, str]] = {
+    Status.PENDING: "pending",
+    Status.PROCESSING: "pending",
+    Status.FAILED: "pending",
+    Status.COMPLETED: "completed",
+    Status.PERMANENTLY_FAILED: "error",
+    Status.CANCELLED: "error",
+}
+
+# GET /jobs answers every group, each with free and premium, even when empty.
+GROUPS: Final = ("pending", "completed", "cancelled", "failed", "permanently_failed")
+GROUP_OF: Final[dict[Status, str]] = {
+    Status.PENDING: "pending",
+    Status.PROCESSING: "pending",
+    Status.FAILED: "failed",
+    Status.COMPLETED: "completed",
+    Status.PERMANENTLY_FAILED: "permanently_failed",
+    Status.CANCELLED: "cancelled",
+}
+
+LEGACY_KEYS: Final = ("TRANSLATION_DELAY", "ERROR_RATE", "RATE_LIMIT")
+NOT_FOUND: Final = "Job ID not found"
+UNAUTHORIZED: Final = "Unauthorized access"
+
+
+# ---- wire shapes ------------------------------------------------------------------
+
+
+class TranslateRequest(msgspec.Struct):
+    """POST /translate. Unknown fields are ignored, as the seed server did."""
+
+    role: Role = Role.FREE
+
+
+class Submitted(msgspec.Struct):
+    job_id: str
+    role: Role
+    priority: int
+
+
+class Started(msgspec.Struct):
+    job_id: str
+
+
+class StatusAnswer(msgspec.Struct):
+    job_id: str
+    status: str
+    result: str
+    progress: int
+
+
+class Failure(msgspec.Struct):
+    message: str
+    status: str = "failed"
+
+
+class CancelAnswer(msgspec.Struct):
+    message: str
+    reason: str | None
+    status: str = "success"
+
+
+class CleanupAnswer(msgspec.Struct):
+    message: str
+    deleted: int
+    older_than_s: float | None
+
+
+class ProcessAnswer(msgspec.Struct):
+    message: str
+    role: Role
+    job_id: str
+
+
+LegacyHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def failed(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    """The seed-era error: `{"message": ..., "status": "failed"}`."""
+    return json_response(Failure(message), status, headers)
+
+
+def _legacy(handler: LegacyHandler) -> LegacyHandler:
+    """Answer the domain's errors in the legacy shape (the v1 middleware never sees them)."""
+
+    @functools.wraps(handler)
+    async def wrapper(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except RateLimited as exc:
+            return failed(429, "Rate limit exceeded", _rate_headers(exc))
+        except NotFound:
+            return failed(404, NOT_FOUND)
+        except ServiceError as exc:
+            # the seed servers knew one client-error status: 409/415/422 read as 400
+            return failed(exc.status if exc.status in (401, 403, 413) else 400, exc.message)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            return failed(exc.status, exc.reason)
+
+    return wrapper
+
+
+def _rate_headers(exc: RateLimited) -> dict[str, str]:
+    decision = Decision(False, exc.limit, exc.remaining, exc.reset_s)
+    return {"Retry-After": str(max(1, math.ceil(exc.reset_s))), **decision.headers()}
+
+
+def _token(request: web.Request) -> bool | None:
+    """True for the admin, False for a wrong token, None when none was presented."""
+    auth = request.app[AUTH]
+    bearer = auth.bearer_admin(request)
+    if bearer is None and auth.cookie_admin(request):
+        return True
+    return bearer
+
+
+# ---- submit and read ----------------------------------------------------------------
+
+
+@_legacy
+async def translate(request: web.Request) -> web.StreamResponse:
+    """POST /translate {"role"} -> 201 {"job_id", "role", "priority"}"""
+    body = await read_json(request, TranslateRequest, lenient_type=True)
+    record, decision = await _submit(request, body.role)
+    job = record.job
+    return json_response(Submitted(job.id, job.role, job.priority), 201, _decision(decision))
+
+
+@_legacy
+async def start(request: web.Request) -> web.StreamResponse:
+    """POST /start (client B, no body) -> 200 {"job_id"}: a free job for X-User-Id."""
+    record, decision = await _submit(request, Role.FREE)
+    return json_response(Started(record.job.id), 200, _decision(decision))
+
+
+async def _submit(request: web.Request, role: Role) -> tuple[Record, Decision | None]:
+    user = user_id(request)
+    record, _, decision = await request.app[SERVICE].submit(user, SubmitRequest(role=role))
+    return record, decision
+
+
+def _decision(decision: Decision | None) -> dict[str, str] | None:
+    return None if decision is None else decision.headers()
+
+
+@_legacy
+async def status(request: web.Request) -> web.StreamResponse:
+    """GET /status/{id} -> {"job_id", "status", "result", "progress"} with poll hints."""
+    fault = await injected_fault(request)
+    if fault is not None:
+        return fault
+    record = request.app[SERVICE].get(request.match_info["id"])
+    job = record.job
+    answer = StatusAnswer(job.id, STATUS_WORDS[job.status], RESULT_WORDS[job.status], job.progress)
+    return json_response(answer, headers=hint_headers(request, record) or None)
+
+
+@_legacy
+async def list_jobs(request: web.Request) -> web.StreamResponse:
+    """GET /jobs -> {group: {role: {job_id: job}}}; own jobs, or everyone's for the admin."""
+    admin = _token(request)
+    if admin is False:
+        return failed(401, UNAUTHORIZED)
+    user = None if admin else user_id(request)
+    groups: dict[str, dict[str, dict[str, msgspec.Raw]]] = {
+        group: {role.value: {} for role in Role} for group in GROUPS
+    }
+    records = list(request.app[SERVICE].iter_jobs(user=user))
+    for record in reversed(records):  # oldest first, as the seed servers listed them
+        job = record.job
+        groups[GROUP_OF[job.status]][job.role.value][job.id] = msgspec.Raw(record.data)
+    return json_response(groups)
+
+
+# ---- commands -------------------------------------------------------------------------
+
+
+@_legacy
+async def cancel(request: web.Request) -> web.StreamResponse:
+    """POST /cancel/{id} (admin) {"reason"}: JSON is read whatever the Content-Type says."""
+    if _token(request) is not True:
+        return failed(401, UNAUTHORIZED)
+    body = await read_json(request, CancelRequest, lenient_type=True)
+    job_id = request.match_info["id"]
+    try:
+        record = request.app[SERVICE].cancel(job_id, body.reason)
+    except Conflict:
+        word = STATUS_WORDS[request.app[SERVICE].get(job_id).job.status]
+        return failed(400, f"Job already {word}, cannot cancel a {word} job.")
+    job = record.job
+    return json_response(CancelAnswer(f"Job {job.id} cancelled successfully", job.cancel_reason))
+
+
+cancel.admin_only = True  # type: ignore[attr-defined]  # how the security test finds admin routes
+
+
+@_legacy
+async def cleanup(request: web.Request) -> web.StreamResponse:
+    """POST /cleanup: the admin removes every finished job; anyone else, the older ones."""
+    admin = _token(request)
+    if admin is False:
+        return failed(401, UNAUTHORIZED)
+    older_than_s = None if admin else PUBLIC_CLEANUP_GRACE_S
+    deleted = request.app[SERVICE].cleanup(older_than_s)
+    return json_response(CleanupAnswer("Processed jobs removed", deleted, older_than_s))
+
+
+@_legacy
+async def process(request: web.Request) -> web.StreamResponse:
+    """POST /process, /process_jobs: start the next queued job (premium first), 204 if none."""
+    started = request.app[SERVICE].process(1)
+    if not started:
+        return web.Response(status=204)
+    job = started[0].job
+    return json_response(ProcessAnswer(f"Processed job {job.id}", job.role, job.id))
+
+
+# ---- config -------------------------------------------------------------------------
+
+
+def _config_answer(request: web.Request, message: str | None = None) -> dict[str, Any]:
+    config = request.app[SERVICE].config
+    answer: dict[str, Any] = {
+        "TRANSLATION_DELAY": config.translation_delay,
+        "ERROR_RATE": config.error_rate,
+        "RATE_LIMIT": config.rate_limit,
+    }
+    if message is not None:
+        answer["message"] = message
+    return answer
+
+
+@_legacy
+async def get_config(request: web.Request) -> web.StreamResponse:
+    """GET /config -> {"TRANSLATION_DELAY", "ERROR_RATE", "RATE_LIMIT"}"""
+    return json_response(_config_answer(request))
+
+
+@_legacy
+async def post_config(request: web.Request) -> web.StreamResponse:
+    """POST /config with any subset of the legacy keys; validated whole before any change."""
+    body = await read_json(request, dict[str, Any], lenient_type=True)
+    unknown = sorted(set(body) - set(LEGACY_KEYS))
+    if unknown:
+        return failed(400, f"unknown key(s) {', '.join(unknown)}; use {', '.join(LEGACY_KEYS)}")
+    try:
+        patch = msgspec.convert({key.lower(): value for key, value in body.items()}, ConfigPatch)
+    except msgspec.ValidationError as exc:
+        problem = str(exc).split(" - at ")[0]
+        field = field_of(exc)
+        return failed(400, f"{field.upper()}: {problem}" if field else problem)
+    request.app[SERVICE].update_config(patch)
+    return json_response(_config_answer(request, "Configuration updated successfully"))
 
 
 def setup(app: web.Application) -> None:
-    """Added by the legacy work; empty until then."""
+    """Add the seed-era routes."""
+    app.router.add_post("/translate", translate)
+    app.router.add_post("/start", start)
+    app.router.add_get("/status/{id}", status)
+    app.router.add_get("/jobs", list_jobs)
+    app.router.add_post("/cancel/{id}", cancel)
+    app.router.add_post("/cleanup", cleanup)
+    app.router.add_post("/process", process)
+    app.router.add_post("/process_jobs", process)
+    app.router.add_get("/config", get_config)
+    app.router.add_post("/config", post_config)
