@@ -143,8 +143,8 @@ class JobService:
             self._next_ordinal = max(self._next_ordinal, stored.ordinal + 1)
             if stored.idempotency_key is not None:
                 self._idempotency[(stored.job.user_id, stored.idempotency_key)] = stored.job.id
-            if stored.job.role is Role.FREE:
-                self.window.record(stored.job.user_id, _epoch(stored.job.created_at))
+        for user, at in loaded.rate_hits:
+            self.window.record(user, at)
         for record in list(self.jobs.values()):
             if record.job.status is Status.PROCESSING:
                 self._move(record, Status.PENDING, EventType.RETRYING, progress=0, eta=None)
@@ -215,7 +215,9 @@ class JobService:
         decision = None
         if request.role is Role.FREE:
             decision = self.window.hit(user_id, self.config.rate_limit)
-            if not decision.allowed:
+            if decision.allowed:
+                self.store.record_hit(user_id, self.clock())
+            else:
                 self.rate_limited += 1
                 raise RateLimited(
                     f"free plan: at most {decision.limit} submissions per hour",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 from typing import Any, TypeVar
 
@@ -97,11 +98,12 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     except ServiceError as exc:
         headers = None
         if isinstance(exc, RateLimited):
+            reset = str(max(1, math.ceil(exc.reset_s)))
             headers = {
-                "Retry-After": str(max(1, round(exc.reset_s + 0.5))),
+                "Retry-After": reset,
                 "RateLimit-Limit": str(exc.limit),
                 "RateLimit-Remaining": str(exc.remaining),
-                "RateLimit-Reset": str(max(1, round(exc.reset_s + 0.5))),
+                "RateLimit-Reset": reset,
             }
         return error_response(exc.status, exc.code, exc.message, exc.details, headers)
     except web.HTTPException as exc:

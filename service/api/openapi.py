@@ -35,6 +35,7 @@ class Route(NamedTuple):
     admin: bool = False
     params: tuple[tuple[str, str, dict[str, Any]], ...] = ()  # (name, in, schema)
     content_type: str = "application/json"
+    legacy: bool = False  # errors use the old {"message", "status"} shape
 
 
 _ID = (("id", "path", {"type": "string", "minLength": 1}),)
@@ -158,6 +159,72 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route("get", "/healthz", "Liveness", None, Health),
     Route("get", "/metrics", "Prometheus metrics", None, None, content_type="text/plain"),
+    Route("get", "/openapi.json", "This document", None, dict),
+    Route("get", "/", "The dashboard", None, None, content_type="text/html"),
+    Route(
+        "get",
+        "/v1/ws",
+        "WebSocket upgrade (see docs/protocol.md)",
+        None,
+        None,
+        101,
+        (400,),
+        content_type="application/octet-stream",
+    ),
+    # the seed-era routes: their bodies are the old free-form shapes (LEGACY.md)
+    Route(
+        "post",
+        "/translate",
+        "Legacy submit",
+        dict,
+        dict,
+        201,
+        (400, 413, 429),
+        legacy=True,
+        params=_USER,
+    ),
+    Route("post", "/start", "Legacy submit (client B)", None, dict, 200, (429,), legacy=True),
+    Route(
+        "get",
+        "/status/{id}",
+        "Legacy status",
+        None,
+        dict,
+        200,
+        (404, 408, 500, 503),
+        legacy=True,
+        params=_ID,
+    ),
+    Route(
+        "post",
+        "/cancel/{id}",
+        "Legacy cancel (admin)",
+        dict,
+        dict,
+        200,
+        (400, 401, 404, 413),
+        legacy=True,
+        admin=True,
+        params=_ID,
+    ),
+    Route(
+        "get",
+        "/jobs",
+        "Legacy listing grouped by status and plan",
+        None,
+        dict,
+        200,
+        (401,),
+        legacy=True,
+        params=_USER,
+    ),
+    Route("post", "/cleanup", "Legacy cleanup", None, dict, 200, (401, 413), legacy=True),
+    Route("post", "/process", "Legacy: start the next job", None, dict, 200, (204,), legacy=True),
+    Route(
+        "post", "/process_jobs", "Legacy alias of /process", None, dict, 200, (204,), legacy=True
+    ),
+    Route("get", "/config", "Legacy config", None, dict, legacy=True),
+    Route("post", "/config", "Legacy config update", dict, dict, 200, (400, 413), legacy=True),
 )
 
 
@@ -211,12 +278,13 @@ def build() -> dict[str, Any]:
             ok["content"] = {route.content_type: {"schema": {"type": "string"}}}
         responses[str(route.ok)] = ok
         for status in route.errors:
-            if status == 304:
-                responses["304"] = {"description": "Not modified"}
+            if status in (204, 304):
+                responses[str(status)] = {"description": "No content"}
                 continue
+            schema = _ref(dict) if route.legacy else _ref(ErrorBody)
             responses[str(status)] = {
                 "description": "Error",
-                "content": {"application/json": {"schema": _ref(ErrorBody)}},
+                "content": {"application/json": {"schema": schema}},
             }
         op["responses"] = responses
         paths.setdefault(route.path, {})[route.method] = op
@@ -238,7 +306,9 @@ def build() -> dict[str, Any]:
     }
 
 
-def _ref(kind: type) -> dict[str, str]:
+def _ref(kind: type) -> dict[str, Any]:
+    if kind is dict:
+        return {"type": "object"}
     return {"$ref": f"#/components/schemas/{kind.__name__}"}
 
 

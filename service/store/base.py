@@ -24,6 +24,7 @@ class StoredJob(msgspec.Struct):
 class Loaded(msgspec.Struct):
     jobs: list[StoredJob]
     seq_floor: int  # every seq ever handed out is below this
+    rate_hits: list[tuple[str, float]] = []  # (user id, epoch s) of recent free submissions
 
 
 class Store(Protocol):
@@ -38,6 +39,9 @@ class Store(Protocol):
 
     def delete(self, job_ids: list[str]) -> None:
         """Forget jobs; durable soon."""
+
+    def record_hit(self, user_id: str, at: float) -> None:
+        """Remember a rate-limited submission, so the window survives cleanup and restarts."""
 
     def reserve_seq(self, floor: int) -> None:
         """Record that sequence numbers below `floor` may have been handed out."""

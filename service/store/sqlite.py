@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import msgspec
@@ -30,21 +31,25 @@ CREATE TABLE IF NOT EXISTS jobs (
     data BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS rate_hits (user_id TEXT NOT NULL, at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS rate_hits_at ON rate_hits (at);
 """
+RATE_WINDOW_S = 3600.0
 
 
 class _Batch:
-    __slots__ = ("deletes", "inserts", "saves", "seq_floor", "waiters")
+    __slots__ = ("deletes", "hits", "inserts", "saves", "seq_floor", "waiters")
 
     def __init__(self) -> None:
         self.inserts: list[tuple[str, int, str | None, str | None, bytes]] = []
         self.saves: dict[str, bytes] = {}
         self.deletes: list[str] = []
+        self.hits: list[tuple[str, float]] = []
         self.seq_floor: int | None = None
         self.waiters: list[asyncio.Future[None]] = []
 
     def __bool__(self) -> bool:
-        return bool(self.inserts or self.saves or self.deletes or self.waiters) or (
+        return bool(self.inserts or self.saves or self.deletes or self.hits or self.waiters) or (
             self.seq_floor is not None
         )
 
@@ -82,6 +87,10 @@ class SQLiteStore:
         for job_id in job_ids:
             self._batch.saves.pop(job_id, None)
         self._batch.deletes.extend(job_ids)
+        self._wake.set()
+
+    def record_hit(self, user_id: str, at: float) -> None:
+        self._batch.hits.append((user_id, at))
         self._wake.set()
 
     def reserve_seq(self, floor: int) -> None:
@@ -143,7 +152,10 @@ class SQLiteStore:
             for o, k, h, data in rows
         ]
         row = conn.execute("SELECT value FROM meta WHERE key = 'seq_floor'").fetchone()
-        return Loaded(jobs=jobs, seq_floor=row[0] if row else 0)
+        cutoff = time.time() - RATE_WINDOW_S
+        conn.execute("DELETE FROM rate_hits WHERE at <= ?", (cutoff,))
+        hits = conn.execute("SELECT user_id, at FROM rate_hits ORDER BY at").fetchall()
+        return Loaded(jobs=jobs, seq_floor=row[0] if row else 0, rate_hits=hits)
 
     def _write_sync(self, batch: _Batch) -> None:
         conn = self._conn
@@ -162,6 +174,9 @@ class SQLiteStore:
                     "UPDATE jobs SET data = ? WHERE id = ?",
                     [(data, job_id) for job_id, data in batch.saves.items()],
                 )
+            if batch.hits:
+                conn.executemany("INSERT INTO rate_hits (user_id, at) VALUES (?, ?)", batch.hits)
+                conn.execute("DELETE FROM rate_hits WHERE at <= ?", (time.time() - RATE_WINDOW_S,))
             if batch.deletes:
                 conn.executemany("DELETE FROM jobs WHERE id = ?", [(i,) for i in batch.deletes])
             if batch.seq_floor is not None:

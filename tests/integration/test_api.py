@@ -331,3 +331,34 @@ async def test_health_metrics_openapi(api: ApiFactory) -> None:
     assert spec["openapi"].startswith("3.1")
     assert {"/v1/jobs", "/v1/jobs/{id}", "/v1/config", "/v1/process"} <= set(spec["paths"])
     assert "Job" in spec["components"]["schemas"]
+
+
+async def test_rate_window_survives_cleanup_and_restart(aiohttp_client: Any, tmp_path: Any) -> None:
+    from service.app import create_app
+    from tests.conftest import make_settings
+
+    settings = make_settings(db=str(tmp_path / "rl.db"), rate_limit=1)
+    first = await aiohttp_client(create_app(settings))
+    job = await submit(first, {"scenario": {"duration_s": 0.05}})
+    await wait_for_status(first, job["id"], FINAL)
+    assert (await (await first.post("/v1/cleanup", headers=ADMIN)).json())["deleted"] == 1
+    assert (await first.post("/v1/jobs", json={})).status == 429
+    await first.close()
+    second = await aiohttp_client(create_app(settings))
+    assert (await second.post("/v1/jobs", json={})).status == 429
+    assert (await second.post("/v1/jobs", json={"role": "premium"})).status == 201
+
+
+async def test_openapi_documents_every_route(api: ApiFactory) -> None:
+    client = await api()
+    spec = await (await client.get("/openapi.json")).json()
+    documented = {(m, p) for p, ops in spec["paths"].items() for m in ops}
+    served = {
+        (route.method.lower(), route.resource.canonical)
+        for route in client.app.router.routes()
+        if route.method != "HEAD"
+        and route.resource is not None
+        and not route.resource.canonical.startswith("/static")
+    }
+    assert served - documented == set()
+    assert documented - served == set()
