@@ -78,6 +78,8 @@ def test_wait_failed_and_cancelled_exit_1(server: ServerProcess) -> None:
 def test_wait_timeout_exits_4_and_the_job_goes_on(server: ServerProcess) -> None:
     stuck = submit(server, "--scenario", '{"outcome": "stuck"}')
     done = submit(server, "--role", "premium", "--scenario", '{"duration_s": 0.1}')
+    with Client(server.url) as client:  # finished before the CLI starts: no race with its clock
+        client.wait(done["id"], timeout=60)
     result = dubsim(server.url, "wait", done["id"], stuck["id"], "--timeout", "1", "--json")
     assert result.returncode == 4, result.stderr
     jobs = {j["id"]: j["status"] for j in json.loads(result.stdout)}
