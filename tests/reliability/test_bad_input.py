@@ -127,6 +127,7 @@ http_case("process-huge", "POST", "/v1/process", 422, "validation_error", admin=
           json={"count": 10**9})  # fmt: skip
 http_case("cancel-reason-huge", "POST", "/v1/jobs/{job}/cancel", 422, "validation_error",
           admin=True, json={"reason": "x" * 10_000})  # fmt: skip
+http_case("session-empty-body", "POST", "/v1/session", 422, "validation_error", field="token")
 http_case("session-token-not-string", "POST", "/v1/session", 422, "validation_error",
           json={"token": 12345678})  # fmt: skip
 
