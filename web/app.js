@@ -31,6 +31,7 @@ const state = {
   clockOffset: null, // local ms - server ms, estimated from event times
   config: null,
   configDirty: false,
+  configLoadFailed: false,
   users: new Set(),
   usersShown: 0,
 };
@@ -457,8 +458,11 @@ async function loadConfig(force = false) {
   try {
     const cfg = await api("GET", "/v1/config");
     state.config = cfg;
+    if (state.configLoadFailed) hideError("config-error");
+    state.configLoadFailed = false;
     if (force || !state.configDirty) fillConfig(cfg);
   } catch (err) {
+    state.configLoadFailed = true;
     showError("config-error", `Could not load config: ${err.message}`);
   }
 }

@@ -371,6 +371,8 @@ async def test_screenshot(make_dash: MakeDash, server: Server) -> None:
     for job in queued:
         await dash.wait_row_status(job["id"], "pending")
     await expect(dash.page.locator("#count-total")).to_have_text("24")
+    # Config changes are not pushed; the idle page re-reads them within a few seconds.
+    await expect(dash.page.locator("#cfg-auto_process")).not_to_be_checked()
     # Let the running jobs' progress bars get somewhere before the picture is taken.
     await expect(dash.row(running[2]["id"]).locator("[role=progressbar]")).not_to_have_attribute(
         "aria-valuenow", re.compile(r"^\d$")
