@@ -6,6 +6,7 @@ and `MockTransport` (in `_mock.py`) answers from a function, for tests.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -117,7 +118,14 @@ class _AiohttpWebSocket:
 class AiohttpTransport:
     """The real transport: one aiohttp session, created lazily inside the running loop."""
 
-    def __init__(self, *, heartbeat_s: float = 30.0, connection_limit: int = 100) -> None:
+    def __init__(
+        self,
+        *,
+        heartbeat_s: float = 30.0,
+        connection_limit: int = 100,
+        connect_timeout_s: float = 10.0,
+    ) -> None:
+        self._connect_timeout_s = connect_timeout_s
         self._session: aiohttp.ClientSession | None = None
         self._heartbeat_s = heartbeat_s
         self._limit = connection_limit
@@ -154,13 +162,16 @@ class AiohttpTransport:
     async def connect_websocket(self, url: str, headers: Mapping[str, str]) -> WebSocketConnection:
         session = self._get_session()
         try:
-            ws = await session.ws_connect(
-                url,
-                headers=dict(headers),
-                heartbeat=self._heartbeat_s,
-                compress=0,
-                timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=5.0),
-            )
+            # A server that accepts the TCP connection but never finishes the upgrade must not
+            # hold the reconnect loop forever.
+            async with asyncio.timeout(self._connect_timeout_s):
+                ws = await session.ws_connect(
+                    url,
+                    headers=dict(headers),
+                    heartbeat=self._heartbeat_s,
+                    compress=0,
+                    timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=5.0),
+                )
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise TransportError(f"websocket {url}: {_describe(exc)}") from exc
         return _AiohttpWebSocket(ws)
