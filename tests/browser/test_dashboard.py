@@ -14,7 +14,7 @@ import pytest
 from playwright.async_api import expect
 
 if TYPE_CHECKING:
-    from conftest import Dash, Server
+    from tests.browser.conftest import Dash, Server
 
     MakeDash = Callable[..., Awaitable[Dash]]
 
