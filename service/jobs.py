@@ -147,7 +147,15 @@ class JobService:
             self.window.record(user, at)
         for record in list(self.jobs.values()):
             if record.job.status is Status.PROCESSING:
-                self._move(record, Status.PENDING, EventType.RETRYING, progress=0, eta=None)
+                # the attempt died with the process, not of its own failure: it doesn't count
+                self._move(
+                    record,
+                    Status.PENDING,
+                    EventType.RETRYING,
+                    attempt=record.job.attempt - 1,
+                    progress=0,
+                    eta=None,
+                )
             if record.job.status is Status.PENDING:
                 self.dispatcher.enqueue(record)
             elif record.job.status is Status.FAILED:  # its retry timer died with the process

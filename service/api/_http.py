@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import re
 from typing import Any, TypeVar
@@ -22,6 +23,7 @@ from ..errors import (
 from ..models import ErrorBody, ErrorDetail
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 _encoder = msgspec.json.Encoder()
 _FIELD = re.compile(r"at `\$\.([^`]+)`|unknown field `([^`]+)`|missing required field `([^`]+)`")
@@ -69,7 +71,10 @@ async def read_json(request: web.Request, type_: type[T], *, lenient_type: bool 
     """
     body = await request.read()
     if not body.strip():
-        return msgspec.convert({}, type_)
+        try:
+            return msgspec.convert({}, type_)
+        except msgspec.ValidationError as exc:
+            raise ValidationFailed(str(exc), field=field_of(exc)) from exc
     ctype = request.content_type
     if not lenient_type and ctype not in ("application/json", "") and not ctype.endswith("+json"):
         raise UnsupportedMediaType(
@@ -79,7 +84,7 @@ async def read_json(request: web.Request, type_: type[T], *, lenient_type: bool 
         return msgspec.json.decode(body, type=type_)
     except msgspec.ValidationError as exc:
         raise ValidationFailed(str(exc), field=field_of(exc)) from exc
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise InvalidJSON(f"malformed JSON: {exc}") from exc
 
 
@@ -115,6 +120,11 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         )
         headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
         return error_response(exc.status, code, message, headers=headers or None)
+    except (asyncio.CancelledError, ConnectionError):
+        raise
+    except Exception:  # a bug: say so in JSON, and leave the traceback in the log
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(500, "internal_error", "internal server error")
 
 
 FAULT_STATUSES = (500, 503, 408)

@@ -36,6 +36,7 @@ class Route(NamedTuple):
     params: tuple[tuple[str, str, dict[str, Any]], ...] = ()  # (name, in, schema)
     content_type: str = "application/json"
     legacy: bool = False  # errors use the old {"message", "status"} shape
+    also_ok: int | None = None  # a second success status with the same body
 
 
 _ID = (("id", "path", {"type": "string", "minLength": 1}),)
@@ -51,6 +52,7 @@ ROUTES: tuple[Route, ...] = (
         201,
         (400, 413, 415, 422, 429),
         params=(*_USER, ("Idempotency-Key", "header", {"type": "string", "maxLength": 200})),
+        also_ok=200,  # an Idempotency-Key replay answers the existing job
     ),
     Route(
         "get",
@@ -267,17 +269,31 @@ def build() -> dict[str, Any]:
             }
         responses: dict[str, Any] = {}
         ok: dict[str, Any] = {"description": "OK"}
-        if route.answer is not None:
-            schema = (
-                _ref(route.answer)
-                if route.content_type == "application/json"
-                else {"type": "string"}
-            )
+        if route.answer is not None and route.content_type == "application/json":
+            ok["content"] = {route.content_type: {"schema": _ref(route.answer)}}
+        elif route.answer is not None:  # an SSE stream: each event's data is JSON
+            schema = {
+                "type": "object",
+                "description": f"one SSE event; `data` is JSON: a {route.answer.__name__}, "
+                "a snapshot, a reset or an error (docs/protocol.md)",
+                "properties": {
+                    "event": {"type": "string"},
+                    "id": {"type": "string", "pattern": "^[0-9]+$"},
+                    "data": {"type": "string", "contentMediaType": "application/json"},
+                },
+                "required": ["data"],
+                "x-data-schema": _ref(route.answer),
+            }
             ok["content"] = {route.content_type: {"schema": schema}}
         elif route.content_type != "application/json":
             ok["content"] = {route.content_type: {"schema": {"type": "string"}}}
         responses[str(route.ok)] = ok
-        for status in route.errors:
+        if route.also_ok is not None:
+            responses[str(route.also_ok)] = ok
+        errors = set(route.errors)
+        if route.body is not None or route.params:
+            errors.add(400)  # malformed JSON, or a malformed header such as X-User-Id
+        for status in sorted(errors):
             if status in (204, 304):
                 responses[str(status)] = {"description": "No content"}
                 continue
