@@ -294,14 +294,16 @@ async def sampler(
     loop = asyncio.get_running_loop()
     start = loop.time()
     while True:
-        jobs = -1
+        jobs = seq = -1
         with contextlib.suppress(aiohttp.ClientError, OSError, KeyError, ValueError):
             async with session.get(url + "/healthz") as resp:
-                jobs = (await resp.json())["jobs"]
+                health = await resp.json()
+                jobs, seq = health["jobs"], health["seq"]
         point = {
             "t_s": round(loop.time() - start, 1),
             "rss_mib": round(rss_kib(pid) / 1024, 2),
             "jobs_held": jobs,
+            "seq": seq,  # events published so far: the resume window is EVENT_BUFFER of these
             "submitted": c.submitted,
         }
         series.append(point)
@@ -398,9 +400,16 @@ async def run(args: argparse.Namespace) -> int:
     base, end, grew = growth(series, warmup_s)
     seconds = args.minutes * 60
     ok = grew < args.max_growth and alive
+    published = [p for p in series if p["seq"] >= 0]
+    events_per_s = (
+        (published[-1]["seq"] - published[0]["seq"]) / (published[-1]["t_s"] - published[0]["t_s"])
+        if len(published) > 1 and published[-1]["t_s"] > published[0]["t_s"]
+        else 0.0
+    )
     result = {
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "achieved_jobs_per_s": round(c.submitted / seconds, 1),
+        "events_per_s": round(events_per_s, 1),
         "counters": asdict(c),
         "rss_after_warmup_mib": base,
         "rss_end_mib": end,
@@ -421,7 +430,7 @@ async def run(args: argparse.Namespace) -> int:
         f"\nsubmitted {c.submitted} jobs ({result['achieved_jobs_per_s']} /s), "
         f"{c.submit_errors} refused/failed, {c.frames} frames to subscribers "
         f"({c.terminal_events} outcomes), {c.reconnects} reconnects ({c.resumed} resumed), "
-        f"{c.cleanups} cleanups deleted {c.deleted} jobs"
+        f"{c.cleanups} cleanups deleted {c.deleted} jobs; {events_per_s:.0f} events/s published"
     )
     print(
         f"RSS after warm-up {base:.1f} MiB -> end {end:.1f} MiB: {grew:+.1%} "
