@@ -134,7 +134,7 @@ def plot(runs: list[dict[str, Any]], path: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.slow_consumer", description=__doc__)
     parser.add_argument("--readers", type=int, default=100)
-    parser.add_argument("--rate", type=float, default=200, help="jobs/s (3 events each)")
+    parser.add_argument("--rate", type=float, default=300, help="jobs/s (3 events each)")
     parser.add_argument("--seconds", type=float, default=8)
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args(argv)

@@ -1,0 +1,321 @@
+"""Rewrite docs/benchmarks.md from bench/results/*.json (`python -m bench --report`)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from bench._common import RESULTS, ROOT
+
+DOC = ROOT / "docs" / "benchmarks.md"
+NOTES = ROOT / "bench" / "NOTES.md"
+
+
+def _load(name: str) -> dict[str, Any] | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _ok(good: bool | None) -> str:
+    return "n/a" if good is None else ("met" if good else "**missed**")
+
+
+def _ms(v: float | None) -> str:
+    return "-" if v is None else (f"{v:,.0f}" if v >= 100 else f"{v:.2f}")
+
+
+def _stamp(doc: dict[str, Any]) -> str:
+    m = doc["machine"]
+    return (
+        f"_{doc['date']}, commit `{doc['git_commit']}`, {m['cores']} cores ({m['cpu']}), "
+        f"load average {m.get('load_average_1m', '?')} at the end; `{doc['command']}`_"
+    )
+
+
+def summary(docs: dict[str, dict[str, Any] | None]) -> list[str]:
+    rows: list[tuple[str, str, str, bool | None]] = []
+    if (w := docs["wait_lag"]) is not None:
+        by = {r["strategy"]: r for r in w["figures"]["strategies"]}
+        if (a := by.get("ws")) is not None:
+            rows.append(
+                (
+                    "1a client WS: lag p50",
+                    f"{_ms(a['lag']['p50_ms'])} ms",
+                    "<= 1 ms",
+                    a["lag"]["p50_ms"] <= 1,
+                )
+            )
+            rows.append(
+                (
+                    "1a client WS: lag p99",
+                    f"{_ms(a['lag']['p99_ms'])} ms",
+                    "<= 5 ms",
+                    a["lag"]["p99_ms"] <= 5,
+                )
+            )
+            rows.append(
+                (
+                    "1a client WS: requests/job beyond submit",
+                    f"{a['requests_per_job']:g}",
+                    "0",
+                    a["requests_per_job"] == 0,
+                )
+            )
+        if (c := by.get("longpoll")) is not None:
+            rows.append(
+                (
+                    "1c long poll: requests/job",
+                    f"{c['requests_per_job']:g}",
+                    "1",
+                    c["requests_per_job"] <= 1,
+                )
+            )
+            rows.append(
+                (
+                    "1c long poll: lag p50",
+                    f"{_ms(c['lag']['p50_ms'])} ms",
+                    "<= 2 ms",
+                    c["lag"]["p50_ms"] <= 2,
+                )
+            )
+        if (d := w["figures"].get("hint_15s")) is not None:
+            rows.append(
+                (
+                    "1d hints, 15 s job: requests/job",
+                    f"{d['requests_per_job']:g}",
+                    "<= 4",
+                    d["requests_per_job"] <= 4,
+                )
+            )
+            rows.append(
+                (
+                    "1d hints, 15 s job: lag p50",
+                    f"{_ms(d['lag']['p50_ms'])} ms",
+                    "<= 100 ms",
+                    d["lag"]["p50_ms"] <= 100,
+                )
+            )
+    if (f := docs["fanout"]) is not None:
+        for name, case in f["figures"].get("cases", {}).items():
+            rows.append(
+                (
+                    f"2 fan-out {name}: dubsim / bare deliveries",
+                    f"{case['ratio']:.2f}x",
+                    ">= 1.0x",
+                    case["ratio"] >= 1.0,
+                )
+            )
+        if (idle := f["figures"].get("idle")) is not None:
+            kb = idle["dubsim"]["kb_per_connection"]
+            rows.append(
+                (
+                    f"2 idle WS x{idle['dubsim']['subscribers']:,}: RSS/connection",
+                    f"{kb} KB (bare {idle['bare']['kb_per_connection']} KB)",
+                    "<= 20 KB",
+                    kb <= 20,
+                )
+            )
+    if (r := docs["rest"]) is not None:
+        g = r["figures"]["get_vs_bare"]
+        rows.append(("3 GET /v1/jobs/{id} / bare hello", f"{g:.0%}", ">= 80 %", g >= 0.8))
+    if (lc := docs["lifecycle"]) is not None:
+        x = lc["figures"]
+        rows.append(
+            (
+                f"4 lifecycle ({x['jobs_completed']:,} jobs): completed/s",
+                f"{x['completed_per_s']:,}",
+                ">= 5,000",
+                x["completed_per_s"] >= 5000,
+            )
+        )
+        rows.append(("4 lifecycle: peak server RSS", f"{x['rss_peak_mb']} MB", "(reported)", None))
+    if (s := docs["slow_consumer"]) is not None:
+        x = s["figures"]
+        rows.append(
+            (
+                "5 slow consumer: readers' p99 change",
+                f"{x['p99_change']:+.0%}",
+                "<= +10 %",
+                x["p99_change"] <= 0.10,
+            )
+        )
+        rows.append(
+            (
+                "5 slow consumer: server RSS peak",
+                f"{x['rss_peak_mb_with']} MB (without: {x['rss_peak_mb_without']} MB)",
+                "bounded",
+                None,
+            )
+        )
+    out = ["| figure | measured | target | |", "|---|---|---|---|"]
+    out += [f"| {a} | {b} | {c} | {_ok(d)} |" for a, b, c, d in rows]
+    return out
+
+
+def wait_lag(doc: dict[str, Any]) -> list[str]:
+    out = [
+        "## 1. Wait lag and cost",
+        "",
+        _stamp(doc),
+        "",
+        "| strategy | requests/job beyond submit | + shared connections | lag p50 ms | p99 ms | max ms | gave up |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in doc["figures"]["strategies"]:
+        lag = r["lag"]
+        out.append(
+            f"| {r['label']} | {r['requests_per_job']:g} | {r['connections']} | {_ms(lag['p50_ms'])} "
+            f"| {_ms(lag['p99_ms'])} | {_ms(lag['max_ms'])} | {r['gave_up']} |"
+        )
+    if (d := doc["figures"].get("hint_15s")) is not None:
+        lag = d["lag"]
+        out.append(
+            f"| (d) on {d['jobs']} jobs of 15 s | {d['requests_per_job']:g} | 0 | {_ms(lag['p50_ms'])} "
+            f"| {_ms(lag['p99_ms'])} | {_ms(lag['max_ms'])} | {d['gave_up']} |"
+        )
+    out += ["", "![lag against requests per job](../bench/results/wait_lag.png)", ""]
+    return out
+
+
+def fanout(doc: dict[str, Any]) -> list[str]:
+    out = [
+        "## 2. Fan-out",
+        "",
+        _stamp(doc),
+        "",
+        "| case | server | deliveries/s | events/s per subscriber | latency p50 ms | p99 ms | disconnected | server CPU s | subscribers' CPU s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, case in doc["figures"].get("cases", {}).items():
+        for server in ("dubsim", "bare"):
+            x = case[server]
+            out.append(
+                f"| {name} | {server} | {x['deliveries_per_s']:,} | {x['events_per_s']} | "
+                f"{_ms(x['latency']['p50_ms'])} | {_ms(x['latency']['p99_ms'])} | {x['disconnected']} | "
+                f"{x['server_cpu_s']} | {x.get('subscribers_cpu_s', '-')} |"
+            )
+        out.append(f"| {name} | **ratio** | **{case['ratio']:.2f}x** | | | | | | |")
+    if (idle := doc["figures"].get("idle")) is not None:
+        out += [
+            "",
+            "| idle WebSocket subscribers | RSS before MB | after MB | KB per connection |",
+            "|---|---|---|---|",
+        ]
+        for server in ("dubsim", "bare"):
+            x = idle[server]
+            out.append(
+                f"| {server} x{x['subscribers']:,} | {x['rss_before_mb']} | {x['rss_after_mb']} | {x['kb_per_connection']} |"
+            )
+    out += ["", "![fan-out](../bench/results/fanout.png)", ""]
+    return out
+
+
+def rest(doc: dict[str, Any]) -> list[str]:
+    f = doc["figures"]
+    out = [
+        "## 3. REST",
+        "",
+        _stamp(doc),
+        "",
+        "| target | requests/s (median run) | all runs | p50 ms | p99 ms | non-2xx |",
+        "|---|---|---|---|---|---|",
+    ]
+    for key, label in (
+        ("bare_hello", "bare aiohttp hello"),
+        ("get_job", "GET /v1/jobs/{id}"),
+        ("post_job", "POST /v1/jobs"),
+    ):
+        x = f[key]
+        out.append(
+            f"| {label} | {x['requests_per_s']:,} | {', '.join(f'{v:,}' for v in f['all_runs'][key])} | "
+            f"{_ms(x['latency'].get('p50_ms'))} | {_ms(x['latency'].get('p99_ms'))} | {x['non_2xx']} |"
+        )
+    out += [
+        "",
+        f"GET is {f['get_vs_bare']:.0%} of the bare hello, POST {f['post_vs_bare']:.0%}.",
+        "",
+        "![REST](../bench/results/rest.png)",
+        "",
+    ]
+    return out
+
+
+def lifecycle(doc: dict[str, Any]) -> list[str]:
+    x = doc["figures"]
+    return [
+        "## 4. Lifecycle throughput",
+        "",
+        _stamp(doc),
+        "",
+        "| jobs submitted | completed | submit phase s | first submit to last finish s | completed/s | server CPU s | RSS start MB | peak MB |",
+        "|---|---|---|---|---|---|---|---|",
+        f"| {x['jobs_submitted'] or '-'} | {x['jobs_completed']:,} | {x['submit_phase_s']} | {x['elapsed_s']} | "
+        f"**{x['completed_per_s']:,}** | {x['server_cpu_s']} | {x['rss_start_mb']} | {x['rss_peak_mb']} |",
+        "",
+        "![lifecycle](../bench/results/lifecycle.png)",
+        "",
+    ]
+
+
+def slow_consumer(doc: dict[str, Any]) -> list[str]:
+    x = doc["figures"]
+    out = [
+        "## 5. Slow consumer",
+        "",
+        _stamp(doc),
+        "",
+        "| run | never-reader | readers' p50 ms | p99 ms | frames received | slow consumers closed | RSS start MB | peak MB |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for i, r in enumerate(x["runs"], 1):
+        out.append(
+            f"| {i} | {'yes' if r['with_slow_consumer'] else 'no'} | {_ms(r['latency']['p50_ms'])} | "
+            f"{_ms(r['latency']['p99_ms'])} | {r['frames']:,} | {r['slow_consumers_closed']} | "
+            f"{r['rss_start_mb']} | {r['rss_peak_mb']} |"
+        )
+    out += [
+        "",
+        f"Median p99: {_ms(x['p99_ms_without'])} ms without, {_ms(x['p99_ms_with'])} ms with the "
+        f"never-reader ({x['p99_change']:+.0%}).",
+        "",
+        "![slow consumer](../bench/results/slow_consumer.png)",
+        "",
+    ]
+    return out
+
+
+def main() -> None:
+    names = ["wait_lag", "fanout", "rest", "lifecycle", "slow_consumer"]
+    docs = {name: _load(name) for name in names}
+    lines = [
+        "# Benchmarks",
+        "",
+        "Generated by `python -m bench` (`make bench`) from `bench/results/*.json`; rerun it to",
+        "refresh this page (`python -m bench --report` only rewrites it). Every benchmark runs the",
+        "real server (`python -m service`) on loopback, with its baseline in the same run: these",
+        "machines are shared and noisy, so read the ratios and medians, not the absolute numbers.",
+        "",
+        "## Every figure against its target",
+        "",
+        *summary(docs),
+        "",
+    ]
+    if NOTES.exists():
+        lines += [NOTES.read_text().rstrip(), ""]
+    sections = {
+        "wait_lag": wait_lag,
+        "fanout": fanout,
+        "rest": rest,
+        "lifecycle": lifecycle,
+        "slow_consumer": slow_consumer,
+    }
+    for name in names:
+        doc = docs[name]
+        if doc is not None:
+            lines += sections[name](doc)
+    DOC.write_text("\n".join(lines).rstrip() + "\n")
+    print(f"wrote {DOC.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
