@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import secrets
 import time
@@ -22,29 +23,53 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class Auth:
-    """Checks the admin token in constant time and keeps dashboard sessions in memory."""
+    """Checks the admin token in constant time and signs the dashboard's session cookies.
+
+    A session is `expiry.nonce.signature`, signed with a key derived from the admin token: it
+    survives a restart (the dashboard stays logged in) and dies when the token changes. A
+    logout revokes the nonce in memory only, so a restart forgets revocations; the browser has
+    dropped the cookie by then, and the session expires after SESSION_TTL_S regardless.
+    """
 
     def __init__(self, admin_token: str) -> None:
         if not admin_token:
             raise ValueError("an admin token is required")
         self._token = admin_token.encode()
-        self._sessions: dict[str, float] = {}  # session id -> expiry (epoch s)
+        self._key = hmac.new(self._token, b"dubsim session cookie v1", hashlib.sha256).digest()
+        self._revoked: dict[str, float] = {}  # nonce -> expiry
 
     def token_ok(self, token: str) -> bool:
         return hmac.compare_digest(token.encode(), self._token)
 
     def open_session(self) -> str:
-        now = time.time()
-        self._sessions = {sid: exp for sid, exp in self._sessions.items() if exp > now}
-        sid = secrets.token_urlsafe(32)
-        self._sessions[sid] = now + SESSION_TTL_S
-        return sid
+        payload = f"{int(time.time() + SESSION_TTL_S)}.{secrets.token_urlsafe(16)}"
+        return f"{payload}.{self._sign(payload)}"
 
-    def close_session(self, sid: str) -> None:
-        self._sessions.pop(sid, None)
+    def close_session(self, cookie: str) -> None:
+        parsed = self._verify(cookie)
+        if parsed is not None:
+            now = time.time()
+            self._revoked = {n: exp for n, exp in self._revoked.items() if exp > now}
+            self._revoked[parsed[1]] = parsed[0]
 
-    def session_ok(self, sid: str | None) -> bool:
-        return sid is not None and self._sessions.get(sid, 0) > time.time()
+    def session_ok(self, cookie: str | None) -> bool:
+        parsed = None if cookie is None else self._verify(cookie)
+        return parsed is not None and parsed[1] not in self._revoked
+
+    def _sign(self, payload: str) -> str:
+        return hmac.new(self._key, payload.encode(), hashlib.sha256).hexdigest()
+
+    def _verify(self, cookie: str) -> tuple[float, str] | None:
+        """(expiry, nonce) of a genuine, unexpired cookie; None otherwise."""
+        expiry, _, rest = cookie.partition(".")
+        nonce, _, signature = rest.partition(".")
+        if not (expiry.isdigit() and nonce and signature):
+            return None
+        if not hmac.compare_digest(signature, self._sign(f"{expiry}.{nonce}")):
+            return None
+        if int(expiry) <= time.time():
+            return None
+        return float(expiry), nonce
 
     def bearer_admin(self, request: web.Request, *, allow_query: bool = False) -> bool | None:
         """True/False when a token was presented, None when none was."""

@@ -5,12 +5,12 @@ Every wait is on a page condition with a generous timeout; nothing sleeps a fixe
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pytest
 from playwright.async_api import expect
 
 if TYPE_CHECKING:
@@ -252,10 +252,6 @@ async def test_reconnects_after_restart_and_shows_what_finished_meanwhile(
     assert [e for e in dash.console_errors if "WebSocket" not in e] == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server: dashboard sessions live in memory, so a restart logs the page out",
-)
 async def test_admin_view_survives_restart(dash: Dash, server: Server) -> None:
     await dash.open()
     await dash.login()
@@ -266,9 +262,9 @@ async def test_admin_view_survives_restart(dash: Dash, server: Server) -> None:
     await server.start()
     late = await server.submit(user="grace", duration_s=0.2)
     await expect(dash.page.locator("#conn")).to_have_attribute("data-state", "live")
-    # Whichever comes first: the job submitted after the restart, or "your session has ended".
+    # Only an admin view shows grace's job (submitted after the restart by someone else).
+    await expect(dash.row(late["id"])).to_be_visible()
     ended = dash.page.locator("#login-error")
-    await expect(dash.row(late["id"]).or_(ended).first).to_be_visible()
     assert not await ended.is_visible(), await ended.text_content()
     await expect(dash.page.locator("#admin-badge")).to_be_visible()
     await dash.wait_row_status(job["id"], "completed")
@@ -332,7 +328,7 @@ async def test_phone_width_is_readable(make_dash: MakeDash, server: Server) -> N
     assert dash.console_errors == []
 
 
-async def test_screenshot(make_dash: MakeDash, server: Server) -> None:
+async def test_screenshot(make_dash: MakeDash, server: Server, tmp_path: Path) -> None:
     """Fill the dashboard with a realistic mix and save docs/dashboard.png at 1920x1080."""
     # A long retry delay keeps the flaky job visibly "failed, retry scheduled".
     await server.call("PATCH", "/v1/config", json={"workers": 8, "retry_delay": 120}, expect=200)
@@ -379,8 +375,12 @@ async def test_screenshot(make_dash: MakeDash, server: Server) -> None:
     )
 
     DOCS.mkdir(exist_ok=True)
-    await dash.page.screenshot(path=str(DOCS / "dashboard.png"))
-    assert (DOCS / "dashboard.png").stat().st_size > 20_000
+    # docs/dashboard.png is rewritten only on request, so `make test` leaves the tree clean
+    target = (
+        DOCS / "dashboard.png" if os.environ.get("DUBSIM_SCREENSHOT") else tmp_path / "dash.png"
+    )
+    await dash.page.screenshot(path=str(target))
+    assert target.stat().st_size > 20_000
     assert dash.console_errors == []
 
 
