@@ -67,7 +67,24 @@ class Wire:
 
 
 class Subscription:
-    """One consumer's filter and its bounded queue of frames, drained by its own writer."""
+    """One consumer's filter and its bounded queue of frames, drained by its own writer.
+
+    Kept small on purpose (slots, a plain list, a future only while someone waits): an idle
+    connection costs little more than its socket.
+    """
+
+    __slots__ = (
+        "_frames",
+        "_last_seq",
+        "_waiter",
+        "closed_reason",
+        "everything",
+        "jobs",
+        "limit",
+        "on_close",
+        "users",
+        "wire",
+    )
 
     def __init__(self, wire: Wire, limit: int) -> None:
         self.wire = wire
@@ -77,16 +94,13 @@ class Subscription:
         self.everything = False
         self.closed_reason: str | None = None
         self.on_close: Callable[[str], None] | None = None
-        self._frames: deque[bytes] = deque()
-        self._wake = asyncio.Event()
+        self._frames: list[bytes] = []
+        self._waiter: asyncio.Future[None] | None = None
         self._last_seq = -1
 
     @property
     def pending(self) -> int:
         return len(self._frames)
-
-    def matches(self, pub: Published) -> bool:
-        return self.everything or pub.job_id in self.jobs or pub.user_id in self.users
 
     def push(self, frame: bytes) -> bool:
         """Queue a frame; False (and closed as slow consumer) when the queue is full."""
@@ -96,8 +110,15 @@ class Subscription:
             self.close(SLOW_CONSUMER)
             return False
         self._frames.append(frame)
-        self._wake.set()
+        self._wake()
         return True
+
+    def push_unbounded(self, frame: bytes) -> None:
+        """Queue what the subscriber asked for at subscribe time (snapshots, a replay): it may
+        exceed the live bound once, or a large resume could never succeed."""
+        if self.closed_reason is None:
+            self._frames.append(frame)
+            self._wake()
 
     def deliver(self, pub: Published) -> bool:
         if pub.seq == self._last_seq:  # matched through more than one filter
@@ -110,17 +131,23 @@ class Subscription:
         while not self._frames:
             if self.closed_reason is not None:
                 return []
-            self._wake.clear()
-            await self._wake.wait()
-        frames = list(self._frames)
-        self._frames.clear()
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        frames, self._frames = self._frames, []
         return frames
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
     def close(self, reason: str) -> None:
         if self.closed_reason is not None:
             return
         self.closed_reason = reason
-        self._wake.set()
+        self._wake()
         if self.on_close is not None:
             self.on_close(reason)
 
@@ -231,16 +258,16 @@ class Hub:
                 self.replays += 1
                 start = since + 1 - first
                 for pub in itertools.islice(self._buffer, start, None):
-                    if covered(pub.job_id, pub.user_id) and not sub.deliver(pub):
-                        self.unsubscribe_all(sub)
-                        return unknown
+                    if covered(pub.job_id, pub.user_id) and pub.seq != sub._last_seq:
+                        sub._last_seq = pub.seq
+                        sub.push_unbounded(pub.frame(sub.wire.event))
                 return unknown
         self._snapshots(sub, covered, new_jobs if not (new_everything or new_user) else None)
         return unknown
 
     def _reset(self, sub: Subscription, reason: str) -> None:
         self.resets += 1
-        sub.push(sub.wire.reset(reason, self.seq))
+        sub.push_unbounded(sub.wire.reset(reason, self.seq))
 
     def _snapshots(
         self, sub: Subscription, covered: Callable[[str, str], bool], only: list[str] | None
@@ -252,10 +279,8 @@ class Hub:
         else:
             items = self._latest.items()
         for job_id, (user_id, job_bytes) in items:
-            # snapshots may exceed the live bound once: they are what the subscriber asked for
-            if covered(job_id, user_id) and sub.closed_reason is None:
-                sub._frames.append(sub.wire.snapshot(self.seq, job_bytes))
-        sub._wake.set()
+            if covered(job_id, user_id):
+                sub.push_unbounded(sub.wire.snapshot(self.seq, job_bytes))
 
     def unsubscribe(
         self,

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Coroutine
 from typing import Annotated, Final, Literal
 
+import aiohttp
 import msgspec
 from aiohttp import WSCloseCode, WSMsgType, web
 from aiohttp_sse import EventSourceResponse
@@ -85,13 +86,50 @@ _ws_decoder = msgspec.json.Decoder(WsMessage)
 
 
 class _Session:
-    """One WebSocket connection: its identity and its single hub subscription."""
+    """One WebSocket connection: its identity, its single hub subscription, and the writer
+    task draining it. The writer starts with the first message the client sends (nothing is
+    queued before that), so an idle socket costs no task."""
 
-    def __init__(self, hub: Hub, sub: Subscription, user: str | None, admin: bool) -> None:
+    __slots__ = ("admin", "hub", "request", "sub", "user", "writer", "ws")
+
+    def __init__(
+        self,
+        hub: Hub,
+        ws: web.WebSocketResponse,
+        request: web.Request,
+        user: str | None,
+        admin: bool,
+    ) -> None:
         self.hub = hub
-        self.sub = sub
+        self.ws = ws
+        self.request = request
+        self.sub = hub.open(WS_WIRE)
+        self.sub.on_close = self._on_close
         self.user = user
         self.admin = admin
+        self.writer: asyncio.Task[None] | None = None
+
+    def receive(self, msg: aiohttp.WSMessage) -> None:
+        if self.writer is None:
+            self.writer = asyncio.create_task(_ws_writer(self.ws, self.sub, self.request))
+        if msg.type is WSMsgType.TEXT:
+            self.handle(msg.data)
+        elif msg.type is WSMsgType.BINARY:
+            self.error("binary_not_supported", "send JSON text frames")
+
+    def _on_close(self, reason: str) -> None:
+        if reason == SLOW_CONSUMER:  # its writer may be stuck on a full socket: don't wait
+            if self.writer is not None:
+                self.writer.cancel()
+            _background(_close(self.ws, CLOSE_SLOW_CONSUMER, b"slow_consumer", self.request))
+
+    async def end(self) -> None:
+        self.hub.unsubscribe_all(self.sub)
+        self.sub.close("closed")
+        if self.writer is not None:
+            self.writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.writer
 
     def reply(self, **fields: object) -> None:
         self.sub.push(_json.encode({k: v for k, v in fields.items() if v is not None}))
@@ -174,31 +212,15 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     if cookie and not _origin_ok(request):
         await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"cross-origin cookie")
         return ws
-    sub = hub.open(WS_WIRE)
-    session = _Session(hub, sub, user, admin=bool(bearer or cookie))
+    session = _Session(hub, ws, request, user, admin=bool(bearer or cookie))
     app[SOCKETS].add(ws)
-    writer = asyncio.create_task(_ws_writer(ws, sub, request))
-
-    def on_close(reason: str) -> None:
-        if reason == SLOW_CONSUMER:  # its writer may be stuck on a full socket: don't wait
-            writer.cancel()
-            _background(_close(ws, CLOSE_SLOW_CONSUMER, b"slow_consumer", request))
-
-    sub.on_close = on_close
     try:
         async for msg in ws:
-            if msg.type is WSMsgType.TEXT:
-                session.handle(msg.data)
-            elif msg.type is WSMsgType.BINARY:
-                session.error("binary_not_supported", "send JSON text frames")
-            if sub.closed_reason is not None:
+            session.receive(msg)
+            if session.sub.closed_reason is not None:
                 break
     finally:
-        hub.unsubscribe_all(sub)
-        sub.close("closed")
-        writer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await writer
+        await session.end()
         app[SOCKETS].discard(ws)
     return ws
 

@@ -129,3 +129,15 @@ def test_deleted_job_is_forgotten_for_snapshots() -> None:
     publish(hub, "a")
     publish(hub, "a", type=EventType.DELETED)
     assert not hub.knows("a")
+
+
+def test_a_replay_larger_than_the_live_bound_still_succeeds() -> None:
+    hub = Hub(buffer_size=100, queue_limit=5)
+    for _ in range(30):
+        publish(hub, "a")
+    sub = hub.open(WIRE)
+    hub.subscribe(sub, jobs=["a"], since=0)
+    assert sub.closed_reason is None
+    assert [f["seq"] for f in frames(sub)] == list(range(1, 31))
+    publish(hub, "a")  # live delivery is bounded again
+    assert sub.pending == 1
