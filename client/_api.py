@@ -112,13 +112,21 @@ class Api:
         return Request("POST", self.url("/v1/jobs"), headers, _encoder.encode(body), self.timeout)
 
     def get_job(
-        self, job_id: str, *, etag: str | None = None, wait: float | None = None
+        self,
+        job_id: str,
+        *,
+        etag: str | None = None,
+        wait: float | None = None,
+        until_terminal: bool = False,
     ) -> Request:
-        """GET /v1/jobs/{id}; `etag` makes it conditional, `wait` makes it a long poll."""
+        """GET /v1/jobs/{id}; `etag` makes it conditional, `wait` makes it a long poll (that
+        `until_terminal` ends only on the outcome, not on progress)."""
         headers = self.headers()
         if etag is not None:
             headers["if-none-match"] = etag
         query = [("wait", f"{wait:g}")] if wait is not None else []
+        if wait is not None and until_terminal:
+            query.append(("until", "terminal"))
         # A long poll may legitimately take `wait` seconds before any byte comes back.
         timeout = self.timeout + (wait or 0.0)
         return Request("GET", self.url(self.job_path(job_id), query), headers, None, timeout)

@@ -403,6 +403,7 @@ class AsyncClient:
                 clock=loop.time,
                 deadline=deadline,
                 on_job=on_job,
+                outcome_only=on_progress is None,  # nobody to tell about progress
             )
             return await drive_async(flow, self._send)
 

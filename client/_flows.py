@@ -146,11 +146,14 @@ def poll_flow(
     deadline: float | None,
     on_job: Callable[[Job], None],
     wall: Clock = time.time,
+    outcome_only: bool = False,
 ) -> Flow[Job | None]:
     """Poll `GET /v1/jobs/{id}` until the job is terminal (returned) or the deadline (None).
 
     Every snapshot goes to `on_job` (the caller decides what is news). After the first answer
-    it long-polls with `If-None-Match` so the server answers on the change itself; if the server
+    it long-polls with `If-None-Match` so the server answers on the change itself; with
+    `outcome_only` it long-polls from the first request and only the outcome ends one. If the
+    server
     refuses `?wait=`, it polls at the server's hint, else with capped exponential backoff. No
     answer, 408 and 5xx are retried with full-jitter backoff; 429 waits its `Retry-After`;
     404 raises JobNotFound; any other error is raised as is.
@@ -164,10 +167,13 @@ def poll_flow(
         now = clock()
         if deadline is not None and now >= deadline:
             return None
+        # Someone watching progress gets the current state at once; a caller who wants only
+        # the outcome long-polls from the first request.
+        first_plain = seen is None and not outcome_only
         wait_s = _long_poll_wait(
-            policy, long_poll and seen is not None and failures == 0, now, deadline
+            policy, long_poll and failures == 0 and not first_plain, now, deadline
         )
-        request = api.get_job(job_id, etag=etag, wait=wait_s)
+        request = api.get_job(job_id, etag=etag, wait=wait_s, until_terminal=outcome_only)
         try:
             response = yield request
         except TransportError as exc:

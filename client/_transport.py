@@ -122,7 +122,8 @@ class AiohttpTransport:
         self,
         *,
         heartbeat_s: float = 30.0,
-        connection_limit: int = 100,
+        # 0: no cap, so one wait's long poll never queues behind another's
+        connection_limit: int = 0,
         connect_timeout_s: float = 10.0,
     ) -> None:
         self._connect_timeout_s = connect_timeout_s

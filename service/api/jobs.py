@@ -65,9 +65,12 @@ async def get_job(request: web.Request) -> web.StreamResponse:
     service = request.app[SERVICE]
     record = service.get(request.match_info["id"])
     wait = _wait_seconds(request)
+    until = request.query.get("until", "change")
+    if until not in ("change", "terminal"):
+        raise ValidationFailed("until must be change or terminal", field="until")
     etag = request.headers.get("If-None-Match")
     if wait and not record.job.status.terminal and (etag is None or etag == record.etag):
-        await _wait_for_change(request, record, wait)
+        await _wait_for_change(request, record.job.id, wait, terminal_only=until == "terminal")
         record = service.jobs.get(record.job.id, record)
     if etag is not None and etag == record.etag:
         return web.Response(status=304, headers=job_headers(request, record))
@@ -87,13 +90,20 @@ def _wait_seconds(request: web.Request) -> float:
     return wait
 
 
-async def _wait_for_change(request: web.Request, record: Record, wait: float) -> None:
-    hub = request.app[HUB]
+async def _wait_for_change(
+    request: web.Request, job_id: str, wait: float, *, terminal_only: bool
+) -> None:
+    """Return on the job's next event (or, with terminal_only, its outcome) or after `wait` s."""
+    hub, service = request.app[HUB], request.app[SERVICE]
     sub = hub.open(POLL_WIRE, limit=1_000)
     try:
-        hub.subscribe(sub, jobs=[record.job.id], since=hub.seq)
+        hub.subscribe(sub, jobs=[job_id], since=hub.seq)
         async with asyncio.timeout(wait):
-            await sub.get()
+            while True:
+                await sub.get()
+                record = service.jobs.get(job_id)
+                if not terminal_only or record is None or record.job.status.terminal:
+                    return
     except TimeoutError:
         pass
     finally:

@@ -82,6 +82,7 @@ ROUTES: tuple[Route, ...] = (
         params=(
             *_ID,
             ("wait", "query", {"type": "number"}),
+            ("until", "query", {"type": "string", "enum": ["change", "terminal"]}),
             ("If-None-Match", "header", {"type": "string"}),
         ),
     ),

@@ -412,3 +412,15 @@ async def test_one_socket_many_subscriptions_unsubscribe(api: ApiFactory) -> Non
         got = await until(ws, lambda m: m.get("event_type") == "job.completed")
         after = [m for m in got if m["type"] == "event"]
     assert after and {m["job"]["id"] for m in after} == {b["id"]}
+
+
+async def test_long_poll_until_terminal_ignores_progress(api: ApiFactory) -> None:
+    client = await api()
+    job = await submit(client, {"scenario": {"duration_s": 1.5}})
+    await wait_for_status(client, job["id"], {"processing"})
+    resp = await client.get(f"/v1/jobs/{job['id']}?wait=30&until=terminal")
+    assert resp.status == 200 and (await resp.json())["status"] == "completed"
+    hub = client.app[HUB]
+    progress = [p for p in hub._buffer if p.job_id == job["id"] and p.type == "job.progress"]
+    assert len(progress) >= 3  # there were changes it rightly slept through
+    assert (await client.get(f"/v1/jobs/{job['id']}?wait=1&until=soon")).status == 422

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from random import Random
 from typing import Any
 
 import msgspec
@@ -239,3 +240,19 @@ def test_sleep_is_an_action_of_its_own() -> None:
     assert first.headers["x-user-id"] == "alice"
     assert flow.send(ok(job(), **{"Retry-After": "4"})) == Sleep(4.0)
     flow.close()
+
+
+def test_outcome_only_long_polls_ask_for_the_terminal_state() -> None:
+    policy = PollPolicy(long_poll=True, long_poll_max_s=20)
+    flow = poll_flow(
+        Api("http://x"),
+        "j1",
+        policy=policy,
+        rand=Random(0),
+        clock=lambda: 0.0,
+        deadline=100.0,
+        on_job=lambda job: None,
+        outcome_only=True,
+    )
+    request = next(flow)
+    assert request.url.partition("?")[2] == "wait=20&until=terminal"
