@@ -6,7 +6,7 @@ strategy at a time:
 
   a  ws        dubsim client `AsyncClient.wait` (the shared WebSocket)
   b  sse       one SSE stream (`/v1/events?mine=1`) opened before the submits
-  c  longpoll  `GET /v1/jobs/{id}?wait=30` with `If-None-Match`, again after each change
+  c  longpoll  `GET /v1/jobs/{id}?wait=30&until=terminal` with `If-None-Match`
   c2 client-lp dubsim client, socket disabled, its long-poll fallback
   d  hint      dubsim client, socket disabled, long poll off: polls at the server's hints
   e  fixed-1s  GET every 1 s
@@ -138,7 +138,11 @@ async def run_strategy(
                 await waiters[job_id]
             elif strategy == "longpoll":
                 while True:
-                    resp = await get(job_id, params={"wait": "30"}, headers={"If-None-Match": etag})
+                    resp = await get(
+                        job_id,
+                        params={"wait": "30", "until": "terminal"},
+                        headers={"If-None-Match": etag},
+                    )
                     async with resp:
                         if resp.status == 200:
                             etag = resp.headers["ETag"]

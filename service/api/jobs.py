@@ -69,7 +69,10 @@ async def get_job(request: web.Request) -> web.StreamResponse:
     if until not in ("change", "terminal"):
         raise ValidationFailed("until must be change or terminal", field="until")
     etag = request.headers.get("If-None-Match")
-    if wait and not record.job.status.terminal and (etag is None or etag == record.etag):
+    # a plain long poll ends on any change since the ETag (at once if it is already stale);
+    # until=terminal ends only on the outcome, whatever the ETag says
+    stale = etag is not None and etag != record.etag
+    if wait and not record.job.status.terminal and (until == "terminal" or not stale):
         await _wait_for_change(request, record.job.id, wait, terminal_only=until == "terminal")
         record = service.jobs.get(record.job.id, record)
     if etag is not None and etag == record.etag:
