@@ -172,8 +172,15 @@ class Scheduler:
                 await self._has_work.wait()
                 continue
             task = self._spawn(record)
-            if task is not None:
-                await asyncio.wait([task])
+            if task is None:
+                continue
+            try:
+                await task
+            except asyncio.CancelledError:
+                if asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                    raise  # this worker is being stopped, not just its job's attempt
+            except Exception:
+                pass  # reported by _attempt_done
 
     def _pop(self) -> Record | None:
         while self._queue:
