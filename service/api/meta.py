@@ -42,6 +42,12 @@ async def dashboard(request: web.Request) -> web.FileResponse:
     return web.FileResponse(WEB_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
 
+async def _revalidate_static(request: web.Request, response: web.StreamResponse) -> None:
+    """The dashboard's files revalidate (cheap 304s), so an upgrade never mixes old and new."""
+    if request.path.startswith("/static/"):
+        response.headers["Cache-Control"] = "no-cache"
+
+
 def setup(app: web.Application) -> None:
     import msgspec
 
@@ -53,3 +59,4 @@ def setup(app: web.Application) -> None:
     app.router.add_get("/", dashboard)
     if WEB_DIR.is_dir():
         app.router.add_static("/static/", WEB_DIR, follow_symlinks=False)
+        app.on_response_prepare.append(_revalidate_static)

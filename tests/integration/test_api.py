@@ -362,3 +362,13 @@ async def test_openapi_documents_every_route(api: ApiFactory) -> None:
     }
     assert served - documented == set()
     assert documented - served == set()
+
+
+async def test_dashboard_and_static_files_are_served_and_revalidated(api: ApiFactory) -> None:
+    client = await api()
+    page = await client.get("/")
+    assert page.status == 200 and "text/html" in page.headers["Content-Type"]
+    assert "/static/app.js" in await page.text()
+    script = await client.get("/static/app.js")
+    assert script.status == 200 and script.headers["Cache-Control"] == "no-cache"
+    assert (await client.get("/static/../service/app.py")).status == 404
