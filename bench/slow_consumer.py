@@ -134,9 +134,19 @@ def plot(runs: list[dict[str, Any]], path: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.slow_consumer", description=__doc__)
     parser.add_argument("--readers", type=int, default=100)
-    parser.add_argument("--rate", type=float, default=300, help="jobs/s (3 events each)")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=150,
+        help="jobs/s (3 events each); below saturation, see docs/benchmarks.md",
+    )
     parser.add_argument("--seconds", type=float, default=8)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=4,
+        help="runs of each kind; the medians are compared (runs swing by 2x here)",
+    )
     args = parser.parse_args(argv)
     raise_nofile()
     runs = []

@@ -32,6 +32,7 @@ from ._events import EventStream
 from ._mock import MockServerSocket, MockTransport
 from ._models import Config, ErrorInfo, Event, Job, Role, Scenario, Status
 from ._polling import Backoff, PollPolicy
+from ._stats import ClientStats
 from ._sync import Client, SyncEventStream
 from ._transport import AiohttpTransport, AsyncTransport, Request, Response, WebSocketConnection
 
@@ -42,6 +43,7 @@ __all__ = [
     "AsyncTransport",
     "Backoff",
     "Client",
+    "ClientStats",
     "Config",
     "Conflict",
     "DubsimError",

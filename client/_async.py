@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import dataclasses
 import enum
 import logging
 import random
@@ -27,6 +28,7 @@ from ._models import (
     Scenario,
 )
 from ._polling import PollPolicy, Random
+from ._stats import ClientStats
 from ._subscription import SharedSubscription
 from ._transport import AiohttpTransport, AsyncTransport, Request, Response, WebSocketConnection
 from ._wait import ProgressCallback, Tracker, outcome, wait_for_terminal
@@ -72,6 +74,7 @@ class AsyncClient:
         self._policy = policy or PollPolicy()
         self._transport: AsyncTransport = transport or AiohttpTransport()
         self._rand: Random = rand or random.random
+        self._stats = ClientStats()
         self._subscription: SharedSubscription | None = None
         self._streams: weakref.WeakSet[EventStream] = weakref.WeakSet()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -120,8 +123,14 @@ class AsyncClient:
 
     # ---- plumbing --------------------------------------------------------------------
 
+    @property
+    def stats(self) -> ClientStats:
+        """What this client has done so far (a copy): requests, sockets, polling, resumes."""
+        return dataclasses.replace(self._stats)
+
     async def _send(self, request: Request) -> Response:
         self._check_open()
+        self._stats.requests += 1
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
@@ -159,7 +168,7 @@ class AsyncClient:
         self._check_open()
         if self._subscription is None:
             self._subscription = SharedSubscription(
-                self._connect_ws, policy=self._policy, rand=self._rand
+                self._connect_ws, policy=self._policy, rand=self._rand, stats=self._stats
             )
         return self._subscription
 
@@ -393,8 +402,19 @@ class AsyncClient:
         trackers: builtins.list[Tracker],
     ) -> Job:
         loop = asyncio.get_running_loop()
+        stats = self._stats
+        stats.waits += 1
+        polled = False
+
+        async def send_poll(request: Request) -> Response:
+            stats.polls += 1
+            return await self._send(request)
 
         async def poll(on_job: Any) -> Job | None:
+            nonlocal polled
+            if not polled:
+                polled = True
+                stats.waits_polled += 1
             flow = poll_flow(
                 self._api,
                 job_id,
@@ -405,7 +425,7 @@ class AsyncClient:
                 on_job=on_job,
                 outcome_only=on_progress is None,  # nobody to tell about progress
             )
-            return await drive_async(flow, self._send)
+            return await drive_async(flow, send_poll)
 
         return await wait_for_terminal(
             job_id,

@@ -23,6 +23,7 @@ import msgspec
 from ._errors import TransportError
 from ._models import Job
 from ._polling import PollPolicy, Random
+from ._stats import ClientStats
 from ._transport import WebSocketConnection
 
 __all__ = ["Listener", "Registration", "SharedSubscription", "SocketState"]
@@ -108,8 +109,10 @@ class SharedSubscription:
         policy: PollPolicy,
         rand: Random,
         idle_close_s: float = 5.0,
+        stats: ClientStats | None = None,
     ) -> None:
         self._connect = connect
+        self._stats = stats if stats is not None else ClientStats()
         self._policy = policy
         self._rand = rand
         self._idle_close_s = idle_close_s
@@ -204,6 +207,7 @@ class SharedSubscription:
                 continue
             failures = 0
             self.connections += 1
+            self._stats.sockets_opened += 1
             self.state = SocketState.OPEN
             logger.debug("websocket connected (%d so far)", self.connections)
             try:
@@ -261,6 +265,7 @@ class SharedSubscription:
         resumed = sorted(j for j in subscribe if j in self._snapshotted)
         fresh = sorted(j for j in subscribe if j not in self._snapshotted)
         # Resumes go first so their replays arrive before any newer snapshot's seq.
+        self._stats.resumed += len(resumed)
         for chunk in _chunks(resumed):
             message_id = next(self._ids)
             self._resume_requests[message_id] = chunk
@@ -302,6 +307,7 @@ class SharedSubscription:
             for job_id in self._resume_requests.pop(message.id, ()):
                 self._mark_live(job_id)
         elif kind == "reset":
+            self._stats.resets += 1
             logger.debug("websocket reset (%s): fresh snapshots follow", message.reason)
         elif kind == "error":
             logger.debug("websocket error %s: %s", message.code, message.message)

@@ -20,6 +20,7 @@ from ._async import DEFAULT_URL, AsyncClient
 from ._events import EventStream
 from ._models import Config, Event, Job, Role, Scenario
 from ._polling import PollPolicy, Random
+from ._stats import ClientStats
 from ._transport import AsyncTransport
 from ._wait import ProgressCallback
 
@@ -201,6 +202,11 @@ class Client:
     def user_id(self) -> str | None:
         """The `X-User-Id` sent with every request."""
         return self._async.user_id
+
+    @property
+    def stats(self) -> ClientStats:
+        """What this client has done so far (a copy): requests, sockets, polling, resumes."""
+        return self._async.stats
 
     def __enter__(self) -> Client:
         return self

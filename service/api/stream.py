@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import Coroutine
 from typing import Annotated, Final, Literal
 
@@ -27,6 +28,10 @@ from ._http import field_of
 log = logging.getLogger(__name__)
 
 MAX_FRAME: Final = 64 * 1024
+# A stream socket's kernel send buffer. Left to autotuning it grows to megabytes on loopback,
+# so a peer that stops reading goes unnoticed for thousands of events and pins that memory;
+# bounded, it stalls soon and the hub's queue bound (SUBSCRIBER_QUEUE) decides, as designed.
+SEND_BUFFER: Final = 256 * 1024
 MAX_JOBS_PER_MESSAGE: Final = 1_000
 MAX_JOBS_PER_SOCKET: Final = 10_000
 CLOSE_SLOW_CONSUMER: Final = 4000
@@ -184,6 +189,13 @@ class _Session:
         self.hub.subscribe(self.sub, jobs=msg.jobs, user=user, everything=msg.all, since=msg.since)
 
 
+def _bound_send_buffer(request: web.Request) -> None:
+    sock = request.transport.get_extra_info("socket") if request.transport else None
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+
+
 def _origin_ok(request: web.Request) -> bool:
     origin = request.headers.get("Origin")
     if origin is None:
@@ -212,6 +224,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     if cookie and not _origin_ok(request):
         await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"cross-origin cookie")
         return ws
+    _bound_send_buffer(request)
     session = _Session(hub, ws, request, user, admin=bool(bearer or cookie))
     app[SOCKETS].add(ws)
     try:
@@ -278,6 +291,7 @@ async def events(request: web.Request) -> web.StreamResponse:
 
     resp = EventSourceResponse(ping_interval=app[SETTINGS].heartbeat_s)
     await resp.prepare(request)
+    _bound_send_buffer(request)
     sub = hub.open(SSE_WIRE)
     hub.subscribe(sub, jobs=jobs, user=user, everything=everything, since=since)
     pump = asyncio.create_task(_sse_pump(resp, sub))

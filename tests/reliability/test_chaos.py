@@ -45,6 +45,7 @@ class Tally:
         self.polls = 0
         self.resumed: set[str] = set()  # jobs re-subscribed with `since`
         self.resubscribes = 0
+        self.resumed_jobs = 0  # job ids over all those messages
         self.connects = 0
 
 
@@ -57,6 +58,7 @@ class _CountingSocket:
         message = json.loads(text)
         if message.get("op") == "subscribe" and "since" in message:
             self._tally.resubscribes += 1
+            self._tally.resumed_jobs += len(message["jobs"])
             self._tally.resumed.update(message["jobs"])
         await self._ws.send(text)
 
@@ -160,6 +162,7 @@ async def test_waits_survive_server_side_socket_chaos(api: ApiFactory) -> None:
         for task in waits.values():
             task.cancel()
         await asyncio.gather(chaos_task, *waits.values(), return_exceptions=True)
+        stats = [client.stats for client in clients]
         for client in clients:
             await client.aclose()
 
@@ -175,3 +178,9 @@ async def test_waits_survive_server_side_socket_chaos(api: ApiFactory) -> None:
     # the chaos really happened and really hit the waits
     assert closed[0] >= 10 and tally.connects > len(clients)
     assert tally.resumed, "no wait ever resumed: the chaos missed the sockets"
+    # the client's own counters tell the same story as the wire
+    assert sum(s.sockets_opened for s in stats) == tally.connects
+    assert sum(s.waits for s in stats) == JOBS
+    assert sum(s.waits_polled for s in stats) == len(tally.polled)
+    assert sum(s.polls for s in stats) == tally.polls
+    assert sum(s.resumed for s in stats) == tally.resumed_jobs
