@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from . import api
-from .api._http import errors_middleware
+from .api._http import http_middleware
 from .api.stream import close_streams
 from .appkeys import AUTH, FAULTS, HUB, METRICS, SCHEDULER, SERVICE, SETTINGS, SOCKETS
 from .auth import Auth
@@ -33,7 +33,7 @@ def create_app(settings: Settings) -> web.Application:
     metrics = Metrics(service, hub)
 
     app = web.Application(
-        client_max_size=MAX_BODY, middlewares=[metrics.middleware(), errors_middleware]
+        client_max_size=MAX_BODY, middlewares=[http_middleware(metrics.latency.observe)]
     )
     app[SETTINGS] = settings
     app[HUB] = hub

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-import time
+import bisect
+import math
 from collections.abc import Iterator
 
-from aiohttp import web
-from aiohttp.typedefs import Handler, Middleware
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from .hub import Hub
@@ -61,34 +65,46 @@ class _DomainCollector(Collector):
         yield GaugeMetricFamily("dubsim_seq", "Current event sequence number", value=self.hub.seq)
 
 
+class _Latency:
+    """Per-route request latency, counted without locks on the hot path (the event loop is the
+    only writer) and exposed to Prometheus as a histogram at scrape time. prometheus_client's
+    own Histogram takes a lock per observation, which cost a fifth of GET throughput."""
+
+    BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5, 10.0)
+
+    def __init__(self) -> None:
+        self.series: dict[tuple[str, str], list[float]] = {}  # [count per bucket..., +Inf, sum]
+
+    def observe(self, method: str, route: str, seconds: float) -> None:
+        if route in STREAM_ROUTES:  # a stream's "latency" is how long it stayed connected
+            return
+        counts = self.series.get((method, route))
+        if counts is None:
+            counts = self.series[(method, route)] = [0.0] * (len(self.BUCKETS) + 2)
+        counts[bisect.bisect_left(self.BUCKETS, seconds)] += 1
+        counts[-1] += seconds
+
+    def collect(self) -> Iterator[Metric]:
+        family = HistogramMetricFamily(
+            "dubsim_request_seconds", "Request latency by route", labels=["method", "route"]
+        )
+        for (method, route), counts in sorted(self.series.items()):
+            cumulative, buckets = 0.0, []
+            for bound, n in zip((*self.BUCKETS, math.inf), counts[:-1], strict=True):
+                cumulative += n
+                buckets.append(("+Inf" if bound == math.inf else repr(bound), cumulative))
+            family.add_metric([method, route], buckets, counts[-1])
+        yield family
+
+
 class Metrics:
     """One registry per app, so tests can build many apps in one process."""
 
     def __init__(self, service: JobService, hub: Hub) -> None:
         self.registry = CollectorRegistry()
         self.registry.register(_DomainCollector(service, hub))
-        self.latency = Histogram(
-            "dubsim_request_seconds",
-            "Request latency by route",
-            ["method", "route"],
-            registry=self.registry,
-            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 2.5, 10),
-        )
+        self.latency = _Latency()
+        self.registry.register(self.latency)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
-
-    def middleware(self) -> Middleware:
-        @web.middleware
-        async def measure(request: web.Request, handler: Handler) -> web.StreamResponse:
-            info = request.match_info.route.resource
-            route = info.canonical if info is not None else "unmatched"
-            if route in STREAM_ROUTES:
-                return await handler(request)
-            start = time.perf_counter()
-            try:
-                return await handler(request)
-            finally:
-                self.latency.labels(request.method, route).observe(time.perf_counter() - start)
-
-        return measure

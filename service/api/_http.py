@@ -6,11 +6,13 @@ import asyncio
 import logging
 import math
 import re
+import time
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import msgspec
 from aiohttp import web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 
 from ..appkeys import FAULTS, SERVICE
 from ..errors import (
@@ -49,7 +51,11 @@ def json_response(
     body: Any, status: int = 200, headers: dict[str, str] | None = None
 ) -> web.Response:
     data = body if isinstance(body, bytes) else _encoder.encode(body)
-    return web.Response(body=data, status=status, headers=headers, content_type="application/json")
+    # the header given directly, not content_type=: that path parses and rebuilds it per response
+    all_headers = {"Content-Type": "application/json"}
+    if headers:
+        all_headers.update(headers)
+    return web.Response(body=data, status=status, headers=all_headers)
 
 
 def error_response(
@@ -95,12 +101,35 @@ def field_of(exc: msgspec.ValidationError) -> str | None:
     return next(group for group in match.groups() if group)
 
 
-@web.middleware
-async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every error leaves as `{"error": {"code", "message", "details"}}`."""
-    try:
-        return await handler(request)
-    except ServiceError as exc:
+Observe = Callable[[str, str, float], None]
+
+
+def http_middleware(observe: Observe) -> Middleware:
+    """The one middleware: every error leaves as `{"error": {"code", "message", "details"}}`,
+    and every request's latency goes to `observe(method, route, seconds)`. One layer, not two:
+    each middleware layer is paid on every request (measured: a fifth of GET throughput)."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else "unmatched"
+        start = time.perf_counter()
+        try:
+            return await handler(request)
+        except Exception as exc:
+            response = _error_response_for(request, exc)
+            if response is None:
+                raise
+            return response
+        finally:
+            observe(request.method, route, time.perf_counter() - start)
+
+    return middleware
+
+
+def _error_response_for(request: web.Request, exc: Exception) -> web.Response | None:
+    """The JSON answer for an exception a handler raised; None to let it propagate."""
+    if isinstance(exc, ServiceError):
         headers = None
         if isinstance(exc, RateLimited):
             reset = str(max(1, math.ceil(exc.reset_s)))
@@ -111,20 +140,20 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
                 "RateLimit-Reset": reset,
             }
         return error_response(exc.status, exc.code, exc.message, exc.details, headers)
-    except web.HTTPException as exc:
+    if isinstance(exc, web.HTTPException):
         if exc.status < 400:
-            raise
+            return None
         code = HTTP_CODES.get(exc.status, "http_error")
         message = (
             exc.reason if exc.text is None or exc.text.startswith(str(exc.status)) else exc.text
         )
         headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
         return error_response(exc.status, code, message, headers=headers or None)
-    except (asyncio.CancelledError, ConnectionError):
-        raise
-    except Exception:  # a bug: say so in JSON, and leave the traceback in the log
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return error_response(500, "internal_error", "internal server error")
+    if isinstance(exc, ConnectionError):
+        return None  # the peer left: nobody to answer
+    # a bug: say so in JSON, and leave the traceback in the log
+    log.exception("unhandled error on %s %s", request.method, request.path, exc_info=exc)
+    return error_response(500, "internal_error", "internal server error")
 
 
 FAULT_STATUSES = (500, 503, 408)

@@ -9,6 +9,7 @@ from typing import Final
 from aiohttp import web
 
 from ..appkeys import HUB, METRICS, SERVICE
+from ..errors import NotFound
 from ..models import Health
 from . import openapi
 from ._http import json_response
@@ -42,10 +43,14 @@ async def dashboard(request: web.Request) -> web.FileResponse:
     return web.FileResponse(WEB_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
 
-async def _revalidate_static(request: web.Request, response: web.StreamResponse) -> None:
-    """The dashboard's files revalidate (cheap 304s), so an upgrade never mixes old and new."""
-    if request.path.startswith("/static/"):
-        response.headers["Cache-Control"] = "no-cache"
+async def static_file(request: web.Request) -> web.FileResponse:
+    """GET /static/{name}: the dashboard's files. They revalidate (cheap 304s), so an upgrade
+    never mixes old and new ones; a handler of our own rather than a response signal, which
+    would run on every response."""
+    path = (WEB_DIR / request.match_info["name"]).resolve()
+    if not path.is_relative_to(WEB_DIR) or not path.is_file():
+        raise NotFound("no such file")
+    return web.FileResponse(path, headers={"Cache-Control": "no-cache"})
 
 
 def setup(app: web.Application) -> None:
@@ -57,6 +62,4 @@ def setup(app: web.Application) -> None:
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/openapi.json", openapi_json)
     app.router.add_get("/", dashboard)
-    if WEB_DIR.is_dir():
-        app.router.add_static("/static/", WEB_DIR, follow_symlinks=False)
-        app.on_response_prepare.append(_revalidate_static)
+    app.router.add_get("/static/{name:.+}", static_file)
