@@ -71,7 +71,7 @@ def plot(figures: dict[str, Any], path: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.rest", description=__doc__)
     parser.add_argument("--seconds", type=int, default=3, help="wrk -d per run")
-    parser.add_argument("--rounds", type=int, default=5, help="alternating bare/GET runs")
+    parser.add_argument("--rounds", type=int, default=9, help="alternating bare/GET runs")
     parser.add_argument("--connections", type=int, default=50)
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:

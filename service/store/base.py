@@ -34,10 +34,13 @@ class Store(Protocol):
     async def insert(self, job: StoredJob) -> None:
         """Return only once the job is durable."""
 
-    def save(self, job_id: str, data: bytes) -> None:
-        """Record a job's new state (its JSON); durable soon (group-committed), in order."""
+    def save(self, ordinal: int, data: bytes) -> None:
+        """Record a job's new state (its JSON); durable soon (group-committed), in order.
 
-    def delete(self, job_ids: list[str]) -> None:
+        Jobs are keyed by their ordinal, which only grows: a store can append and find a row
+        without indexing random ids."""
+
+    def delete(self, ordinals: list[int]) -> None:
         """Forget jobs; durable soon."""
 
     def record_hit(self, user_id: str, at: float) -> None:

@@ -24,8 +24,8 @@ log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
-    id TEXT PRIMARY KEY,
-    ordinal INTEGER NOT NULL,
+    ordinal INTEGER PRIMARY KEY,  -- the rowid: inserts append, updates find their row at once
+    id TEXT NOT NULL,
     idempotency_key TEXT,
     request_hash TEXT,
     data BLOB NOT NULL
@@ -35,15 +35,27 @@ CREATE TABLE IF NOT EXISTS rate_hits (user_id TEXT NOT NULL, at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS rate_hits_at ON rate_hits (at);
 """
 RATE_WINDOW_S = 3600.0
+SCHEMA_VERSION = 1
+# version 0 keyed jobs by their random id (a random insert into a growing B-tree per job)
+_MIGRATE_FROM_0 = """
+ALTER TABLE jobs RENAME TO jobs_v0;
+CREATE TABLE jobs (
+    ordinal INTEGER PRIMARY KEY, id TEXT NOT NULL, idempotency_key TEXT, request_hash TEXT,
+    data BLOB NOT NULL
+);
+INSERT INTO jobs (ordinal, id, idempotency_key, request_hash, data)
+    SELECT ordinal, id, idempotency_key, request_hash, data FROM jobs_v0;
+DROP TABLE jobs_v0;
+"""
 
 
 class _Batch:
     __slots__ = ("deletes", "hits", "inserts", "saves", "seq_floor", "waiters")
 
     def __init__(self) -> None:
-        self.inserts: list[tuple[str, int, str | None, str | None, bytes]] = []
-        self.saves: dict[str, bytes] = {}
-        self.deletes: list[str] = []
+        self.inserts: list[tuple[int, str, str | None, str | None, bytes]] = []
+        self.saves: dict[int, bytes] = {}
+        self.deletes: list[int] = []
         self.hits: list[tuple[str, float]] = []
         self.seq_floor: int | None = None
         self.waiters: list[asyncio.Future[None]] = []
@@ -75,18 +87,18 @@ class SQLiteStore:
     async def insert(self, job: StoredJob) -> None:
         data = self._encoder.encode(job.job)
         self._batch.inserts.append(
-            (job.job.id, job.ordinal, job.idempotency_key, job.request_hash, data)
+            (job.ordinal, job.job.id, job.idempotency_key, job.request_hash, data)
         )
         await self.flush()
 
-    def save(self, job_id: str, data: bytes) -> None:
-        self._batch.saves[job_id] = data
+    def save(self, ordinal: int, data: bytes) -> None:
+        self._batch.saves[ordinal] = data
         self._wake.set()
 
-    def delete(self, job_ids: list[str]) -> None:
-        for job_id in job_ids:
-            self._batch.saves.pop(job_id, None)
-        self._batch.deletes.extend(job_ids)
+    def delete(self, ordinals: list[int]) -> None:
+        for ordinal in ordinals:
+            self._batch.saves.pop(ordinal, None)
+        self._batch.deletes.extend(ordinals)
         self._wake.set()
 
     def record_hit(self, user_id: str, at: float) -> None:
@@ -141,7 +153,14 @@ class SQLiteStore:
         conn = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+        has_jobs = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'jobs'").fetchone()
+        if has_jobs and version == 0:
+            conn.executescript(f"BEGIN; {_MIGRATE_FROM_0} COMMIT;")
+        elif has_jobs and version > SCHEMA_VERSION:
+            raise RuntimeError(f"{self._path} was written by a newer dubsim (schema {version})")
         conn.executescript(_SCHEMA)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         self._conn = conn
         decoder = msgspec.json.Decoder(Job)
         rows = conn.execute(
@@ -165,20 +184,22 @@ class SQLiteStore:
         try:
             if batch.inserts:
                 conn.executemany(
-                    "INSERT INTO jobs (id, ordinal, idempotency_key, request_hash, data)"
+                    "INSERT INTO jobs (ordinal, id, idempotency_key, request_hash, data)"
                     " VALUES (?, ?, ?, ?, ?)",
                     batch.inserts,
                 )
             if batch.saves:
                 conn.executemany(
-                    "UPDATE jobs SET data = ? WHERE id = ?",
-                    [(data, job_id) for job_id, data in batch.saves.items()],
+                    "UPDATE jobs SET data = ? WHERE ordinal = ?",
+                    [(data, ordinal) for ordinal, data in batch.saves.items()],
                 )
             if batch.hits:
                 conn.executemany("INSERT INTO rate_hits (user_id, at) VALUES (?, ?)", batch.hits)
                 conn.execute("DELETE FROM rate_hits WHERE at <= ?", (time.time() - RATE_WINDOW_S,))
             if batch.deletes:
-                conn.executemany("DELETE FROM jobs WHERE id = ?", [(i,) for i in batch.deletes])
+                conn.executemany(
+                    "DELETE FROM jobs WHERE ordinal = ?", [(o,) for o in batch.deletes]
+                )
             if batch.seq_floor is not None:
                 conn.execute(
                     "INSERT INTO meta (key, value) VALUES ('seq_floor', ?)"
