@@ -27,15 +27,14 @@ import asyncio
 import os
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 from rich.console import Console
 from rich.live import Live
-from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn
-from rich.table import Column, Table
+from rich.table import Table
 
+from . import _render as render
 from ._async import DEFAULT_URL, AsyncClient
 from ._errors import APIError, JobError, TransportError, WaitTimeout
 from ._models import Event, Job, Status
@@ -45,15 +44,6 @@ EXIT_JOB_FAILED = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
 EXIT_TIMEOUT = 4
-
-_STATUS_STYLE = {
-    Status.PENDING: "yellow",
-    Status.PROCESSING: "cyan",
-    Status.COMPLETED: "green",
-    Status.FAILED: "magenta",
-    Status.PERMANENTLY_FAILED: "red",
-    Status.CANCELLED: "bright_black",
-}
 
 
 class _Usage(Exception):
@@ -179,7 +169,7 @@ async def _submit(
         idempotency_key=args.idempotency_key,
     )
     if not args.wait:
-        _print_jobs([job], as_json, out, single=True)
+        render.print_jobs([job], as_json, out, single=True)
         return EXIT_OK
     if not as_json:
         err.print(f"submitted {job.id}")
@@ -206,7 +196,7 @@ async def _wait_jobs(
     # One plain read first: an unreachable server or an unknown id fails fast (exit 3 / 2)
     # instead of being retried until the deadline.
     latest = {job_id: await client.get(job_id) for job_id in ids}
-    bars = _Bars(err, enabled=not as_json)
+    bars = render.Bars(err, enabled=not as_json)
     for job in latest.values():
         bars.add(job)
 
@@ -226,10 +216,10 @@ async def _wait_jobs(
     if any(j.status in (Status.PERMANENTLY_FAILED, Status.CANCELLED) for j in jobs):
         code = EXIT_JOB_FAILED  # a known bad outcome matters more than an unknown one
     if as_json:
-        _print_json(jobs[0] if single else jobs)
+        render.print_json(jobs[0] if single else jobs)
     else:
         for job in jobs:
-            out.print(_outcome_line(job))
+            out.print(render.outcome_line(job))
         if code == EXIT_TIMEOUT:
             err.print("[yellow]timed out[/]: the unfinished jobs go on on the server")
     return code
@@ -247,12 +237,12 @@ async def _watch(
             return EXIT_OK
         jobs: dict[str, Job] = {}
         last: list[Event] = []
-        with Live(_watch_table(jobs, last), console=out, refresh_per_second=8) as live:
+        with Live(render.watch_table(jobs, last), console=out, refresh_per_second=8) as live:
             async for event in stream:
                 if event.job is not None:
                     jobs[event.job.id] = event.job
                 last[:] = [event]
-                live.update(_watch_table(jobs, last))
+                live.update(render.watch_table(jobs, last))
     return EXIT_OK
 
 
@@ -270,28 +260,28 @@ async def _jobs(
         if len(found) >= args.limit:
             break
     await source.aclose()
-    _print_jobs(found, as_json, out)
+    render.print_jobs(found, as_json, out)
     return EXIT_OK
 
 
 async def _cancel(
     client: AsyncClient, args: argparse.Namespace, as_json: bool, out: Console, err: Console
 ) -> int:
-    _print_jobs([await client.cancel(args.id, reason=args.reason)], as_json, out, single=True)
+    render.print_jobs([await client.cancel(args.id, reason=args.reason)], as_json, out, single=True)
     return EXIT_OK
 
 
 async def _retry(
     client: AsyncClient, args: argparse.Namespace, as_json: bool, out: Console, err: Console
 ) -> int:
-    _print_jobs([await client.retry(args.id)], as_json, out, single=True)
+    render.print_jobs([await client.retry(args.id)], as_json, out, single=True)
     return EXIT_OK
 
 
 async def _process(
     client: AsyncClient, args: argparse.Namespace, as_json: bool, out: Console, err: Console
 ) -> int:
-    _print_jobs(await client.process(args.count), as_json, out)
+    render.print_jobs(await client.process(args.count), as_json, out)
     return EXIT_OK
 
 
@@ -300,7 +290,7 @@ async def _cleanup(
 ) -> int:
     deleted = await client.cleanup(args.older_than_s)
     if as_json:
-        _print_json({"deleted": deleted})
+        render.print_json({"deleted": deleted})
     else:
         out.print(f"deleted {deleted} finished job(s)")
     return EXIT_OK
@@ -314,7 +304,7 @@ async def _config(
     else:
         config = await client.config()
     if as_json:
-        _print_json(config)
+        render.print_json(config)
     else:
         table = Table("setting", "value", title="config")
         for name, value in msgspec.structs.asdict(config).items():
@@ -336,7 +326,7 @@ _COMMANDS = {
 }
 
 
-# ---- output ------------------------------------------------------------------------
+# ---- input -------------------------------------------------------------------------
 
 
 def _parse_changes(pairs: Sequence[str]) -> dict[str, Any]:
@@ -351,125 +341,6 @@ def _parse_changes(pairs: Sequence[str]) -> dict[str, Any]:
         except msgspec.DecodeError:
             changes[key] = raw
     return changes
-
-
-def _print_json(value: Any) -> None:
-    # Plain stdout, not rich: scripts parse this.
-    sys.stdout.write(msgspec.json.format(msgspec.json.encode(value).decode(), indent=2) + "\n")
-    sys.stdout.flush()
-
-
-def _print_jobs(jobs: list[Job], as_json: bool, out: Console, *, single: bool = False) -> None:
-    if as_json:
-        _print_json(jobs[0] if single else jobs)
-        return
-    table = Table(
-        Column("id", overflow="fold"), "user", "role", "status", "progress", "attempt", "created"
-    )
-    for job in jobs:
-        table.add_row(
-            job.id,
-            job.user_id,
-            job.role.value,
-            _styled(job.status),
-            f"{job.progress}%",
-            f"{job.attempt}/{job.max_attempts}",
-            job.created_at.strftime("%H:%M:%S"),
-        )
-    out.print(table)
-
-
-def _styled(status: Status) -> str:
-    return f"[{_STATUS_STYLE.get(status, 'white')}]{status.value}[/]"
-
-
-def _outcome_line(job: Job) -> str:
-    line = f"{job.id} {_styled(job.status)}"
-    if job.status is Status.COMPLETED and job.result_url:
-        line += f" {job.result_url}"
-    elif job.error is not None:
-        line += f" ({job.error.code}: {job.error.message})"
-    elif job.cancel_reason:
-        line += f" ({job.cancel_reason})"
-    return line
-
-
-def _eta(job: Job) -> str:
-    if job.terminal or job.eta is None:
-        return ""
-    left = (job.eta - datetime.now(UTC)).total_seconds()
-    return f"ETA {max(0.0, left):.0f}s"
-
-
-class _Bars:
-    """One rich progress bar per job: percent, status, attempt, ETA (on stderr)."""
-
-    def __init__(self, console: Console, *, enabled: bool) -> None:
-        self._enabled = enabled
-        self._progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TaskProgressColumn(),
-            TextColumn("{task.fields[status]}"),
-            TextColumn("attempt {task.fields[attempt]}"),
-            TextColumn("{task.fields[eta]}"),
-            console=console,
-            disable=not enabled,
-        )
-        self._tasks: dict[str, TaskID] = {}
-
-    def __enter__(self) -> _Bars:
-        if self._enabled:
-            self._progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._enabled:
-            self._progress.stop()
-
-    def add(self, job: Job) -> None:
-        self._tasks[job.id] = self._progress.add_task(job.id, total=100, **self._fields(job))
-
-    def update(self, job: Job) -> None:
-        task = self._tasks.get(job.id)
-        if task is not None:
-            self._progress.update(task, **self._fields(job))
-
-    @staticmethod
-    def _fields(job: Job) -> dict[str, Any]:
-        return {
-            "completed": job.progress,
-            "status": _styled(job.status),
-            "attempt": f"{job.attempt}/{job.max_attempts}",
-            "eta": _eta(job),
-        }
-
-
-def _watch_table(jobs: dict[str, Job], last: list[Event]) -> Table:
-    caption = f"seq {last[0].seq}: {last[0].type}" if last else "waiting for events..."
-    table = Table(
-        "id",
-        "user",
-        "role",
-        "status",
-        "progress",
-        "attempt",
-        "eta",
-        title="dubsim jobs (live)",
-        caption=caption,
-    )
-    newest = sorted(jobs.values(), key=lambda j: j.created_at, reverse=True)[:30]
-    for job in newest:
-        table.add_row(
-            job.id,
-            job.user_id,
-            job.role.value,
-            _styled(job.status),
-            f"{job.progress}%",
-            f"{job.attempt}/{job.max_attempts}",
-            _eta(job),
-        )
-    return table
 
 
 if __name__ == "__main__":
