@@ -190,17 +190,20 @@ class Hub:
         self.published += 1
         if self.on_seq is not None:
             self.on_seq(self.seq)
-        for sub in list(self._everything):
-            self._deliver(sub, pub)
-        for sub in list(self._by_job.get(job_id, ())):
-            self._deliver(sub, pub)
-        for sub in list(self._by_user.get(user_id, ())):
-            self._deliver(sub, pub)
-        return pub
-
-    def _deliver(self, sub: Subscription, pub: Published) -> None:
-        if not sub.deliver(pub):
+        # No copies of the sets on this hot path: subscribers that overflow are dropped after.
+        dropped = [
+            sub
+            for subs in (
+                self._everything,
+                self._by_job.get(job_id, ()),
+                self._by_user.get(user_id, ()),
+            )
+            for sub in subs
+            if not sub.deliver(pub)
+        ]
+        for sub in dropped:
             self.unsubscribe_all(sub)
+        return pub
 
     # ---- subscribing -----------------------------------------------------------
 
