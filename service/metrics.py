@@ -68,7 +68,8 @@ class _DomainCollector(Collector):
 class _Latency:
     """Per-route request latency, counted without locks on the hot path (the event loop is the
     only writer) and exposed to Prometheus as a histogram at scrape time. prometheus_client's
-    own Histogram takes a lock per observation, which cost a fifth of GET throughput."""
+    own Histogram takes a lock per observation; with this and a handler for /static (instead
+    of a per-response signal) GET throughput went from 0.62x to about 0.8x a bare hello."""
 
     BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5, 10.0)
 
