@@ -54,7 +54,6 @@ class Scheduler:
         self._queue: list[tuple[int, int, str]] = []  # (-priority, tiebreak, job id)
         self._tiebreak = itertools.count()
         self._has_work = asyncio.Event()
-        self._idle = asyncio.Event()
         self._workers: list[asyncio.Task[None]] = []
         self._attempts: dict[str, asyncio.Task[None]] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
@@ -140,16 +139,6 @@ class Scheduler:
         await asyncio.gather(*tasks, return_exceptions=True)
         self._workers.clear()
 
-    async def drain(self) -> None:
-        """Wait until nothing is queued, running or waiting to retry (for tests and tools)."""
-        while self._queue_live() or self._attempts or self._timers:
-            self._idle.clear()
-            await self._idle.wait()
-
-    @property
-    def queued(self) -> int:
-        return sum(1 for *_, job_id in self._queue if self._pending(job_id) is not None)
-
     @property
     def running(self) -> int:
         return len(self._attempts)
@@ -190,9 +179,6 @@ class Scheduler:
                 return record
         return None
 
-    def _queue_live(self) -> bool:
-        return any(self._pending(job_id) for *_, job_id in self._queue)
-
     def _pending(self, job_id: str) -> Record | None:
         record = self.service.jobs.get(job_id)
         if record is None or record.job.status is not Status.PENDING:
@@ -214,7 +200,6 @@ class Scheduler:
     def _attempt_done(self, job_id: str, task: asyncio.Task[None]) -> None:
         if self._attempts.get(job_id) is task:
             del self._attempts[job_id]
-        self._idle.set()
         if not task.cancelled() and task.exception() is not None:
             log.error("attempt for %s crashed", job_id, exc_info=task.exception())
 
@@ -288,6 +273,5 @@ class Scheduler:
         def fire() -> None:
             self._timers.pop(job_id, None)
             self.service.requeue(record)
-            self._idle.set()
 
         self._timers[job_id] = asyncio.get_running_loop().call_later(delay, fire)
