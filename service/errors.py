@@ -63,3 +63,16 @@ class RateLimited(ServiceError):
         self.limit = limit
         self.remaining = remaining
         self.reset_s = reset_s
+
+
+class StartupError(Exception):
+    """The service can't start as configured (a store it can't open, a port in use, ...).
+
+    Not a ServiceError: it never reaches a client. `setting` names what to fix (an env var such
+    as DB or PORT); `python -m service` prints `dubsim: <setting>: <problem>` and exits 2.
+    """
+
+    def __init__(self, setting: str, problem: str) -> None:
+        super().__init__(f"{setting}: {problem}")
+        self.setting = setting
+        self.problem = problem
