@@ -18,7 +18,7 @@ from .jobs import JobService
 from .metrics import Metrics
 from .scheduler import Scheduler
 from .settings import Settings
-from .store import SQLiteStore
+from .store import store_from_settings
 
 MAX_BODY = 64 * 1024
 
@@ -28,8 +28,8 @@ def create_app(settings: Settings) -> web.Application:
     if not settings.admin_token:
         raise ValueError("settings.admin_token is required (python -m service makes one)")
     hub = Hub(buffer_size=settings.event_buffer, queue_limit=settings.subscriber_queue)
-    service = JobService(SQLiteStore(settings.db), hub, settings.config)
-    scheduler = Scheduler(service, settings.seed)
+    service = JobService(store_from_settings(settings), hub, settings.config)
+    scheduler = Scheduler(service, settings.seed, lease_s=settings.lease_s)
     metrics = Metrics(service, hub)
 
     app = web.Application(

@@ -1,8 +1,9 @@
-"""Hub: sequence numbers, the replay buffer, and bounded subscriptions.
+"""Hub: local fan-out of committed events to bounded subscriptions.
 
-JobService publishes one event per state change; every transport (WebSocket, SSE, long poll)
-is just a Subscription. Publishing never awaits: it appends the event's shared, pre-encoded
-frame to each matching subscription's bounded deque and wakes that subscription's writer.
+JobService publishes one event per committed state change; every transport (WebSocket, SSE,
+long poll) is just a Subscription. Publishing never awaits: it appends the event's shared,
+pre-encoded frame to each matching subscription's bounded deque and wakes that subscription's
+writer.
 A subscription that would grow past its bound is closed as a slow consumer instead; it can
 resume by seq.
 
@@ -14,11 +15,10 @@ it.
 from __future__ import annotations
 
 import asyncio
-import itertools
-from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Final
 
+from .broker import Broker
 from .models import EventType
 
 Format = Callable[["Published"], bytes]
@@ -153,23 +153,29 @@ class Subscription:
 
 
 class Hub:
-    """Sequence numbers, the latest snapshot of every job, replay, and fan-out."""
+    """Local fan-out: the latest snapshot of every job, and the subscriptions it feeds.
 
-    def __init__(self, *, buffer_size: int, queue_limit: int, first_seq: int = 1) -> None:
-        self.seq = first_seq - 1
+    Seq numbers and history (resume) are the broker's; the hub only hears of committed events.
+    """
+
+    def __init__(self, *, buffer_size: int, queue_limit: int) -> None:
+        self.broker = Broker(buffer_size)
         self.queue_limit = queue_limit
-        self._buffer: deque[Published] = deque(maxlen=buffer_size)
         self._latest: dict[str, tuple[str, bytes]] = {}  # job id -> (user id, job JSON)
         self._everything: set[Subscription] = set()
         self._by_job: dict[str, set[Subscription]] = {}
         self._by_user: dict[str, set[Subscription]] = {}
         self.subscriptions: set[Subscription] = set()
-        self.on_seq: Callable[[int], None] | None = None
         # counters read by /metrics
         self.published = 0
         self.slow_consumers = 0
         self.replays = 0
         self.resets = 0
+
+    @property
+    def seq(self) -> int:
+        """The seq of the last committed event this process has applied."""
+        return self.broker.seq
 
     # ---- publishing ------------------------------------------------------------
 
@@ -177,33 +183,31 @@ class Hub:
         """Know a job's current state without an event (jobs loaded at start)."""
         self._latest[job_id] = (user_id, job_bytes)
 
-    def publish(
-        self, type: EventType, at: str, job_id: str, user_id: str, job_bytes: bytes
-    ) -> Published:
-        self.seq += 1
-        pub = Published(self.seq, type, at, job_id, user_id, job_bytes)
-        if type is EventType.DELETED:
-            self._latest.pop(job_id, None)
+    def remember(self, pub: Published) -> None:
+        """An event from before this start: history for resumes, not news for anyone."""
+        self.broker.append(pub)
+
+    def publish(self, pub: Published) -> None:
+        """Fan a committed event out to every matching subscription (never awaits)."""
+        if pub.type is EventType.DELETED:
+            self._latest.pop(pub.job_id, None)
         else:
-            self._latest[job_id] = (user_id, job_bytes)
-        self._buffer.append(pub)
+            self._latest[pub.job_id] = (pub.user_id, pub.job_bytes)
+        self.broker.append(pub)
         self.published += 1
-        if self.on_seq is not None:
-            self.on_seq(self.seq)
         # No copies of the sets on this hot path: subscribers that overflow are dropped after.
         dropped = [
             sub
             for subs in (
                 self._everything,
-                self._by_job.get(job_id, ()),
-                self._by_user.get(user_id, ()),
+                self._by_job.get(pub.job_id, ()),
+                self._by_user.get(pub.user_id, ()),
             )
             for sub in subs
             if not sub.deliver(pub)
         ]
         for sub in dropped:
             self.unsubscribe_all(sub)
-        return pub
 
     # ---- subscribing -----------------------------------------------------------
 
@@ -252,15 +256,12 @@ class Hub:
             return new_everything or job_id in new_jobs or user_id == new_user
 
         if since is not None:
-            first = self._buffer[0].seq if self._buffer else self.seq + 1
-            if since > self.seq:
-                self._reset(sub, "since_in_future")
-            elif since < first - 1:
-                self._reset(sub, "since_too_old")
+            history = self.broker.since(since)
+            if isinstance(history, str):
+                self._reset(sub, history)
             else:
                 self.replays += 1
-                start = since + 1 - first
-                for pub in itertools.islice(self._buffer, start, None):
+                for pub in history:
                     if covered(pub.job_id, pub.user_id) and pub.seq != sub._last_seq:
                         sub._last_seq = pub.seq
                         sub.push_unbounded(pub.frame(sub.wire.event))

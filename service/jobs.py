@@ -1,27 +1,34 @@
 """JobService: the state machine, and the only writer of job state.
 
-Every change goes the same way: check the transition is legal, mutate the job, encode it once,
-hand the bytes to the store (group-committed) and publish one event to the hub.
+Every change goes the same way: read the job, decide its next state (checking the transition
+is legal), and hand that decision to the store with the version it was made on. The store
+commits it only if the job is still at that version, durably, and then hands the committed
+event back through `_on_commit`, which is the one place the read model moves and events are
+published. So a caller is answered, and a subscriber hears of a change, only after it is
+durable; and two writers (two requests, or two processes on Redis) can never both move a job:
+the loser's decision is re-made against the new state.
 
     pending ──> processing ──> completed                         (terminal)
-       ▲            ├──> failed ──(retry after backoff)──> pending
+       ▲            ├──> failed ──(retry once not_before is due)──> pending
        │            └──> permanently_failed                      (terminal; admin retry)
        └── cancel from pending / processing / failed ──> cancelled (terminal)
+    processing ──> pending: the attempt was interrupted (a restart, or its process died)
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import os
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Final, Protocol
 
 import msgspec
 
+from .clock import Clock, RealClock
 from .errors import Conflict, IdempotencyKeyReused, NotFound, RateLimited
-from .hub import Hub
+from .hub import Hub, Published
 from .models import (
     EventType,
     Job,
@@ -33,11 +40,18 @@ from .models import (
     iso_us,
     parse_iso,
 )
-from .ratelimit import Decision, MovingWindow
+from .ratelimit import Decision
 from .settings import Config, ConfigPatch
-from .store import Store, StoredJob
+from .store import (
+    Change,
+    Committed,
+    DuplicateSubmission,
+    Store,
+    StoredJob,
+    VersionConflict,
+)
 
-# The only legal moves. Requeue on restart/retry goes back to pending.
+# The only legal moves.
 TRANSITIONS: Final[dict[Status, frozenset[Status]]] = {
     Status.PENDING: frozenset({Status.PROCESSING, Status.CANCELLED}),
     Status.PROCESSING: frozenset(
@@ -46,7 +60,7 @@ TRANSITIONS: Final[dict[Status, frozenset[Status]]] = {
             Status.FAILED,
             Status.PERMANENTLY_FAILED,
             Status.CANCELLED,
-            Status.PENDING,  # requeued after a restart interrupted the attempt
+            Status.PENDING,  # the attempt was interrupted (restart, or its process died)
         }
     ),
     Status.FAILED: frozenset({Status.PENDING, Status.CANCELLED}),
@@ -55,21 +69,29 @@ TRANSITIONS: Final[dict[Status, frozenset[Status]]] = {
     Status.CANCELLED: frozenset(),
 }
 
-SEQ_BLOCK: Final = 100_000  # seqs reserved ahead in the store, so a crash never reuses one
+MAX_CONFLICTS: Final = 20  # re-decisions after losing a race, before giving up loudly
 
 
 class Record:
-    """A job in memory with its encoded form (served to GETs as is) and bookkeeping."""
+    """A job in the read model with its encoded form (served to GETs as is) and bookkeeping."""
 
     __slots__ = ("data", "idempotency_key", "job", "ordinal", "request_hash", "version")
 
-    def __init__(self, stored: StoredJob, data: bytes, version: int) -> None:
-        self.job = stored.job
-        self.ordinal = stored.ordinal
-        self.idempotency_key = stored.idempotency_key
-        self.request_hash = stored.request_hash
+    def __init__(
+        self,
+        job: Job,
+        data: bytes,
+        ordinal: int,
+        version: int,
+        idempotency_key: str | None = None,
+        request_hash: str | None = None,
+    ) -> None:
+        self.job = job
         self.data = data
-        self.version = version  # seq of the last change: the ETag
+        self.ordinal = ordinal
+        self.version = version  # seq of the last committed change: the ETag and the CAS token
+        self.idempotency_key = idempotency_key
+        self.request_hash = request_hash
 
     @property
     def etag(self) -> str:
@@ -79,9 +101,8 @@ class Record:
 class Dispatcher(Protocol):
     """What JobService needs from the scheduler (kept abstract to keep the arrow one-way)."""
 
-    def enqueue(self, record: Record) -> None: ...
-    def interrupt(self, job_id: str) -> None: ...
-    def start_now(self, count: int) -> list[Record]: ...
+    def job_changed(self, record: Record, event: EventType) -> None: ...
+    def start_now(self, count: int) -> Awaitable[list[Record]]: ...
     def config_changed(self) -> None: ...
     def poll_hint(self, record: Record) -> float | None: ...
 
@@ -89,13 +110,10 @@ class Dispatcher(Protocol):
 class _NoDispatcher:
     """Until a scheduler attaches itself: queues nothing, starts nothing."""
 
-    def enqueue(self, record: Record) -> None:
+    def job_changed(self, record: Record, event: EventType) -> None:
         pass
 
-    def interrupt(self, job_id: str) -> None:
-        pass
-
-    def start_now(self, count: int) -> list[Record]:
+    async def start_now(self, count: int) -> list[Record]:
         return []
 
     def config_changed(self) -> None:
@@ -105,6 +123,9 @@ class _NoDispatcher:
         return None
 
 
+Decide = Callable[[Record], Change | None]
+
+
 class JobService:
     def __init__(
         self,
@@ -112,18 +133,15 @@ class JobService:
         hub: Hub,
         config: Config,
         *,
-        clock: Callable[[], float] = time.time,
+        clock: Clock | None = None,
     ) -> None:
         self.store = store
         self.hub = hub
         self.config = config
-        self.clock = clock
+        self.clock = clock or RealClock()
         self.dispatcher: Dispatcher = _NoDispatcher()
-        self.jobs: dict[str, Record] = {}  # insertion order = submission order
-        self.window = MovingWindow(clock=clock)
-        self._idempotency: dict[tuple[str, str], str] = {}
-        self._next_ordinal = 1
-        self._seq_floor = 0
+        self._records: dict[str, Record] = {}  # insertion order = submission order
+        self._keys: dict[tuple[str, str], str] = {}  # (user, Idempotency-Key) -> job id
         self._encoder = msgspec.json.Encoder()
         self.submitted: dict[Role, int] = {Role.FREE: 0, Role.PREMIUM: 0}
         self.rate_limited = 0
@@ -131,54 +149,99 @@ class JobService:
     # ---- lifecycle -------------------------------------------------------------
 
     async def open(self) -> None:
-        """Load what the store has; requeue attempts a restart interrupted."""
-        loaded = await self.store.open()
-        self.hub.seq = loaded.seq_floor
-        self._reserve_seq(self.hub.seq)
-        self.hub.on_seq = self._on_seq
-        for stored in loaded.jobs:
-            record = Record(stored, self._encoder.encode(stored.job), 0)
-            self.jobs[stored.job.id] = record
-            self.hub.track(stored.job.id, stored.job.user_id, record.data)
-            self._next_ordinal = max(self._next_ordinal, stored.ordinal + 1)
-            if stored.idempotency_key is not None:
-                self._idempotency[(stored.job.user_id, stored.idempotency_key)] = stored.job.id
-        for user, at in loaded.rate_hits:
-            self.window.record(user, at)
-        for record in list(self.jobs.values()):
-            if record.job.status is Status.PROCESSING:
-                # the attempt died with the process, not of its own failure: it doesn't count
-                self._move(
-                    record,
-                    Status.PENDING,
-                    EventType.RETRYING,
-                    attempt=record.job.attempt - 1,
-                    progress=0,
-                    eta=None,
-                )
-            if record.job.status is Status.PENDING:
-                self.dispatcher.enqueue(record)
-            elif record.job.status is Status.FAILED:  # its retry timer died with the process
-                self._move(record, Status.PENDING, EventType.RETRYING, error=None)
-                self.dispatcher.enqueue(record)
+        """Load what the store has; on a private store, requeue attempts a restart interrupted."""
+        loaded = await self.store.open(self._on_commit, self._on_config)
+        if loaded.config is not None:
+            self.config = loaded.config
+        for stored in sorted(loaded.jobs, key=lambda s: s.ordinal):
+            self._add(stored)
+        for committed in loaded.events:
+            self.hub.remember(_published(committed))
+        self.hub.broker.advance(loaded.seq)
+        if not self.store.shared:
+            # the attempts died with the process, not of their own failure: they don't count
+            interrupted = [r.job.id for r in self._records.values() if _running(r)]
+            await asyncio.gather(*(self.interrupted(job_id) for job_id in interrupted))
 
-    def _on_seq(self, seq: int) -> None:
-        if seq >= self._seq_floor - SEQ_BLOCK // 2:
-            self._reserve_seq(seq)
+    def _add(self, stored: StoredJob) -> Record:
+        job = stored.job
+        record = Record(
+            job,
+            self._encoder.encode(job),
+            stored.ordinal,
+            stored.version,
+            stored.idempotency_key,
+            stored.request_hash,
+        )
+        self._records[job.id] = record
+        self.hub.track(job.id, job.user_id, record.data)
+        if stored.idempotency_key is not None:
+            self._keys[(job.user_id, stored.idempotency_key)] = job.id
+        return record
 
-    def _reserve_seq(self, seq: int) -> None:
-        self._seq_floor = seq + SEQ_BLOCK
-        self.store.reserve_seq(self._seq_floor)
+    # ---- the one way the read model moves ---------------------------------------
+
+    def _on_commit(self, events: list[Committed]) -> None:
+        for committed in events:
+            record = self._apply(committed)
+            self.hub.publish(_published(committed))
+            if record is not None:
+                self.dispatcher.job_changed(record, committed.type)
+
+    def _apply(self, committed: Committed) -> Record | None:
+        job = committed.job
+        if committed.type is EventType.CREATED:
+            stored = StoredJob(
+                job,
+                committed.ordinal,
+                committed.seq,
+                committed.idempotency_key,
+                committed.request_hash,
+            )
+            return self._add(stored)
+        record = self._records.get(job.id)
+        if record is None or committed.seq <= record.version:
+            return None  # already known (loaded after this event was written)
+        if committed.type is EventType.DELETED:
+            del self._records[job.id]
+            if record.idempotency_key is not None:
+                self._keys.pop((job.user_id, record.idempotency_key), None)
+        record.job, record.data, record.version = job, committed.data, committed.seq
+        return record
+
+    def _on_config(self, config: Config) -> None:
+        self.config = config
+        self.dispatcher.config_changed()
 
     # ---- reads -----------------------------------------------------------------
 
     def get(self, job_id: str) -> Record:
-        record = self.jobs.get(job_id)
+        record = self._records.get(job_id)
         if record is None:
             raise NotFound("no job with this id", job_id=job_id[:200])
         return record
 
-    def iter_jobs(
+    def find(self, job_id: str) -> Record | None:
+        return self._records.get(job_id)
+
+    async def fetch(self, job_id: str) -> Record:
+        """Like get, but a job just made on another process is waited for, not a 404."""
+        record = self._records.get(job_id)
+        if record is None and self.store.shared:
+            await self.store.sync()
+            record = self._records.get(job_id)
+        if record is None:
+            raise NotFound("no job with this id", job_id=job_id[:200])
+        return record
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def records(self) -> Iterator[Record]:
+        """Every job, oldest first."""
+        return iter(list(self._records.values()))
+
+    def select(
         self,
         *,
         user: str | None = None,
@@ -187,7 +250,7 @@ class JobService:
         before: int | None = None,
     ) -> Iterator[Record]:
         """Newest first; `before` is an ordinal (the cursor)."""
-        for record in reversed(self.jobs.values()):
+        for record in reversed(self._records.values()):
             if before is not None and record.ordinal >= before:
                 continue
             job = record.job
@@ -199,6 +262,32 @@ class JobService:
                 continue
             yield record
 
+    def page(
+        self,
+        limit: int,
+        *,
+        user: str | None = None,
+        status: Status | None = None,
+        role: Role | None = None,
+        before: int | None = None,
+    ) -> tuple[list[Record], int | None]:
+        """At most `limit` jobs, newest first, and the cursor of the next page (or None)."""
+        page: list[Record] = []
+        more = False
+        for record in self.select(user=user, status=status, role=role, before=before):
+            if len(page) == limit:
+                more = True
+                break
+            page.append(record)
+        return page, (page[-1].ordinal if more else None)
+
+    def counts(self) -> dict[tuple[Status, Role], int]:
+        counts: dict[tuple[Status, Role], int] = {}
+        for record in self._records.values():
+            key = (record.job.status, record.job.role)
+            counts[key] = counts.get(key, 0) + 1
+        return counts
+
     def poll_hint(self, record: Record) -> float | None:
         """When polling this job again is useful (None once it is terminal)."""
         return self.dispatcher.poll_hint(record)
@@ -208,24 +297,17 @@ class JobService:
     async def submit(
         self, user_id: str, request: SubmitRequest, idempotency_key: str | None = None
     ) -> tuple[Record, bool, Decision | None]:
-        """Accept a job. Returns (record, created, rate decision). Durable before it returns."""
+        """Accept a job. Returns (record, created, rate decision) once it is durable."""
         request_hash = _hash(msgspec.json.encode(request)) if idempotency_key else None
         if idempotency_key is not None:
-            existing = self._idempotency.get((user_id, idempotency_key))
-            if existing is not None and existing in self.jobs:
-                record = self.jobs[existing]
-                if record.request_hash != request_hash:
-                    raise IdempotencyKeyReused(
-                        "this Idempotency-Key was used with a different body",
-                        job_id=record.job.id,
-                    )
-                return record, False, None
+            existing = self._keys.get((user_id, idempotency_key))
+            if existing is not None and existing in self._records:
+                return self._replay(existing, request_hash), False, None
         decision = None
+        now = self.clock.now()
         if request.role is Role.FREE:
-            decision = self.window.hit(user_id, self.config.rate_limit)
-            if decision.allowed:
-                self.store.record_hit(user_id, self.clock())
-            else:
+            decision = await self.store.rate_hit(user_id, self.config.rate_limit, now)
+            if not decision.allowed:
                 self.rate_limited += 1
                 raise RateLimited(
                     f"free plan: at most {decision.limit} submissions per hour",
@@ -233,7 +315,6 @@ class JobService:
                     remaining=decision.remaining,
                     reset_s=decision.reset_s,
                 )
-        now = self.clock()
         job = Job(
             id=_new_id(),
             user_id=user_id,
@@ -248,151 +329,255 @@ class JobService:
             updated_at=iso_ms(now),
             scenario=request.scenario,
         )
-        stored = StoredJob(job, self._next_ordinal, idempotency_key, request_hash)
-        self._next_ordinal += 1
-        record = Record(stored, self._encoder.encode(job), 0)
-        self.jobs[job.id] = record
-        if idempotency_key is not None:
-            self._idempotency[(user_id, idempotency_key)] = job.id
+        change = Change(job, EventType.CREATED, iso_us(now), 0, idempotency_key, request_hash)
         try:
-            await self.store.insert(stored)
-        except BaseException:
-            # not durable, so not accepted: forget it as if it never was
-            self.jobs.pop(job.id, None)
-            if idempotency_key is not None:
-                self._idempotency.pop((user_id, idempotency_key), None)
-            raise
+            await self.store.commit(change)
+        except DuplicateSubmission as dup:  # the same key raced us, here or on another process
+            await self.store.sync()
+            return self._replay(dup.job_id, request_hash), False, None
         self.submitted[job.role] += 1
-        self._emit(record, EventType.CREATED, now, persist=False)
-        self.dispatcher.enqueue(record)
-        return record, True, decision
+        return self._records[job.id], True, decision
 
-    def cancel(self, job_id: str, reason: str | None) -> Record:
+    def _replay(self, job_id: str, request_hash: str | None) -> Record:
         record = self.get(job_id)
-        if record.job.status.terminal:
-            raise Conflict(
-                f"job is {record.job.status}, it can no longer be cancelled",
-                status=record.job.status,
+        if record.request_hash != request_hash:
+            raise IdempotencyKeyReused(
+                "this Idempotency-Key was used with a different body", job_id=record.job.id
             )
-        self._move(
-            record,
-            Status.CANCELLED,
-            EventType.CANCELLED,
-            cancel_reason=reason or "cancelled by admin",
-            finished=True,
-            eta=None,
-        )
-        self.dispatcher.interrupt(job_id)
         return record
 
-    def retry(self, job_id: str) -> Record:
-        record = self.get(job_id)
-        if record.job.status is not Status.PERMANENTLY_FAILED:
-            raise Conflict(
-                f"only permanently_failed jobs can be retried; this one is {record.job.status}",
-                status=record.job.status,
+    async def cancel(self, job_id: str, reason: str | None) -> Record:
+        def decide(record: Record) -> Change:
+            if record.job.status.terminal:
+                raise Conflict(
+                    f"job is {record.job.status}, it can no longer be cancelled",
+                    status=record.job.status,
+                )
+            return self._move(
+                record,
+                Status.CANCELLED,
+                EventType.CANCELLED,
+                cancel_reason=reason or "cancelled by admin",
+                finished=True,
+                eta=None,
+                not_before=None,
             )
-        self._move(
-            record,
-            Status.PENDING,
-            EventType.RETRYING,
-            attempt=0,
-            progress=0,
-            error=None,
-            finished_at=None,
-        )
-        self.dispatcher.enqueue(record)
-        return record
 
-    def process(self, count: int) -> list[Record]:
-        return self.dispatcher.start_now(count)
+        return await self._change(job_id, decide)
 
-    def cleanup(self, older_than_s: float | None = None) -> int:
+    async def retry(self, job_id: str) -> Record:
+        def decide(record: Record) -> Change:
+            if record.job.status is not Status.PERMANENTLY_FAILED:
+                raise Conflict(
+                    f"only permanently_failed jobs can be retried; this one is {record.job.status}",
+                    status=record.job.status,
+                )
+            return self._move(
+                record,
+                Status.PENDING,
+                EventType.RETRYING,
+                attempt=0,
+                progress=0,
+                error=None,
+                finished_at=None,
+            )
+
+        return await self._change(job_id, decide)
+
+    async def process(self, count: int) -> list[Record]:
+        return await self.dispatcher.start_now(count)
+
+    async def cleanup(self, older_than_s: float | None = None) -> int:
         """Delete finished jobs (optionally only those finished more than N s ago)."""
-        cutoff = None if older_than_s is None else self.clock() - older_than_s
+        cutoff = None if older_than_s is None else self.clock.now() - older_than_s
         doomed = [
-            record
-            for record in self.jobs.values()
+            record.job.id
+            for record in self._records.values()
             if record.job.status.terminal
-            and (cutoff is None or _epoch(record.job.finished_at or record.job.created_at) < cutoff)
+            and (
+                cutoff is None
+                or parse_iso(record.job.finished_at or record.job.created_at) < cutoff
+            )
         ]
-        for record in doomed:
-            del self.jobs[record.job.id]
-            if record.idempotency_key is not None:
-                self._idempotency.pop((record.job.user_id, record.idempotency_key), None)
-            self._emit(record, EventType.DELETED, self.clock(), persist=False)
-        self.store.delete([r.ordinal for r in doomed])
-        return len(doomed)
 
-    def update_config(self, patch: ConfigPatch) -> Config:
-        self.config = patch.apply(self.config)
+        def decide(record: Record) -> Change | None:
+            if not record.job.status.terminal:  # retried by an admin meanwhile
+                return None
+            return Change(record.job, EventType.DELETED, iso_us(self.clock.now()), record.version)
+
+        async def delete(job_id: str) -> bool:
+            try:
+                await self._change(job_id, decide)
+            except NotFound:
+                return False  # deleted by someone else meanwhile
+            return job_id not in self._records
+
+        results = await asyncio.gather(*(delete(job_id) for job_id in doomed))
+        return sum(results)
+
+    async def update_config(self, patch: ConfigPatch) -> Config:
+        config = patch.apply(self.config)
+        await self.store.save_config(config)
+        self.config = config
         self.dispatcher.config_changed()
-        return self.config
+        return config
 
     # ---- transitions driven by the scheduler -----------------------------------
 
-    def begin_attempt(self, record: Record, duration_s: float | None) -> bool:
+    async def begin_attempt(
+        self, record: Record, duration_s: float | None, lease_s: float | None = None
+    ) -> bool:
         """pending -> processing. False if the job moved on meanwhile (e.g. cancelled)."""
-        if record.job.status is not Status.PENDING or record.job.id not in self.jobs:
-            return False
-        now = self.clock()
-        self._move(
-            record,
-            Status.PROCESSING,
-            EventType.STARTED,
-            attempt=record.job.attempt + 1,
-            progress=0,
-            started_at=iso_ms(now),
-            eta=None if duration_s is None else iso_ms(now + duration_s),
-            error=None,
-        )
-        return True
 
-    def report_progress(self, record: Record, progress: int) -> None:
-        if record.job.status is Status.PROCESSING and progress > record.job.progress:
-            self._move(record, Status.PROCESSING, EventType.PROGRESS, progress=min(progress, 99))
+        def decide(current: Record) -> Change | None:
+            if current.job.status is not Status.PENDING:
+                return None
+            now = self.clock.now()
+            change = self._move(
+                current,
+                Status.PROCESSING,
+                EventType.STARTED,
+                attempt=current.job.attempt + 1,
+                progress=0,
+                started_at=iso_ms(now),
+                eta=None if duration_s is None else iso_ms(now + duration_s),
+                error=None,
+                not_before=None,
+            )
+            change.lease_s = lease_s
+            return change
 
-    def complete(self, record: Record) -> bool:
-        if record.job.status is not Status.PROCESSING:
-            return False
-        self._move(
-            record,
-            Status.COMPLETED,
-            EventType.COMPLETED,
-            progress=100,
-            finished=True,
-            eta=None,
-            result_url=f"/v1/jobs/{record.job.id}/result.{record.job.target_language}.vtt",
-        )
-        return True
+        return await self._by_id(record.job.id, decide)
 
-    def fail_attempt(self, record: Record, code: str, message: str, *, retryable: bool) -> Status:
-        """processing -> failed (a retry follows) or permanently_failed."""
-        if record.job.status is not Status.PROCESSING:
-            return record.job.status
-        error = JobError(code, message)
-        if retryable and record.job.attempt < record.job.max_attempts:
-            self._move(record, Status.FAILED, EventType.FAILED, error=error, eta=None)
-        else:
-            self._move(
-                record,
+    async def report_progress(self, record: Record, progress: int, attempt: int) -> None:
+        def decide(current: Record) -> Change | None:
+            job = current.job
+            if job.status is not Status.PROCESSING or job.attempt != attempt:
+                return None
+            if progress <= job.progress:
+                return None
+            return self._move(
+                current, Status.PROCESSING, EventType.PROGRESS, progress=min(progress, 99)
+            )
+
+        await self._by_id(record.job.id, decide)
+
+    async def complete(self, record: Record, attempt: int) -> bool:
+        def decide(current: Record) -> Change | None:
+            if current.job.status is not Status.PROCESSING or current.job.attempt != attempt:
+                return None
+            job_id = current.job.id
+            return self._move(
+                current,
+                Status.COMPLETED,
+                EventType.COMPLETED,
+                progress=100,
+                finished=True,
+                eta=None,
+                result_url=f"/v1/jobs/{job_id}/result.{current.job.target_language}.vtt",
+            )
+
+        return await self._by_id(record.job.id, decide)
+
+    async def fail_attempt(
+        self,
+        record: Record,
+        attempt: int,
+        code: str,
+        message: str,
+        *,
+        retryable: bool,
+        retry_in_s: float,
+    ) -> Status:
+        """processing -> failed (a retry is due after `retry_in_s`) or permanently_failed."""
+
+        def decide(current: Record) -> Change | None:
+            job = current.job
+            if job.status is not Status.PROCESSING or job.attempt != attempt:
+                return None
+            error = JobError(code, message)
+            if retryable and job.attempt < job.max_attempts:
+                due = iso_ms(self.clock.now() + retry_in_s)
+                return self._move(
+                    current, Status.FAILED, EventType.FAILED, error=error, eta=None, not_before=due
+                )
+            return self._move(
+                current,
                 Status.PERMANENTLY_FAILED,
                 EventType.PERMANENTLY_FAILED,
                 error=error,
                 finished=True,
                 eta=None,
             )
+
+        await self._by_id(record.job.id, decide)
         return record.job.status
 
-    def requeue(self, record: Record) -> bool:
-        """failed -> pending once its backoff is over."""
-        if record.job.status is not Status.FAILED or record.job.id not in self.jobs:
-            return False
-        self._move(record, Status.PENDING, EventType.RETRYING, progress=0)
-        self.dispatcher.enqueue(record)
-        return True
+    async def requeue(self, job_id: str) -> bool:
+        """failed -> pending once its not_before is due."""
 
-    # ---- the one way state changes ---------------------------------------------
+        def decide(record: Record) -> Change | None:
+            job = record.job
+            if job.status is not Status.FAILED:
+                return None
+            if job.not_before is not None and parse_iso(job.not_before) > self.clock.now():
+                return None
+            return self._move(record, Status.PENDING, EventType.RETRYING, progress=0)
+
+        return await self._by_id(job_id, decide)
+
+    async def interrupted(self, job_id: str) -> bool:
+        """processing -> pending: the attempt died with its process; it doesn't count."""
+
+        def decide(record: Record) -> Change | None:
+            job = record.job
+            if job.status is not Status.PROCESSING:
+                return None
+            return self._move(
+                record,
+                Status.PENDING,
+                EventType.RETRYING,
+                attempt=max(0, job.attempt - 1),
+                progress=0,
+                eta=None,
+            )
+
+        return await self._by_id(job_id, decide)
+
+    async def _by_id(self, job_id: str, decide: Decide) -> bool:
+        """Run a scheduler's transition; True if this call made it."""
+        if job_id not in self._records:
+            return False
+        made = False
+
+        def tracked(record: Record) -> Change | None:
+            nonlocal made
+            change = decide(record)
+            made = change is not None
+            return change
+
+        try:
+            await self._change(job_id, tracked)
+        except NotFound:
+            return False
+        return made
+
+    # ---- deciding and committing -------------------------------------------------
+
+    async def _change(self, job_id: str, decide: Decide) -> Record:
+        """Decide against the job as it is, commit; on a lost race, decide again."""
+        for _ in range(MAX_CONFLICTS):
+            record = self.get(job_id)
+            change = decide(record)
+            if change is None:
+                return record
+            try:
+                await self.store.commit(change)
+            except VersionConflict:
+                await self.store.sync()  # someone else moved it: catch up, then decide again
+                continue
+            return self._records.get(job_id, record)
+        raise Conflict("the job kept changing while this request was deciding; try again")
 
     def _move(
         self,
@@ -402,27 +587,26 @@ class JobService:
         *,
         finished: bool = False,
         **fields: object,
-    ) -> None:
+    ) -> Change:
         job = record.job
         if to is not job.status and to not in TRANSITIONS[job.status]:
             raise Conflict(f"illegal transition {job.status} -> {to}")
-        now = self.clock()
+        now = self.clock.now()
         if finished:
             fields["finished_at"] = iso_ms(now)
-        record.job = msgspec.structs.replace(
-            job,
-            status=to,
-            updated_at=iso_ms(now),
-            **fields,
-        )
-        self._emit(record, event, now, persist=True)
+        new = msgspec.structs.replace(job, status=to, updated_at=iso_ms(now), **fields)
+        return Change(new, event, iso_us(now), record.version)
 
-    def _emit(self, record: Record, event: EventType, now: float, *, persist: bool) -> None:
-        record.data = self._encoder.encode(record.job)
-        pub = self.hub.publish(event, iso_us(now), record.job.id, record.job.user_id, record.data)
-        record.version = pub.seq
-        if persist:
-            self.store.save(record.ordinal, record.data)
+
+def _running(record: Record) -> bool:
+    return record.job.status is Status.PROCESSING
+
+
+def _published(committed: Committed) -> Published:
+    job = committed.job
+    return Published(
+        committed.seq, committed.type, committed.at, job.id, job.user_id, committed.data
+    )
 
 
 class _Ids:
@@ -449,7 +633,3 @@ _new_id = _Ids()
 
 def _hash(data: bytes) -> str:
     return base64.urlsafe_b64encode(hashlib.sha256(data).digest()[:18]).decode()
-
-
-def _epoch(text: str) -> float:
-    return parse_iso(text)

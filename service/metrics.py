@@ -30,8 +30,8 @@ class _DomainCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         jobs = GaugeMetricFamily("dubsim_jobs", "Jobs by status", labels=["status"])
         counts = dict.fromkeys(Status, 0)
-        for record in self.service.jobs.values():
-            counts[record.job.status] += 1
+        for (status, _), n in self.service.counts().items():
+            counts[status] += n
         for status, n in counts.items():
             jobs.add_metric([status.value], n)
         yield jobs

@@ -105,6 +105,7 @@ class Job(msgspec.Struct):
     cancel_reason: str | None = None
     scenario: Scenario | None = None
     result_url: str | None = None
+    not_before: str | None = None  # a failed job's retry is due then (retries are data)
 
 
 class Event(msgspec.Struct):
@@ -162,10 +163,11 @@ class SessionState(msgspec.Struct):
 
 
 class Health(msgspec.Struct):
-    status: str
+    status: str  # ok | unavailable
     jobs: int
     seq: int
     uptime_s: float
+    reason: str | None = None  # why the store refuses writes, while it does
 
 
 class ErrorDetail(msgspec.Struct):

@@ -38,8 +38,8 @@ class MovingWindow:
         self.clock = clock
         self._hits: dict[str, deque[float]] = {}
 
-    def hit(self, key: str, limit: int) -> Decision:
-        now = self.clock()
+    def hit(self, key: str, limit: int, now: float | None = None) -> Decision:
+        now = self.clock() if now is None else now
         hits = self._hits.setdefault(key, deque())
         while hits and hits[0] <= now - self.window_s:
             hits.popleft()
@@ -58,3 +58,12 @@ class MovingWindow:
             hits.append(at)
             if len(hits) > 1 and hits[-2] > at:
                 self._hits[key] = deque(sorted(hits))
+
+    def forget(self, hits: list[tuple[str, float]]) -> None:
+        """Take back hits whose submissions were never made durable."""
+        for key, at in hits:
+            window = self._hits.get(key)
+            if window is not None and at in window:
+                window.remove(at)
+                if not window:
+                    del self._hits[key]

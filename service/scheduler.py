@@ -1,25 +1,28 @@
 """Scheduler: a priority queue, worker tasks, and the simulated work itself.
 
 Premium before free, first come first served within a plan. Each attempt runs in its own task
-so that a cancel interrupts exactly that attempt and nothing else. Randomness is drawn from a
-generator seeded by (SEED, the job's submission ordinal, the attempt), so a seeded run gives
-the same durations, outcomes and error codes however the workers interleave.
+so that a cancel interrupts exactly that attempt and nothing else. Retries are data: a failed
+job carries `not_before`, and one ordered queue requeues it when due, here or after a restart.
+Randomness is drawn from a generator seeded by (SEED, the job's submission ordinal, the
+attempt), so a seeded run gives the same durations, outcomes and error codes however the
+workers interleave.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
-import itertools
 import logging
 import random
-import time
+from collections.abc import Awaitable, Callable
 from typing import Final
 
 import msgspec
 
 from .jobs import JobService, Record
-from .models import ERROR_CODES, Outcome, Role, Status, parse_iso
+from .models import ERROR_CODES, EventType, Outcome, Role, Status, parse_iso
+from .store import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +32,10 @@ RETRY_BACKOFF_CAP_S: Final = 60.0
 HINT_MARGIN_S: Final = 0.02  # poll just after the ETA, not just before it
 HINT_CAP_S: Final = 30.0
 MANUAL_HINT_S: Final = 5.0  # manual mode: nothing moves until an admin says so
+STORE_RETRY_S: Final = 1.0  # while the store refuses writes, try a transition again this often
+HANDBACK_S: Final = 3.0  # on stop, how long to try handing running jobs back (shared store)
+# events after which a running attempt must stop: someone else decided the job's fate
+INTERRUPTING: Final = frozenset({EventType.CANCELLED, EventType.DELETED, EventType.RETRYING})
 
 ERROR_MESSAGES: Final = {
     "timeout": "the translation backend did not answer in time",
@@ -48,41 +55,61 @@ class Plan(msgspec.Struct, frozen=True):
 
 
 class Scheduler:
-    def __init__(self, service: JobService, seed: int | None) -> None:
+    """Runs attempts for the jobs this process claims.
+
+    The ready queue (pending jobs, premium first, then by submission) and the retry queue
+    (failed jobs by `not_before`) are built from committed events, so every process sharing a
+    store holds the same queues; starting an attempt is a compare-and-set on the job, so exactly
+    one process wins each job. On a shared store each running attempt holds a lease that this
+    process renews; a job whose lease runs out (its process died) is put back by whoever
+    notices first.
+    """
+
+    def __init__(self, service: JobService, seed: int | None, *, lease_s: float = 10.0) -> None:
         self.service = service
         self.seed = seed
-        self._queue: list[tuple[int, int, str]] = []  # (-priority, tiebreak, job id)
-        self._tiebreak = itertools.count()
+        self.lease_s = lease_s
+        self._queue: list[tuple[int, int, str]] = []  # (-priority, ordinal, job id)
+        self._queued: set[str] = set()
+        self._retries: list[tuple[float, str]] = []  # (due, job id)
         self._has_work = asyncio.Event()
+        self._retry_wake = asyncio.Event()
         self._workers: list[asyncio.Task[None]] = []
+        self._loops: list[asyncio.Task[None]] = []
         self._attempts: dict[str, asyncio.Task[None]] = {}
-        self._timers: dict[str, asyncio.TimerHandle] = {}
         self._entropy = random.Random()
         service.dispatcher = self
 
     # ---- Dispatcher ------------------------------------------------------------
 
-    def enqueue(self, record: Record) -> None:
-        heapq.heappush(self._queue, (-record.job.priority, next(self._tiebreak), record.job.id))
+    def job_changed(self, record: Record, event: EventType) -> None:
+        job = record.job
+        if event in INTERRUPTING:
+            task = self._attempts.get(job.id)
+            if task is not None:
+                task.cancel()
+        if job.status is Status.PENDING and event is not EventType.DELETED:
+            self._enqueue(record)
+        elif job.status is Status.FAILED:
+            due = parse_iso(job.not_before) if job.not_before else 0.0
+            heapq.heappush(self._retries, (due, job.id))
+            self._retry_wake.set()
+
+    def _enqueue(self, record: Record) -> None:
+        if record.job.id in self._queued:
+            return
+        self._queued.add(record.job.id)
+        heapq.heappush(self._queue, (-record.job.priority, record.ordinal, record.job.id))
         self._has_work.set()
 
-    def interrupt(self, job_id: str) -> None:
-        timer = self._timers.pop(job_id, None)
-        if timer is not None:
-            timer.cancel()
-        task = self._attempts.get(job_id)
-        if task is not None:
-            task.cancel()
-
-    def start_now(self, count: int) -> list[Record]:
+    async def start_now(self, count: int) -> list[Record]:
         """Manual mode: start the next `count` queued jobs now, premium first."""
         started: list[Record] = []
         while len(started) < count:
             record = self._pop()
             if record is None:
                 break
-            self._spawn(record)
-            if record.job.status is Status.PROCESSING:
+            if await self._begin(record) is not None:
                 started.append(record)
         return started
 
@@ -92,17 +119,17 @@ class Scheduler:
         if job.status.terminal:
             return None
         expected = self._expected_duration(record)
+        now = self.service.clock.now()
         if job.status is Status.PROCESSING:
             if job.eta is None:
                 return min(expected, HINT_CAP_S)
-            remaining = parse_iso(job.eta) - time.time()
+            remaining = parse_iso(job.eta) - now
             if remaining > 0:
                 return remaining + HINT_MARGIN_S
             # overdue (stuck, or about to finish): back off in proportion to the delay
             return min(max(-remaining / 2, HINT_MARGIN_S), HINT_CAP_S)
         if job.status is Status.FAILED:
-            timer = self._timers.get(job.id)
-            wait = timer.when() - asyncio.get_running_loop().time() if timer else 0.0
+            wait = parse_iso(job.not_before) - now if job.not_before else 0.0
             return min(max(wait, 0.0) + expected + HINT_MARGIN_S, HINT_CAP_S)
         if not self.service.config.auto_process:
             return MANUAL_HINT_S
@@ -119,25 +146,37 @@ class Scheduler:
         return config.translation_delay * speedup
 
     def config_changed(self) -> None:
-        self._resize(self.service.config.workers)
+        if self._loops:  # started
+            self._resize(self.service.config.workers)
         self._has_work.set()
 
     # ---- lifecycle -------------------------------------------------------------
 
     def start(self) -> None:
+        """Queue what the read model holds, then start the workers and the timers."""
+        for record in self.service.records():
+            if record.job.status in (Status.PENDING, Status.FAILED):
+                self.job_changed(record, EventType.RETRYING)
+        self._loops.append(asyncio.create_task(self._retry_loop(), name="retries"))
+        if self.service.store.shared:
+            self._loops.append(asyncio.create_task(self._lease_loop(), name="leases"))
         self._resize(self.service.config.workers)
 
     async def stop(self) -> None:
-        """Stop workers and attempts; interrupted jobs stay processing and are requeued at
-        the next start."""
-        for handle in self._timers.values():
-            handle.cancel()
-        self._timers.clear()
-        tasks = [*self._workers, *self._attempts.values()]
+        """Stop workers and attempts. On a private store the interrupted jobs stay processing
+        and are requeued at the next start; on a shared one they are handed back at once, so
+        another process takes them over without waiting for the lease to run out."""
+        tasks = [*self._loops, *self._workers, *self._attempts.values()]
+        running = list(self._attempts)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._workers.clear()
+        self._loops.clear()
+        if self.service.store.shared and running:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(HANDBACK_S):
+                    await asyncio.gather(*(self.service.interrupted(j) for j in running))
 
     @property
     def running(self) -> int:
@@ -160,7 +199,7 @@ class Scheduler:
                 self._has_work.clear()
                 await self._has_work.wait()
                 continue
-            task = self._spawn(record)
+            task = await self._begin(record)
             if task is None:
                 continue
             try:
@@ -174,25 +213,29 @@ class Scheduler:
     def _pop(self) -> Record | None:
         while self._queue:
             _, _, job_id = heapq.heappop(self._queue)
-            record = self._pending(job_id)
-            if record is not None:
+            self._queued.discard(job_id)
+            record = self.service.find(job_id)
+            if record is not None and record.job.status is Status.PENDING:
                 return record
         return None
 
-    def _pending(self, job_id: str) -> Record | None:
-        record = self.service.jobs.get(job_id)
-        if record is None or record.job.status is not Status.PENDING:
-            return None
-        return record
-
-    def _spawn(self, record: Record) -> asyncio.Task[None] | None:
+    async def _begin(self, record: Record) -> asyncio.Task[None] | None:
+        """Claim the job (pending -> processing) and start its attempt; None if we lost it."""
         plan = self._plan(record)
+        lease = self.lease_s if self.service.store.shared else None
         # the ETA is the planned duration even for an attempt that will fail or hang:
         # like a real backend, the simulator can't know that in advance
-        if not self.service.begin_attempt(record, plan.duration_s):
+        try:
+            started = await self.service.begin_attempt(record, plan.duration_s, lease)
+        except StoreUnavailable:
+            self._enqueue(record)  # still pending: try again once the store is back
+            await asyncio.sleep(STORE_RETRY_S)
+            return None
+        if not started:
             return None
         job_id = record.job.id
-        task = asyncio.create_task(self._attempt(record, plan), name=f"attempt-{job_id}")
+        attempt = record.job.attempt
+        task = asyncio.create_task(self._attempt(record, attempt, plan), name=f"attempt-{job_id}")
         self._attempts[job_id] = task
         task.add_done_callback(lambda t: self._attempt_done(job_id, t))
         return task
@@ -202,6 +245,30 @@ class Scheduler:
             del self._attempts[job_id]
         if not task.cancelled() and task.exception() is not None:
             log.error("attempt for %s crashed", job_id, exc_info=task.exception())
+
+    # ---- timers: retries due, leases --------------------------------------------
+
+    async def _retry_loop(self) -> None:
+        clock = self.service.clock
+        while True:
+            self._retry_wake.clear()
+            while self._retries and self._retries[0][0] <= clock.now():
+                _, job_id = heapq.heappop(self._retries)
+                await _persist(self.service.requeue, job_id)
+            wait = self._retries[0][0] - clock.now() if self._retries else None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._retry_wake.wait(), wait)
+
+    async def _lease_loop(self) -> None:
+        """Renew our leases; put back jobs whose lease ran out (their process died)."""
+        store, clock = self.service.store, self.service.clock
+        while True:
+            await asyncio.sleep(self.lease_s / 3)
+            with contextlib.suppress(StoreUnavailable):
+                await store.renew_leases(list(self._attempts), self.lease_s, clock.now())
+                for job_id in await store.expired_leases(clock.now()):
+                    if job_id not in self._attempts:
+                        await self.service.interrupted(job_id)
 
     # ---- one attempt -----------------------------------------------------------
 
@@ -237,41 +304,53 @@ class Scheduler:
             case Outcome.STUCK:
                 return Plan(duration, stuck_at=rng.uniform(0.3, 0.9))
 
-    async def _attempt(self, record: Record, plan: Plan) -> None:
+    async def _attempt(self, record: Record, attempt: int, plan: Plan) -> None:
         stop_at = plan.fail_at if plan.fail_at is not None else plan.stuck_at
-        await self._progress(record, plan.duration_s, 1.0 if stop_at is None else stop_at)
+        await self._progress(record, attempt, plan.duration_s, 1.0 if stop_at is None else stop_at)
         if plan.stuck_at is not None:
             await asyncio.Event().wait()  # until cancelled
+        service = self.service
         if plan.fail_at is None:
-            self.service.complete(record)
+            await _persist(service.complete, record, attempt)
             return
-        status = self.service.fail_attempt(
-            record, plan.error_code, ERROR_MESSAGES[plan.error_code], retryable=plan.retryable
-        )
-        if status is Status.FAILED:
-            self._schedule_retry(record)
+        delay = min(service.config.retry_delay * 2 ** (attempt - 1), RETRY_BACKOFF_CAP_S)
+        message = ERROR_MESSAGES[plan.error_code]
 
-    async def _progress(self, record: Record, duration: float, until: float) -> None:
+        async def fail() -> Status:
+            return await service.fail_attempt(
+                record,
+                attempt,
+                plan.error_code,
+                message,
+                retryable=plan.retryable,
+                retry_in_s=delay,
+            )
+
+        await _persist(fail)
+
+    async def _progress(self, record: Record, attempt: int, duration: float, until: float) -> None:
         """Sleep through the attempt, reporting progress in bounded steps."""
-        loop = asyncio.get_running_loop()
-        start = loop.time()
+        clock = self.service.clock
+        start = clock.now()
         end = start + duration * until
         interval = max(duration * PROGRESS_STEP, PROGRESS_MIN_INTERVAL_S)
-        while (remaining := end - loop.time()) > 0:
-            await asyncio.sleep(min(interval, remaining))
-            done = (loop.time() - start) / duration if duration > 0 else 1.0
-            if loop.time() < end:
-                self.service.report_progress(record, int(done * 100))
+        while (remaining := end - clock.now()) > 0:
+            await clock.sleep(min(interval, remaining))
+            now = clock.now()
+            if now < end:
+                done = (now - start) / duration if duration > 0 else 1.0
+                with contextlib.suppress(StoreUnavailable):  # progress is news, not state
+                    await self.service.report_progress(record, int(done * 100), attempt)
         if duration <= 0:
             await asyncio.sleep(0)  # an instant job still yields once, like any other
 
-    def _schedule_retry(self, record: Record) -> None:
-        attempt = record.job.attempt
-        delay = min(self.service.config.retry_delay * 2 ** (attempt - 1), RETRY_BACKOFF_CAP_S)
-        job_id = record.job.id
 
-        def fire() -> None:
-            self._timers.pop(job_id, None)
-            self.service.requeue(record)
-
-        self._timers[job_id] = asyncio.get_running_loop().call_later(delay, fire)
+async def _persist(step: Callable[..., Awaitable[object]], *args: object) -> None:
+    """Run a transition until the store takes it: the attempt's outcome is not dropped while
+    the store is down (the job stays as it is on disk meanwhile); a cancel still ends it."""
+    while True:
+        try:
+            await step(*args)
+            return
+        except StoreUnavailable:
+            await asyncio.sleep(STORE_RETRY_S)

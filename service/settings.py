@@ -65,6 +65,8 @@ class Settings(msgspec.Struct, kw_only=True):
     subscriber_queue: Annotated[int, Meta(ge=1, le=10_000_000)] = 1_000
     heartbeat_s: Annotated[float, Meta(gt=0, le=3600)] = 15.0
     allowed_origins: list[str] = []
+    redis_url: str | None = None  # redis://host:port/db or unix:///path: one service, N processes
+    lease_s: Annotated[float, Meta(ge=1, le=3600)] = 10.0  # a dead process's attempts move after
     config: Config = msgspec.field(default_factory=Config)
 
     @classmethod

@@ -23,6 +23,7 @@ from ..errors import (
     ValidationFailed,
 )
 from ..models import ErrorBody, ErrorDetail
+from ..store import StoreUnavailable
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -140,6 +141,9 @@ def _error_response_for(request: web.Request, exc: Exception) -> web.Response | 
                 "RateLimit-Reset": reset,
             }
         return error_response(exc.status, exc.code, exc.message, exc.details, headers)
+    if isinstance(exc, StoreUnavailable):
+        retry = str(max(1, math.ceil(exc.retry_after_s)))
+        return error_response(503, "store_unavailable", exc.reason, headers={"Retry-After": retry})
     if isinstance(exc, web.HTTPException):
         if exc.status < 400:
             return None

@@ -23,14 +23,18 @@ from ._http import json_response, read_json
 async def cancel(request: web.Request) -> web.Response:
     """POST /v1/jobs/{id}/cancel"""
     body = await read_json(request, CancelRequest)
-    record = request.app[SERVICE].cancel(request.match_info["id"], body.reason)
+    service = request.app[SERVICE]
+    await service.fetch(request.match_info["id"])
+    record = await service.cancel(request.match_info["id"], body.reason)
     return json_response(record.data)
 
 
 @admin_only
 async def retry(request: web.Request) -> web.Response:
     """POST /v1/jobs/{id}/retry"""
-    record = request.app[SERVICE].retry(request.match_info["id"])
+    service = request.app[SERVICE]
+    await service.fetch(request.match_info["id"])
+    record = await service.retry(request.match_info["id"])
     return json_response(record.data)
 
 
@@ -38,7 +42,7 @@ async def retry(request: web.Request) -> web.Response:
 async def process(request: web.Request) -> web.Response:
     """POST /v1/process: start the next N queued jobs now, premium first."""
     body = await read_json(request, ProcessRequest)
-    started = request.app[SERVICE].process(body.count)
+    started = await request.app[SERVICE].process(body.count)
     return json_response(b'{"started":[' + b",".join(r.data for r in started) + b"]}")
 
 
@@ -46,7 +50,7 @@ async def process(request: web.Request) -> web.Response:
 async def cleanup(request: web.Request) -> web.Response:
     """POST /v1/cleanup: delete finished jobs."""
     body = await read_json(request, CleanupRequest)
-    deleted = request.app[SERVICE].cleanup(body.older_than_s)
+    deleted = await request.app[SERVICE].cleanup(body.older_than_s)
     return json_response(CleanupResult(deleted))
 
 
@@ -59,7 +63,7 @@ async def get_config(request: web.Request) -> web.Response:
 async def patch_config(request: web.Request) -> web.Response:
     """PATCH /v1/config: validated as a whole before anything changes."""
     patch = await read_json(request, ConfigPatch)
-    return json_response(request.app[SERVICE].update_config(patch))
+    return json_response(await request.app[SERVICE].update_config(patch))
 
 
 async def open_session(request: web.Request) -> web.Response:

@@ -69,6 +69,7 @@ from ..jobs import Record
 from ..models import CancelRequest, Role, Status, SubmitRequest
 from ..ratelimit import Decision
 from ..settings import ConfigPatch
+from ..store import StoreUnavailable
 from ._http import field_of, injected_fault, json_response, read_json
 from .jobs import hint_headers
 
@@ -176,6 +177,8 @@ def _legacy(handler: LegacyHandler) -> LegacyHandler:
             return await handler(request)
         except RateLimited as exc:
             return failed(429, "Rate limit exceeded", _rate_headers(exc))
+        except StoreUnavailable as exc:
+            return failed(503, exc.reason, {"Retry-After": str(math.ceil(exc.retry_after_s))})
         except NotFound:
             return failed(404, NOT_FOUND)
         except ServiceError as exc:
@@ -238,7 +241,7 @@ async def status(request: web.Request) -> web.StreamResponse:
     fault = await injected_fault(request)
     if fault is not None:
         return fault
-    record = request.app[SERVICE].get(request.match_info["id"])
+    record = await request.app[SERVICE].fetch(request.match_info["id"])
     job = record.job
     answer = StatusAnswer(job.id, STATUS_WORDS[job.status], RESULT_WORDS[job.status], job.progress)
     return json_response(answer, headers=hint_headers(request, record) or None)
@@ -254,7 +257,7 @@ async def list_jobs(request: web.Request) -> web.StreamResponse:
     groups: dict[str, dict[str, dict[str, msgspec.Raw]]] = {
         group: {role.value: {} for role in Role} for group in GROUPS
     }
-    records = list(request.app[SERVICE].iter_jobs(user=user))
+    records = list(request.app[SERVICE].select(user=user))
     for record in reversed(records):  # oldest first, as the seed servers listed them
         job = record.job
         groups[GROUP_OF[job.status]][job.role.value][job.id] = msgspec.Raw(record.data)
@@ -271,8 +274,10 @@ async def cancel(request: web.Request) -> web.StreamResponse:
         return failed(401, UNAUTHORIZED)
     body = await read_json(request, CancelRequest, lenient_type=True)
     job_id = request.match_info["id"]
+    service = request.app[SERVICE]
+    await service.fetch(job_id)
     try:
-        record = request.app[SERVICE].cancel(job_id, body.reason)
+        record = await service.cancel(job_id, body.reason)
     except Conflict:
         word = STATUS_WORDS[request.app[SERVICE].get(job_id).job.status]
         return failed(400, f"Job already {word}, cannot cancel a {word} job.")
@@ -290,14 +295,14 @@ async def cleanup(request: web.Request) -> web.StreamResponse:
     if admin is False:
         return failed(401, UNAUTHORIZED)
     older_than_s = None if admin else PUBLIC_CLEANUP_GRACE_S
-    deleted = request.app[SERVICE].cleanup(older_than_s)
+    deleted = await request.app[SERVICE].cleanup(older_than_s)
     return json_response(CleanupAnswer("Processed jobs removed", deleted, older_than_s))
 
 
 @_legacy
 async def process(request: web.Request) -> web.StreamResponse:
     """POST /process, /process_jobs: start the next queued job (premium first), 204 if none."""
-    started = request.app[SERVICE].process(1)
+    started = await request.app[SERVICE].process(1)
     if not started:
         return web.Response(status=204)
     job = started[0].job
@@ -338,7 +343,7 @@ async def post_config(request: web.Request) -> web.StreamResponse:
         problem = str(exc).split(" - at ")[0]
         field = field_of(exc)
         return failed(400, f"{field.upper()}: {problem}" if field else problem)
-    request.app[SERVICE].update_config(patch)
+    await request.app[SERVICE].update_config(patch)
     return json_response(_config_answer(request, "Configuration updated successfully"))
 
 

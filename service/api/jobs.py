@@ -64,7 +64,7 @@ async def get_job(request: web.Request) -> web.StreamResponse:
         fault = await injected_fault(request)
         if fault is not None:
             return fault
-    record = service.get(request.match_info["id"])
+    record = await service.fetch(request.match_info["id"])
     etag = request.headers.get("If-None-Match")
     if request.query_string:  # a long poll
         wait = _wait_seconds(request)
@@ -76,7 +76,7 @@ async def get_job(request: web.Request) -> web.StreamResponse:
         stale = etag is not None and etag != record.etag
         if wait and not record.job.status.terminal and (until == "terminal" or not stale):
             await _wait_for_change(request, record.job.id, wait, terminal_only=until == "terminal")
-            record = service.jobs.get(record.job.id, record)
+            record = service.find(record.job.id) or record
     if etag is not None and etag == record.etag:
         return web.Response(status=304, headers=job_headers(request, record))
     return json_response(record.data, headers=job_headers(request, record))
@@ -106,7 +106,7 @@ async def _wait_for_change(
         async with asyncio.timeout(wait):
             while True:
                 await sub.get()
-                record = service.jobs.get(job_id)
+                record = service.find(job_id)
                 if not terminal_only or record is None or record.job.status.terminal:
                     return
     except TimeoutError:
@@ -130,16 +130,8 @@ async def list_jobs(request: web.Request) -> web.Response:
     role = _enum(Role, query.get("role"), "role")
     limit = _int(query.get("limit", "100"), "limit", 1, MAX_PAGE)
     before = _int(query["cursor"], "cursor", 1, 2**62) if "cursor" in query else None
-    page: list[Record] = []
-    for record in service.iter_jobs(user=user, status=status, role=role, before=before):
-        if len(page) == limit:
-            break
-        page.append(record)
-    more = len(page) == limit and any(
-        True
-        for _ in service.iter_jobs(user=user, status=status, role=role, before=page[-1].ordinal)
-    )
-    next_cursor = str(page[-1].ordinal) if more else None
+    page, cursor = service.page(limit, user=user, status=status, role=role, before=before)
+    next_cursor = None if cursor is None else str(cursor)
     body = b'{"jobs":[' + b",".join(r.data for r in page) + b'],"next_cursor":'
     body += (b'"' + next_cursor.encode() + b'"' if next_cursor else b"null") + b"}"
     return json_response(body)

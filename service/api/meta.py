@@ -20,11 +20,16 @@ OPENAPI = web.AppKey("openapi", bytes)
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """GET /healthz"""
+    """GET /healthz: 200 while the store takes writes; 503 naming the cause while it doesn't."""
     app = request.app
-    return json_response(
-        Health("ok", len(app[SERVICE].jobs), app[HUB].seq, round(time.time() - app[STARTED], 3))
-    )
+    service = app[SERVICE]
+    problem = service.store.health()
+    uptime = round(time.time() - app[STARTED], 3)
+    health = Health("ok" if problem is None else "unavailable", len(service), app[HUB].seq, uptime)
+    if problem is None:
+        return json_response(health)
+    health.reason = problem
+    return json_response(health, 503, {"Retry-After": "1"})
 
 
 async def metrics(request: web.Request) -> web.Response:

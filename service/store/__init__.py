@@ -1,8 +1,38 @@
-"""Durable state behind JobService. `open_store(settings)` picks the backend."""
+"""Durable state behind JobService. `store_from_settings(settings)` picks the backend."""
 
 from __future__ import annotations
 
-from .base import Loaded, Store, StoredJob
+from ..settings import Settings
+from .base import (
+    Change,
+    Committed,
+    DuplicateSubmission,
+    Loaded,
+    Store,
+    StoredJob,
+    StoreUnavailable,
+    VersionConflict,
+)
 from .sqlite import SQLiteStore
 
-__all__ = ["Loaded", "SQLiteStore", "Store", "StoredJob"]
+__all__ = [
+    "Change",
+    "Committed",
+    "DuplicateSubmission",
+    "Loaded",
+    "SQLiteStore",
+    "Store",
+    "StoreUnavailable",
+    "StoredJob",
+    "VersionConflict",
+    "store_from_settings",
+]
+
+
+def store_from_settings(settings: Settings) -> Store:
+    """Redis when REDIS_URL is set (several processes, one service); else the SQLite file."""
+    if settings.redis_url:
+        from .redis import RedisStore  # imported lazily: redis is only needed for this backend
+
+        return RedisStore(settings.redis_url, event_buffer=settings.event_buffer)
+    return SQLiteStore(settings.db, event_buffer=settings.event_buffer)

@@ -1,55 +1,135 @@
-"""The Store contract: what JobService needs to survive a restart, nothing more.
+"""The Store contract: durable job state and the ordered event log, shared by every backend.
 
-Reads are served from memory by JobService; the store only makes state durable.
+JobService decides a change against the state it has read (at some version) and hands it to
+`commit`. The store applies it only if the job is still at that version (compare-and-set),
+gives it the next sequence number, makes it durable together with its event, and only then
+delivers the committed event to the `on_commit` callback given to `open`. That callback is the
+one place the in-memory read model moves and events are published, so nothing is acknowledged
+or pushed before it is durable, and every process (one for SQLite, many for Redis) applies the
+same events in the same order.
+
+    JobService ──commit(Change)──> Store ──durable──> on_commit([Committed, ...]) ──> read model
+                                                                                   └─> fan-out
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 import msgspec
 
-from ..models import Job
+from ..models import EventType, Job
+from ..ratelimit import Decision
+from ..settings import Config
 
 
 class StoredJob(msgspec.Struct):
     """A job and the bookkeeping that is not part of the wire schema."""
 
     job: Job
-    ordinal: int  # submission order: seeds the job's random draws
+    ordinal: int  # submission order: seeds the job's random draws, orders listings
+    version: int = 0  # seq of the job's last committed event: its ETag, the CAS token
     idempotency_key: str | None = None
+    request_hash: str | None = None
+
+
+class Change(msgspec.Struct):
+    """One job's next state, decided against the job at version `expect`.
+
+    `expect == 0` creates the job (it must not exist); `event is DELETED` removes it.
+    """
+
+    job: Job
+    event: EventType
+    at: str  # the event's time (microseconds)
+    expect: int = 0
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+    lease_s: float | None = None  # processing under this process's lease (shared backends)
+
+
+class Committed(msgspec.Struct):
+    """One entry of the durable event log, as every process applies it."""
+
+    seq: int
+    type: EventType
+    at: str
+    job: Job
+    data: bytes  # the job's JSON, encoded once
+    ordinal: int = 0  # set on job.created
+    idempotency_key: str | None = None  # set on job.created
     request_hash: str | None = None
 
 
 class Loaded(msgspec.Struct):
     jobs: list[StoredJob]
-    seq_floor: int  # every seq ever handed out is below this
-    rate_hits: list[tuple[str, float]] = []  # (user id, epoch s) of recent free submissions
+    seq: int  # the last committed seq
+    events: list[Committed] = []  # the newest events, oldest first (the replay buffer)
+    config: Config | None = None  # the runtime config last saved, if any
+
+
+OnCommit = Callable[[list[Committed]], None]
+OnConfig = Callable[[Config], None]
+
+
+class StoreError(Exception):
+    """Base of what a store raises to JobService."""
+
+
+class VersionConflict(StoreError):
+    """The job moved on since the change was decided (or, for a new job, it exists)."""
+
+
+class DuplicateSubmission(StoreError):
+    """A job with this user's Idempotency-Key exists already."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(job_id)
+        self.job_id = job_id
+
+
+class StoreUnavailable(StoreError):
+    """The store could not make the change durable: nothing changed. Retry later."""
+
+    def __init__(self, reason: str, retry_after_s: float = 1.0) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after_s = retry_after_s
 
 
 class Store(Protocol):
-    async def open(self) -> Loaded:
-        """Open (creating if needed) and return everything stored."""
+    """What JobService needs from a backend (sqlite.py, redis.py)."""
 
-    async def insert(self, job: StoredJob) -> None:
-        """Return only once the job is durable."""
+    shared: bool  # several processes share it (leases, takeover, cross-process reads)
 
-    def save(self, ordinal: int, data: bytes) -> None:
-        """Record a job's new state (its JSON); durable soon (group-committed), in order.
+    async def open(self, on_commit: OnCommit, on_config: OnConfig) -> Loaded:
+        """Open (creating if needed) and return what is stored. Raises StartupError.
 
-        Jobs are keyed by their ordinal, which only grows: a store can append and find a row
-        without indexing random ids."""
+        `on_commit` then hears every committed event in seq order; `on_config` every runtime
+        config saved by another process (shared backends)."""
 
-    def delete(self, ordinals: list[int]) -> None:
-        """Forget jobs; durable soon."""
+    async def commit(self, change: Change) -> int:
+        """Make `change` durable and return its seq, once `on_commit` has applied it.
 
-    def record_hit(self, user_id: str, at: float) -> None:
-        """Remember a rate-limited submission, so the window survives cleanup and restarts."""
+        Raises VersionConflict, DuplicateSubmission or StoreUnavailable (nothing changed)."""
 
-    def reserve_seq(self, floor: int) -> None:
-        """Record that sequence numbers below `floor` may have been handed out."""
+    async def rate_hit(self, user_id: str, limit: int, now: float) -> Decision:
+        """Count a free-plan submission in the user's moving window (durable, shared)."""
 
-    async def flush(self) -> None:
-        """Wait until everything handed over so far is durable."""
+    async def save_config(self, config: Config) -> None:
+        """Make a runtime config durable (and, shared, every process's)."""
+
+    async def sync(self) -> None:
+        """Wait until this process has applied everything committed anywhere so far."""
+
+    async def renew_leases(self, job_ids: list[str], lease_s: float, now: float) -> None:
+        """Extend this process's leases on its running attempts (shared backends)."""
+
+    async def expired_leases(self, now: float) -> list[str]:
+        """Jobs whose processing lease ran out: their process died (shared backends)."""
+
+    def health(self) -> str | None:
+        """None when commits succeed; otherwise why they don't."""
 
     async def close(self) -> None: ...

@@ -1,24 +1,50 @@
-"""SQLite (WAL) store: the embedded default.
+"""SQLite (WAL) store: the embedded default, one process per database file.
 
-One writer task owns the connection, which lives on one dedicated thread. Everything handed
-over while a transaction is being written joins the next one, so under load many inserts and
-state changes share a commit (group commit) while a lone insert still commits at once.
-`synchronous=NORMAL` in WAL mode survives a killed process (not a power cut), which is the
-durability this simulator promises.
+One writer task owns the connection, which lives on one dedicated thread. Every change handed
+over while a transaction is being written joins the next one (group commit): under load many
+changes share a commit, while a lone change still commits at once. A change is checked against
+the job's committed version inside the transaction (compare-and-set), gets the next seq, and is
+written together with its event; only after COMMIT returns are the events handed to
+`on_commit` (the read model and the fan-out) and the callers answered. A failed COMMIT rolls
+the whole batch back and fails its callers with StoreUnavailable: nothing of it is applied or
+published anywhere, and `health()` names the cause until a later write succeeds (a probe retries
+every second).
+
+`synchronous=NORMAL` in WAL mode survives a killed process (kill -9) but not a power cut: the
+last transactions before a power loss may be lost (`synchronous=FULL` would keep them, at the
+cost of an fsync per commit). An exclusive lock on `<db>.lock` keeps a second process off the
+file: two writers would hand out the same seqs and ordinals.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import logging
+import os
 import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import IO
 
 import msgspec
 
-from ..models import Job
-from .base import Loaded, StoredJob
+from ..errors import StartupError
+from ..models import EventType, Job
+from ..ratelimit import Decision, MovingWindow
+from ..settings import Config
+from .base import (
+    Change,
+    Committed,
+    DuplicateSubmission,
+    Loaded,
+    OnCommit,
+    OnConfig,
+    StoredJob,
+    StoreUnavailable,
+    VersionConflict,
+)
 
 log = logging.getLogger(__name__)
 
@@ -28,14 +54,27 @@ CREATE TABLE IF NOT EXISTS jobs (
     id TEXT NOT NULL,
     idempotency_key TEXT,
     request_hash TEXT,
+    data BLOB NOT NULL,
+    version INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY,
+    type TEXT NOT NULL,
+    at TEXT NOT NULL,
+    ordinal INTEGER NOT NULL,
+    idempotency_key TEXT,
+    request_hash TEXT,
     data BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS rate_hits (user_id TEXT NOT NULL, at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS rate_hits_at ON rate_hits (at);
 """
 RATE_WINDOW_S = 3600.0
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+BUSY_TIMEOUT_S = 2.0  # a database locked longer than this fails the commit (503), loudly
+PROBE_INTERVAL_S = 1.0  # while commits fail, try a small write this often to notice recovery
 # version 0 keyed jobs by their random id (a random insert into a growing B-tree per job)
 _MIGRATE_FROM_0 = """
 ALTER TABLE jobs RENAME TO jobs_v0;
@@ -47,171 +86,400 @@ INSERT INTO jobs (ordinal, id, idempotency_key, request_hash, data)
     SELECT ordinal, id, idempotency_key, request_hash, data FROM jobs_v0;
 DROP TABLE jobs_v0;
 """
+# version 1 had no per-job version and no event log; a version is never 0 (0 means "create")
+_MIGRATE_FROM_1 = """
+ALTER TABLE jobs ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
+UPDATE jobs SET version = max(1, coalesce((SELECT value FROM meta WHERE key = 'seq_floor'), 0));
+"""
 
 
 class _Batch:
-    __slots__ = ("deletes", "hits", "inserts", "saves", "seq_floor", "waiters")
+    __slots__ = ("changes", "config", "hits", "probe", "waiters")
 
     def __init__(self) -> None:
-        self.inserts: list[tuple[int, str, str | None, str | None, bytes]] = []
-        self.saves: dict[int, bytes] = {}
-        self.deletes: list[int] = []
+        self.changes: list[tuple[Change, asyncio.Future[int]]] = []
         self.hits: list[tuple[str, float]] = []
-        self.seq_floor: int | None = None
-        self.waiters: list[asyncio.Future[None]] = []
+        self.config: bytes | None = None
+        self.waiters: list[asyncio.Future[None]] = []  # config saves and flushes
+        self.probe = False
 
     def __bool__(self) -> bool:
-        return bool(self.inserts or self.saves or self.deletes or self.hits or self.waiters) or (
-            self.seq_floor is not None
+        return bool(self.changes or self.hits or self.waiters or self.probe) or (
+            self.config is not None
         )
+
+
+class _Job:
+    """What the writer thread knows of a committed job: enough to check and place a change."""
+
+    __slots__ = ("idempotency_key", "ordinal", "user_id", "version")
+
+    def __init__(self, ordinal: int, version: int, user_id: str, key: str | None) -> None:
+        self.ordinal = ordinal
+        self.version = version
+        self.user_id = user_id
+        self.idempotency_key = key
 
 
 class SQLiteStore:
     """Store backed by one SQLite file (or `:memory:`)."""
 
-    def __init__(self, path: str) -> None:
+    shared = False
+
+    def __init__(self, path: str, *, event_buffer: int = 10_000) -> None:
         self._path = path
+        self._event_buffer = event_buffer
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="sqlite")
         self._conn: sqlite3.Connection | None = None
+        self._lock_file: IO[str] | None = None
         self._batch = _Batch()
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._encoder = msgspec.json.Encoder()
+        self._on_commit: OnCommit = lambda events: None
+        self._failure: str | None = None
+        self._window = MovingWindow(RATE_WINDOW_S)
+        # owned by the writer thread once open: the committed truth the CAS checks against
+        self._jobs: dict[str, _Job] = {}
+        self._keys: dict[tuple[str, str], str] = {}  # (user, idempotency key) -> job id
+        self._seq = 0
+        self._next_ordinal = 1
 
-    async def open(self) -> Loaded:
+    # ---- the Store protocol ----------------------------------------------------
+
+    async def open(self, on_commit: OnCommit, on_config: OnConfig) -> Loaded:
+        self._on_commit = on_commit  # on_config: never called, one process makes every change
+        self._take_lock()
         loop = asyncio.get_running_loop()
-        loaded = await loop.run_in_executor(self._executor, self._open_sync)
+        try:
+            loaded = await loop.run_in_executor(self._executor, self._open_sync)
+        except (sqlite3.Error, OSError) as exc:
+            self._release_lock()
+            raise StartupError("DB", f"cannot open {self._path}: {exc}") from exc
         self._writer = asyncio.create_task(self._write_loop(), name="sqlite-writer")
         return loaded
 
-    async def insert(self, job: StoredJob) -> None:
-        data = self._encoder.encode(job.job)
-        self._batch.inserts.append(
-            (job.ordinal, job.job.id, job.idempotency_key, job.request_hash, data)
-        )
-        await self.flush()
-
-    def save(self, ordinal: int, data: bytes) -> None:
-        self._batch.saves[ordinal] = data
+    async def commit(self, change: Change) -> int:
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._batch.changes.append((change, future))
         self._wake.set()
+        return await future
 
-    def delete(self, ordinals: list[int]) -> None:
-        for ordinal in ordinals:
-            self._batch.saves.pop(ordinal, None)
-        self._batch.deletes.extend(ordinals)
-        self._wake.set()
+    async def rate_hit(self, user_id: str, limit: int, now: float) -> Decision:
+        decision = self._window.hit(user_id, limit, now)
+        if decision.allowed:
+            self._batch.hits.append((user_id, now))  # durable with the submission that follows
+        return decision
 
-    def record_hit(self, user_id: str, at: float) -> None:
-        self._batch.hits.append((user_id, at))
-        self._wake.set()
+    async def save_config(self, config: Config) -> None:
+        self._batch.config = self._encoder.encode(config)
+        await self._flush()
 
-    def reserve_seq(self, floor: int) -> None:
-        self._batch.seq_floor = floor
-        self._wake.set()
+    async def sync(self) -> None:
+        return None  # one process: everything committed is applied before commit() returns
 
-    async def flush(self) -> None:
-        waiter = asyncio.get_running_loop().create_future()
-        self._batch.waiters.append(waiter)
-        self._wake.set()
-        await waiter
+    async def renew_leases(self, job_ids: list[str], lease_s: float, now: float) -> None:
+        return None  # one process: a restart requeues what it was running
+
+    async def expired_leases(self, now: float) -> list[str]:
+        return []
+
+    def health(self) -> str | None:
+        return self._failure
 
     async def close(self) -> None:
         if self._writer is not None:
-            await self.flush()
+            with contextlib.suppress(StoreUnavailable):
+                await self._flush()
             self._writer.cancel()
             await asyncio.gather(self._writer, return_exceptions=True)
             self._writer = None
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor, self._close_sync)
         self._executor.shutdown(wait=True)
+        self._release_lock()
+
+    async def _flush(self) -> None:
+        waiter = asyncio.get_running_loop().create_future()
+        self._batch.waiters.append(waiter)
+        self._wake.set()
+        await waiter
+
+    # ---- one writer per file ---------------------------------------------------
+
+    def _take_lock(self) -> None:
+        if self._path == ":memory:" or self._path.startswith("file:"):
+            return
+        lock_path = self._path + ".lock"
+        try:
+            handle = open(lock_path, "a+")  # noqa: SIM115 - held open for the process's life
+        except OSError as exc:
+            raise StartupError("DB", f"cannot create {lock_path}: {exc.strerror}") from exc
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise StartupError(
+                "DB",
+                f"{self._path} is in use by dubsim pid {holder}; SQLite allows one server "
+                "process per file (use REDIS_URL to run several)",
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._lock_file = handle
+
+    def _release_lock(self) -> None:
+        if self._lock_file is not None:
+            self._lock_file.close()  # closing drops the flock
+            self._lock_file = None
 
     # ---- the writer task -------------------------------------------------------
 
     async def _write_loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            await self._wake.wait()
+            if self._failure is None:
+                await self._wake.wait()
+            else:  # probe until the database takes writes again
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), PROBE_INTERVAL_S)
+                self._batch.probe = True
             self._wake.clear()
             batch, self._batch = self._batch, _Batch()
             if not batch:
                 continue
             try:
-                await asyncio.shield(loop.run_in_executor(self._executor, self._write_sync, batch))
-            except Exception as exc:  # a failed commit must reach whoever waits on it
-                log.exception("sqlite write failed")
-                for waiter in batch.waiters:
-                    if not waiter.done():
-                        waiter.set_exception(exc)
+                results = await asyncio.shield(
+                    loop.run_in_executor(self._executor, self._write_sync, batch)
+                )
+            except Exception as exc:  # the whole batch is rolled back: fail it loudly
+                self._fail(batch, exc)
                 continue
-            for waiter in batch.waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
+            if self._failure is not None:
+                log.warning("sqlite writes succeed again")
+                self._failure = None
+            self._deliver(batch, results)
+
+    def _fail(self, batch: _Batch, exc: Exception) -> None:
+        reason = f"database write failed: {exc}"
+        if self._failure is None:
+            log.error("sqlite %s", reason)
+        self._failure = reason
+        self._window.forget(batch.hits)
+        error = StoreUnavailable(reason)
+        for _, future in batch.changes:
+            if not future.done():
+                future.set_exception(error)
+        for waiter in batch.waiters:
+            if not waiter.done():
+                waiter.set_exception(error)
+
+    def _deliver(self, batch: _Batch, results: list[Committed | Exception]) -> None:
+        committed = [r for r in results if isinstance(r, Committed)]
+        if committed:
+            self._on_commit(committed)
+        for (_, future), result in zip(batch.changes, results, strict=True):
+            if future.done():
+                continue
+            if isinstance(result, Committed):
+                future.set_result(result.seq)
+            else:
+                future.set_exception(result)
+        for waiter in batch.waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     # ---- on the store's thread -------------------------------------------------
 
     def _open_sync(self) -> Loaded:
-        conn = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
+        if self._path != ":memory:":
+            directory = os.path.dirname(os.path.abspath(self._path))
+            if not os.path.isdir(directory):
+                raise OSError(f"no directory {directory}")
+        conn = sqlite3.connect(
+            self._path, check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT_S
+        )
+        try:
+            return self._load(conn)
+        except BaseException:
+            conn.close()
+            raise
+
+    def _load(self, conn: sqlite3.Connection) -> Loaded:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         (version,) = conn.execute("PRAGMA user_version").fetchone()
         has_jobs = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'jobs'").fetchone()
+        if has_jobs and version > SCHEMA_VERSION:
+            raise sqlite3.DatabaseError(f"written by a newer dubsim (schema {version})")
+        conn.execute("BEGIN IMMEDIATE")  # also proves the file is writable, before we serve
         if has_jobs and version == 0:
-            conn.executescript(f"BEGIN; {_MIGRATE_FROM_0} COMMIT;")
-        elif has_jobs and version > SCHEMA_VERSION:
-            raise RuntimeError(f"{self._path} was written by a newer dubsim (schema {version})")
-        conn.executescript(_SCHEMA)
+            _script(conn, _MIGRATE_FROM_0)
+        _script(conn, _SCHEMA)
+        if has_jobs and version <= 1:
+            _script(conn, _MIGRATE_FROM_1)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("DELETE FROM rate_hits WHERE at <= ?", (time.time() - RATE_WINDOW_S,))
+        conn.execute("COMMIT")
         self._conn = conn
         decoder = msgspec.json.Decoder(Job)
-        rows = conn.execute(
-            "SELECT ordinal, idempotency_key, request_hash, data FROM jobs ORDER BY ordinal"
-        ).fetchall()
-        jobs = [
-            StoredJob(job=decoder.decode(data), ordinal=o, idempotency_key=k, request_hash=h)
-            for o, k, h, data in rows
+        jobs: list[StoredJob] = []
+        for ordinal, key, digest, data, ver in conn.execute(
+            "SELECT ordinal, idempotency_key, request_hash, data, version FROM jobs"
+            " ORDER BY ordinal"
+        ):
+            job = decoder.decode(data)
+            jobs.append(StoredJob(job, ordinal, ver, key, digest))
+            self._jobs[job.id] = _Job(ordinal, ver, job.user_id, key)
+            if key is not None:
+                self._keys[(job.user_id, key)] = job.id
+            self._next_ordinal = ordinal + 1
+        events = [
+            Committed(seq, EventType(kind), at, decoder.decode(data), data, ordinal, key, digest)
+            for seq, kind, at, ordinal, key, digest, data in reversed(
+                conn.execute(
+                    "SELECT seq, type, at, ordinal, idempotency_key, request_hash, data"
+                    " FROM events ORDER BY seq DESC LIMIT ?",
+                    (self._event_buffer,),
+                ).fetchall()
+            )
         ]
         row = conn.execute("SELECT value FROM meta WHERE key = 'seq_floor'").fetchone()
-        cutoff = time.time() - RATE_WINDOW_S
-        conn.execute("DELETE FROM rate_hits WHERE at <= ?", (cutoff,))
-        hits = conn.execute("SELECT user_id, at FROM rate_hits ORDER BY at").fetchall()
-        return Loaded(jobs=jobs, seq_floor=row[0] if row else 0, rate_hits=hits)
+        self._seq = max(
+            row[0] if row else 0,  # seqs handed out before the event log existed
+            events[-1].seq if events else 0,
+            max((j.version for j in jobs), default=0),
+        )
+        row = conn.execute("SELECT value FROM meta WHERE key = 'next_ordinal'").fetchone()
+        self._next_ordinal = max(self._next_ordinal, row[0] if row else 1)
+        for user, at in conn.execute("SELECT user_id, at FROM rate_hits ORDER BY at"):
+            self._window.record(user, at)
+        row = conn.execute("SELECT value FROM settings WHERE key = 'config'").fetchone()
+        config = msgspec.json.decode(row[0], type=Config) if row else None
+        return Loaded(jobs=jobs, seq=self._seq, events=events, config=config)
 
-    def _write_sync(self, batch: _Batch) -> None:
+    def _write_sync(self, batch: _Batch) -> list[Committed | Exception]:
         conn = self._conn
         if conn is None:
             raise RuntimeError("store is not open")
-        conn.execute("BEGIN")
+        # decide every change against the committed truth, as it will be after this batch
+        jobs: dict[str, _Job | None] = {}
+        keys: dict[tuple[str, str], str | None] = {}
+        seq, ordinal = self._seq, self._next_ordinal
+        results: list[Committed | Exception] = []
+        inserts: list[tuple[object, ...]] = []
+        updates: list[tuple[object, ...]] = []
+        deletes: list[tuple[int]] = []
+        events: list[tuple[object, ...]] = []
+        for change, _ in batch.changes:
+            job_id = change.job.id
+            current = jobs[job_id] if job_id in jobs else self._jobs.get(job_id)
+            if change.expect == 0:
+                key = change.idempotency_key
+                user = change.job.user_id
+                if key is not None:
+                    existing = (
+                        keys[(user, key)] if (user, key) in keys else self._keys.get((user, key))
+                    )
+                    if existing is not None:
+                        results.append(DuplicateSubmission(existing))
+                        continue
+                if current is not None:
+                    results.append(VersionConflict(job_id))
+                    continue
+                seq += 1
+                entry = _Job(ordinal, seq, user, key)
+                ordinal += 1
+                if key is not None:
+                    keys[(user, key)] = job_id
+            else:
+                if current is None or current.version != change.expect:
+                    results.append(VersionConflict(job_id))
+                    continue
+                seq += 1
+                entry = _Job(current.ordinal, seq, current.user_id, current.idempotency_key)
+            data = self._encoder.encode(change.job)
+            jobs[job_id] = None if change.event is EventType.DELETED else entry
+            if change.expect == 0:
+                inserts.append(
+                    (entry.ordinal, job_id, change.idempotency_key, change.request_hash, data, seq)
+                )
+            elif change.event is EventType.DELETED:
+                deletes.append((entry.ordinal,))
+                if entry.idempotency_key is not None:
+                    keys[(entry.user_id, entry.idempotency_key)] = None
+            else:
+                updates.append((data, seq, entry.ordinal))
+            created = change.expect == 0
+            key = change.idempotency_key if created else None
+            digest = change.request_hash if created else None
+            events.append((seq, change.event.value, change.at, entry.ordinal, key, digest, data))
+            results.append(
+                Committed(
+                    seq, change.event, change.at, change.job, data, entry.ordinal, key, digest
+                )
+            )
+        conn.execute("BEGIN IMMEDIATE")
         try:
-            if batch.inserts:
+            if inserts:
                 conn.executemany(
-                    "INSERT INTO jobs (ordinal, id, idempotency_key, request_hash, data)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    batch.inserts,
+                    "INSERT INTO jobs (ordinal, id, idempotency_key, request_hash, data, version)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    inserts,
                 )
-            if batch.saves:
-                conn.executemany(
-                    "UPDATE jobs SET data = ? WHERE ordinal = ?",
-                    [(data, ordinal) for ordinal, data in batch.saves.items()],
-                )
+            if updates:
+                conn.executemany("UPDATE jobs SET data = ?, version = ? WHERE ordinal = ?", updates)
+            if deletes:
+                conn.executemany("DELETE FROM jobs WHERE ordinal = ?", deletes)
+            if events:
+                conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?)", events)
+                conn.execute("DELETE FROM events WHERE seq <= ?", (seq - self._event_buffer,))
             if batch.hits:
                 conn.executemany("INSERT INTO rate_hits (user_id, at) VALUES (?, ?)", batch.hits)
                 conn.execute("DELETE FROM rate_hits WHERE at <= ?", (time.time() - RATE_WINDOW_S,))
-            if batch.deletes:
-                conn.executemany(
-                    "DELETE FROM jobs WHERE ordinal = ?", [(o,) for o in batch.deletes]
-                )
-            if batch.seq_floor is not None:
+            if batch.config is not None:
                 conn.execute(
-                    "INSERT INTO meta (key, value) VALUES ('seq_floor', ?)"
+                    "INSERT INTO settings (key, value) VALUES ('config', ?)"
                     " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                    (batch.seq_floor,),
+                    (batch.config,),
+                )
+            if events or batch.probe:
+                conn.executemany(
+                    "INSERT INTO meta (key, value) VALUES (?, ?)"
+                    " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    [("seq_floor", seq), ("next_ordinal", ordinal)],
                 )
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
             raise
+        # durable: now the batch's outcome becomes the truth the next batch is checked against
+        for job_id, known in jobs.items():
+            if known is None:
+                self._jobs.pop(job_id, None)
+            else:
+                self._jobs[job_id] = known
+        for pair, owner in keys.items():
+            if owner is None:
+                self._keys.pop(pair, None)
+            else:
+                self._keys[pair] = owner
+        self._seq, self._next_ordinal = seq, ordinal
+        return results
 
     def _close_sync(self) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+def _script(conn: sqlite3.Connection, script: str) -> None:
+    """Run `;`-separated statements inside the caller's transaction (executescript commits)."""
+    for statement in script.split(";"):
+        if statement.strip():
+            conn.execute(statement)

@@ -374,8 +374,8 @@ async def test_cleanup_removes_finished_jobs(
     assert resp.status == 401 and await resp.json() == UNAUTHORIZED
 
     service = client.app[SERVICE]
-    later = service.clock() + PUBLIC_CLEANUP_GRACE_S + 1
-    monkeypatch.setattr(service, "clock", lambda: later)
+    later = service.clock.now() + PUBLIC_CLEANUP_GRACE_S + 1
+    monkeypatch.setattr(service.clock, "now", lambda: later)
     resp = await client.post("/cleanup")
     assert (await resp.json())["deleted"] == 1
     assert await (await client.get(f"/status/{done}")).json() == NOT_FOUND

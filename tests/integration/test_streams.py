@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp import WSMsgType
 
 from service.appkeys import HUB
+from service.hub import Published
 from service.models import EventType
 from tests.conftest import ADMIN, ApiFactory, wait_for_status
 
@@ -103,7 +104,7 @@ async def test_ws_resume_gets_exactly_the_missed_events(api: ApiFactory) -> None
     # disconnected; the job goes on and finishes
     await wait_for_status(client, job["id"], {"completed"})
     hub = client.app[HUB]
-    missed = [p.seq for p in hub._buffer if p.job_id == job["id"] and p.seq > last]
+    missed = [p.seq for p in hub.broker.recent() if p.job_id == job["id"] and p.seq > last]
     async with client.ws_connect("/v1/ws") as ws:
         await ws.send_json({"op": "subscribe", "jobs": [job["id"]], "since": last})
         got = await until(ws, lambda m: m.get("event_type") == "job.completed")
@@ -225,7 +226,7 @@ async def test_ws_slow_consumer_is_closed_while_a_reader_gets_everything(api: Ap
 
         reader = asyncio.create_task(read_all())
         for i in range(2000):
-            hub.publish(EventType.PROGRESS, "t", "x", "u", padding)
+            hub.publish(Published(hub.seq + 1, EventType.PROGRESS, "t", "x", "u", padding))
             if i % 20 == 0:
                 await asyncio.sleep(0.001)  # let the reader's writer run; the slow one never reads
         await asyncio.wait_for(reader, 30)
@@ -421,6 +422,8 @@ async def test_long_poll_until_terminal_ignores_progress(api: ApiFactory) -> Non
     resp = await client.get(f"/v1/jobs/{job['id']}?wait=30&until=terminal")
     assert resp.status == 200 and (await resp.json())["status"] == "completed"
     hub = client.app[HUB]
-    progress = [p for p in hub._buffer if p.job_id == job["id"] and p.type == "job.progress"]
+    progress = [
+        p for p in hub.broker.recent() if p.job_id == job["id"] and p.type == "job.progress"
+    ]
     assert len(progress) >= 3  # there were changes it rightly slept through
     assert (await client.get(f"/v1/jobs/{job['id']}?wait=1&until=soon")).status == 422

@@ -22,7 +22,7 @@ ADMIN_ROUTES_KNOWN = {
 def fingerprint(app: web.Application) -> tuple[Any, ...]:
     """Everything a bad request must leave alone: every job's bytes, the config, the seq."""
     service = app[SERVICE]
-    jobs = tuple((job_id, record.data) for job_id, record in service.jobs.items())
+    jobs = tuple((record.job.id, record.data) for record in service.records())
     return jobs, msgspec.json.encode(service.config), app[HUB].seq
 
 

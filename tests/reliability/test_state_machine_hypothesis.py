@@ -72,6 +72,9 @@ class JobServiceMachine(RuleBasedStateMachine):
         self.retry_allowed: set[str] = set()
         self.events = 0
 
+    def run(self, step: Any) -> Any:
+        return self.loop.run_until_complete(step)
+
     def teardown(self) -> None:
         self.loop.run_until_complete(self.service.store.close())
         self.loop.close()
@@ -102,30 +105,34 @@ class JobServiceMachine(RuleBasedStateMachine):
     @rule(record=records)
     def begin(self, record: Record) -> None:
         was = record.job.status
-        started = self.service.begin_attempt(record, 1.0)
+        started = self.run(self.service.begin_attempt(record, 1.0))
         assert started == (was is Status.PENDING and record.job.id not in self.deleted)
 
     @rule(record=records, progress=st.integers(-5, 150))
     def progress(self, record: Record, progress: int) -> None:
-        self.service.report_progress(record, progress)
+        self.run(self.service.report_progress(record, progress, record.job.attempt))
 
     @rule(record=records)
     def complete(self, record: Record) -> None:
         was = record.job.status
-        assert self.service.complete(record) == (was is Status.PROCESSING)
+        assert self.run(self.service.complete(record, record.job.attempt)) == (
+            was is Status.PROCESSING
+        )
 
     @rule(record=records, retryable=st.booleans())
     def fail(self, record: Record, retryable: bool) -> None:
-        self.service.fail_attempt(record, "timeout", "t", retryable=retryable)
+        attempt = record.job.attempt
+        fail = self.service.fail_attempt
+        self.run(fail(record, attempt, "timeout", "t", retryable=retryable, retry_in_s=0))
 
     @rule(record=records)
     def requeue(self, record: Record) -> None:
-        self.service.requeue(record)
+        self.run(self.service.requeue(record.job.id))
 
     @rule(record=records, reason=st.none() | st.text(max_size=5))
     def cancel(self, record: Record, reason: str | None) -> None:
         try:
-            self.service.cancel(record.job.id, reason)
+            self.run(self.service.cancel(record.job.id, reason))
         except (Conflict, NotFound):
             assert record.job.status.terminal or record.job.id in self.deleted
 
@@ -135,20 +142,20 @@ class JobServiceMachine(RuleBasedStateMachine):
         if record.job.status is Status.PERMANENTLY_FAILED and job_id not in self.deleted:
             self.retry_allowed.add(job_id)
         try:
-            self.service.retry(job_id)
+            self.run(self.service.retry(job_id))
         except (Conflict, NotFound):
             assert record.job.status is not Status.PERMANENTLY_FAILED or job_id in self.deleted
 
     @rule(older_than=st.none() | st.just(0.0) | st.just(3600.0))
     def cleanup(self, older_than: float | None) -> None:
-        before = {j for j, r in self.service.jobs.items() if r.job.status.terminal}
-        deleted = self.service.cleanup(older_than)
+        before = {r.job.id for r in self.service.records() if r.job.status.terminal}
+        deleted = self.run(self.service.cleanup(older_than))
         if older_than is None:
             assert deleted == len(before)
 
     @rule(max_attempts=st.integers(1, 4))
     def config(self, max_attempts: int) -> None:
-        self.service.update_config(ConfigPatch(max_attempts=max_attempts))
+        self.run(self.service.update_config(ConfigPatch(max_attempts=max_attempts)))
 
     # ---- invariants ------------------------------------------------------------
 
@@ -187,8 +194,8 @@ class JobServiceMachine(RuleBasedStateMachine):
 
     @invariant()
     def jobs_agree_with_their_events(self) -> None:
-        for job_id, record in self.service.jobs.items():
-            job = record.job
+        for record in self.service.records():
+            job, job_id = record.job, record.job.id
             assert job_id not in self.deleted
             assert 0 <= job.attempt <= job.max_attempts
             assert 0 <= job.progress <= 100

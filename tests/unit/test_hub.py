@@ -22,7 +22,9 @@ WIRE = Wire("test", _event, _snapshot, _reset)
 
 
 def publish(hub: Hub, job: str, user: str = "u", type: EventType = EventType.PROGRESS) -> None:
-    hub.publish(type, "t", job, user, json.dumps({"id": job}).encode())
+    """A committed event gets the next seq from the store; here, one more than the last."""
+    seq = hub.seq + 1
+    hub.publish(Published(seq, type, "t", job, user, json.dumps({"id": job}).encode()))
 
 
 def frames(sub: object) -> list[dict[str, object]]:

@@ -1,4 +1,4 @@
-"""JobService enforces exactly DESIGN.md's transitions, driven by hand (no scheduler)."""
+"""JobService enforces exactly the documented transitions, driven by hand (no scheduler)."""
 
 from collections.abc import AsyncIterator
 
@@ -32,17 +32,23 @@ async def at_status(service: JobService, status: Status) -> Record:
     if status is Status.PENDING:
         return record
     if status is Status.CANCELLED:
-        service.cancel(record.job.id, "test")
+        await service.cancel(record.job.id, "test")
         return record
-    assert service.begin_attempt(record, 1.0)
+    assert await service.begin_attempt(record, 1.0)
     if status is Status.COMPLETED:
-        assert service.complete(record)
+        assert await service.complete(record, 1)
     elif status is Status.FAILED:
-        assert service.fail_attempt(record, "timeout", "t", retryable=True) is Status.FAILED
+        assert await fail(service, record, retryable=True) is Status.FAILED
     elif status is Status.PERMANENTLY_FAILED:
-        service.fail_attempt(record, "timeout", "t", retryable=False)
+        await fail(service, record, retryable=False)
     assert record.job.status is status
     return record
+
+
+async def fail(service: JobService, record: Record, *, retryable: bool) -> Status:
+    return await service.fail_attempt(
+        record, record.job.attempt, "timeout", "t", retryable=retryable, retry_in_s=3600
+    )
 
 
 PAIRS = [(a, b) for a in Status for b in Status if a is not b]
@@ -54,7 +60,7 @@ async def test_every_transition_is_legal_or_refused(
 ) -> None:
     record = await at_status(service, start)
     if to in TRANSITIONS[start]:
-        service._move(record, to, EventType.PROGRESS)
+        await service.store.commit(service._move(record, to, EventType.PROGRESS))
         assert record.job.status is to
     else:
         with pytest.raises(Conflict):
@@ -71,18 +77,18 @@ async def test_terminal_jobs_refuse_cancel_and_scheduler_moves(
     record = await at_status(service, terminal)
     before = record.job
     with pytest.raises(Conflict):
-        service.cancel(record.job.id, "late")
-    assert not service.begin_attempt(record, 1.0)
-    assert not service.complete(record)
-    assert service.fail_attempt(record, "timeout", "t", retryable=True) is terminal
-    service.report_progress(record, 50)
+        await service.cancel(record.job.id, "late")
+    assert not await service.begin_attempt(record, 1.0)
+    assert not await service.complete(record, record.job.attempt)
+    assert await fail(service, record, retryable=True) is terminal
+    await service.report_progress(record, 50, record.job.attempt)
     assert record.job == before
 
 
 async def test_cancelled_job_never_completes(service: JobService) -> None:
     record = await at_status(service, Status.PROCESSING)
-    service.cancel(record.job.id, "stop")
-    assert not service.complete(record)
+    await service.cancel(record.job.id, "stop")
+    assert not await service.complete(record, record.job.attempt)
     assert record.job.status is Status.CANCELLED and record.job.cancel_reason == "stop"
 
 
@@ -90,9 +96,9 @@ async def test_retry_only_from_permanently_failed(service: JobService) -> None:
     for status in (Status.PENDING, Status.COMPLETED, Status.CANCELLED, Status.FAILED):
         record = await at_status(service, status)
         with pytest.raises(Conflict):
-            service.retry(record.job.id)
+            await service.retry(record.job.id)
     record = await at_status(service, Status.PERMANENTLY_FAILED)
-    service.retry(record.job.id)
+    await service.retry(record.job.id)
     assert record.job.status is Status.PENDING and record.job.attempt == 0
 
 
@@ -101,9 +107,11 @@ async def test_attempts_are_capped_by_max_attempts(service: JobService) -> None:
     statuses = []
     for _ in range(3):
         if record.job.status is Status.FAILED:
-            assert service.requeue(record)
-        assert service.begin_attempt(record, 0.1)
-        statuses.append(service.fail_attempt(record, "timeout", "t", retryable=True))
+            await service.store.commit(
+                service._move(record, Status.PENDING, EventType.RETRYING)
+            )  # the retry is due later; a requeue before it is refused (tested elsewhere)
+        assert await service.begin_attempt(record, 0.1)
+        statuses.append(await fail(service, record, retryable=True))
     assert statuses == [Status.FAILED, Status.FAILED, Status.PERMANENTLY_FAILED]
     assert record.job.attempt == record.job.max_attempts == 3
 
