@@ -19,6 +19,7 @@ from aiohttp.test_utils import TestClient
 
 from service.app import create_app
 from service.settings import Settings
+from tests.redis_server import RedisServer
 
 ADMIN_TOKEN = "test-admin-token"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -43,12 +44,40 @@ def make_settings(**overrides: Any) -> Settings:
 ApiFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 
 
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One redis-server for the session; each test that uses it starts from FLUSHALL."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture
-def api(aiohttp_client: Any) -> ApiFactory:
-    """`client = await api(error_rate=0.5)`: a fresh app with test settings, served in-process."""
+def redis_url(redis_server: RedisServer) -> str:
+    redis_server.flush()
+    return redis_server.url
+
+
+BACKENDS = ["sqlite", "redis"]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Settings that select a store: SQLite in memory, or a clean Redis."""
+    if request.param == "redis":
+        return {"redis_url": request.getfixturevalue("redis_url")}
+    return {}
+
+
+@pytest.fixture
+def api(aiohttp_client: Any, backend: dict[str, Any]) -> ApiFactory:
+    """`client = await api(error_rate=0.5)`: a fresh app with test settings, served in-process,
+    once per store backend (the same contract holds on both)."""
 
     async def factory(**overrides: Any) -> TestClient[Any, Any]:
-        return await aiohttp_client(create_app(make_settings(**overrides)))  # type: ignore[no-any-return]
+        settings = make_settings(**{**backend, **overrides})
+        return await aiohttp_client(create_app(settings))  # type: ignore[no-any-return]
 
     return factory
 

@@ -1,0 +1,497 @@
+"""Redis store: several server processes, one service.
+
+Layout (all keys under `dubsim:`):
+
+    seq, ordinal      counters (INCR)
+    job:<id>          hash: data (the job's JSON), v (version = seq of its last event), ord,
+                      ik / rh (Idempotency-Key and request hash, if any)
+    jobs              sorted set: ordinal -> job id (loading in submission order)
+    keys              hash: "<user>\\n<Idempotency-Key>" -> job id
+    log               stream: the ordered event log; entry id "<seq>-0"
+    leases            sorted set: job id -> when its processing lease runs out
+    config            the runtime config (JSON)
+    hits:<user>       sorted set: the user's free-plan submissions in the last hour
+
+A change is one Lua script: check the job's version, take the next seq, write the job and
+append its event to the stream, atomically, so two processes can never both move a job.
+Scripts are sent in pipelined batches (group commit), the way SQLite batches transactions.
+Every process tails the stream (XREAD BLOCK): it is the replication log that keeps each
+process's read model current, the replay buffer for resume, and the only way events reach
+the fan-out, so a commit returns only once this process has applied it (read-your-writes),
+and everything published anywhere is already in Redis.
+
+Durability is Redis's: with `appendonly yes` and `appendfsync everysec` (what `make cluster`
+ships) an acknowledged change survives a Redis restart or a killed Redis process, and up to a
+second of changes can be lost on a power cut; `appendfsync always` closes that at the cost of
+an fsync per write; without AOF (or with RDB only) a Redis restart loses recent changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import hashlib
+import logging
+import time
+from typing import Any, Final
+
+import msgspec
+import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError, RedisError
+
+from ..errors import StartupError
+from ..models import EventType, Job
+from ..ratelimit import Decision
+from ..settings import Config
+from .base import (
+    Change,
+    Committed,
+    DuplicateSubmission,
+    Loaded,
+    OnCommit,
+    OnConfig,
+    StoredJob,
+    StoreUnavailable,
+    VersionConflict,
+)
+
+log = logging.getLogger(__name__)
+
+P: Final = "dubsim:"
+SEQ, ORDINAL, JOBS, KEYS, LOG, LEASES, CONFIG = (
+    f"{P}{name}" for name in ("seq", "ordinal", "jobs", "keys", "log", "leases", "config")
+)
+RATE_WINDOW_S: Final = 3600.0
+TAIL_BLOCK_MS: Final = 500  # also how long closing waits for the tail to notice
+RETRY_AFTER_S: Final = 1.0
+BATCH: Final = 256  # changes per pipeline
+SOCKET_TIMEOUT_S: Final = 5.0
+APPLY_TIMEOUT_S: Final = 10.0  # a committed change not seen on the stream by then: 503
+PROBE_INTERVAL_S: Final = 1.0
+CONFIG_EVENT: Final = "config"
+
+_COMMIT = """
+local id, expect, data, kind = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+local ik, rh, user, lease, status = ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[11]
+local current = redis.call('HGET', KEYS[2], 'v')
+if expect == 0 then
+  if ik ~= '' then
+    local owner = redis.call('HGET', KEYS[4], user .. '\\n' .. ik)
+    if owner then return {'dup', owner} end
+  end
+  if current then return {'conflict'} end
+elseif (not current) or tonumber(current) ~= expect then
+  return {'conflict'}
+end
+local seq = redis.call('INCR', KEYS[1])
+local ord
+if expect == 0 then
+  ord = redis.call('INCR', KEYS[7])
+  redis.call('HSET', KEYS[2], 'data', data, 'v', seq, 'ord', ord, 'ik', ik, 'rh', rh)
+  redis.call('ZADD', KEYS[3], ord, id)
+  if ik ~= '' then redis.call('HSET', KEYS[4], user .. '\\n' .. ik, id) end
+else
+  ord = redis.call('HGET', KEYS[2], 'ord')
+  if kind == 'job.deleted' then
+    local old = redis.call('HGET', KEYS[2], 'ik')
+    if old and old ~= '' then redis.call('HDEL', KEYS[4], user .. '\\n' .. old) end
+    redis.call('DEL', KEYS[2])
+    redis.call('ZREM', KEYS[3], id)
+  else
+    redis.call('HSET', KEYS[2], 'data', data, 'v', seq)
+  end
+end
+if status ~= 'processing' or kind == 'job.deleted' then
+  redis.call('ZREM', KEYS[6], id)
+elseif lease ~= '' then
+  redis.call('ZADD', KEYS[6], lease, id)
+end
+if expect ~= 0 then ik, rh = '', '' end
+redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[10], seq .. '-0',
+  't', kind, 'at', ARGV[5], 'j', data, 'o', ord, 'ik', ik, 'rh', rh)
+return {'ok', seq}
+"""
+
+_SAVE_CONFIG = """
+local seq = redis.call('INCR', KEYS[1])
+redis.call('SET', KEYS[2], ARGV[1])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], seq .. '-0', 't', 'config', 'c', ARGV[1])
+return seq
+"""
+
+# a moving window: at most ARGV[2] hits within ARGV[3] seconds before ARGV[1]
+_RATE_HIT = """
+local now, limit, window = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+local count = redis.call('ZCARD', KEYS[1])
+local allowed = 0
+if count < limit then
+  redis.call('ZADD', KEYS[1], now, ARGV[4])
+  count = count + 1
+  allowed = 1
+end
+redis.call('EXPIRE', KEYS[1], math.ceil(window))
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2] or ARGV[1]
+return {allowed, count, tostring(oldest)}
+"""
+
+
+class RedisStore:
+    """Store shared by every process with the same REDIS_URL."""
+
+    shared = True
+
+    def __init__(self, url: str, *, event_buffer: int = 10_000) -> None:
+        self._url = url
+        self._event_buffer = event_buffer
+        self._redis: aioredis.Redis | None = None
+        self._tail_conn: aioredis.Redis | None = None
+        self._encoder = msgspec.json.Encoder()
+        self._decoder = msgspec.json.Decoder(Job)
+        self._on_commit: OnCommit = lambda events: None
+        self._on_config: OnConfig = lambda config: None
+        self._pending: list[tuple[Change, asyncio.Future[int]]] = []
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._applied = 0  # the last seq this process has applied from the stream
+        self._last_id = "0-0"
+        self._waiters: list[tuple[int, asyncio.Future[Any], object]] = []
+        self._failure: str | None = None
+        self._tail_failure: str | None = None
+        self._nonce = 0
+        self._closing = False
+
+    # ---- the Store protocol ----------------------------------------------------
+
+    async def open(self, on_commit: OnCommit, on_config: OnConfig) -> Loaded:
+        self._on_commit, self._on_config = on_commit, on_config
+        try:
+            # timeouts, so that a hung Redis fails requests (503) instead of hanging them
+            self._redis = aioredis.from_url(
+                self._url, socket_timeout=SOCKET_TIMEOUT_S, socket_connect_timeout=2
+            )
+            self._tail_conn = aioredis.from_url(
+                self._url, socket_timeout=SOCKET_TIMEOUT_S, socket_connect_timeout=2
+            )
+            await self._redis.ping()
+            for script in (_COMMIT, _SAVE_CONFIG, _RATE_HIT):
+                await self._redis.script_load(script)
+            loaded = await self._load()
+        except (RedisError, OSError, ValueError) as exc:
+            await self._disconnect()
+            raise StartupError("REDIS_URL", f"cannot use {self._url}: {exc}") from exc
+        self._tasks = [
+            asyncio.create_task(self._write_loop(), name="redis-writer"),
+            asyncio.create_task(self._tail_loop(), name="redis-tail"),
+        ]
+        return loaded
+
+    async def commit(self, change: Change) -> int:
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._pending.append((change, future))
+        self._wake.set()
+        return await future
+
+    async def rate_hit(self, user_id: str, limit: int, now: float) -> Decision:
+        self._nonce += 1
+        member = f"{now!r}:{id(self)}:{self._nonce}"
+        allowed, count, oldest = await self._call(
+            _RATE_HIT,
+            [f"{P}hits:{user_id}"],
+            [repr(now), limit, RATE_WINDOW_S, member],
+        )
+        reset_s = max(0.0, float(oldest) + RATE_WINDOW_S - now) if count else 0.0
+        return Decision(bool(allowed), limit, max(0, limit - int(count)), reset_s)
+
+    async def save_config(self, config: Config) -> None:
+        seq = await self._call(
+            _SAVE_CONFIG,
+            [SEQ, CONFIG, LOG],
+            [self._encoder.encode(config), self._event_buffer],
+        )
+        await self._applied_up_to(int(seq))
+
+    async def sync(self) -> None:
+        try:
+            client: Any = self._client()
+            raw = await client.get(SEQ)
+        except (RedisError, OSError) as exc:
+            raise self._unavailable(exc) from exc
+        await self._applied_up_to(int(raw or 0))
+
+    async def renew_leases(self, job_ids: list[str], lease_s: float, now: float) -> None:
+        if not job_ids:
+            return
+        until = now + lease_s
+        try:
+            async with self._client().pipeline(transaction=False) as pipe:
+                for job_id in job_ids:
+                    pipe.zadd(LEASES, {job_id: until}, xx=True)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise self._unavailable(exc) from exc
+
+    async def expired_leases(self, now: float) -> list[str]:
+        try:
+            client: Any = self._client()
+            ids = await client.zrangebyscore(LEASES, "-inf", now, start=0, num=100)
+        except (RedisError, OSError) as exc:
+            raise self._unavailable(exc) from exc
+        return [i.decode() for i in ids]
+
+    def health(self) -> str | None:
+        return self._failure or self._tail_failure
+
+    async def close(self) -> None:
+        # the tail is not cancelled mid-XREAD (redis-py can't always take that back): it is
+        # told to stop and does within one BLOCK period
+        self._closing = True
+        for task in self._tasks:
+            if task.get_name() != "redis-tail":
+                task.cancel()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(TAIL_BLOCK_MS / 1000 + 2):
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+        for task in self._tasks:
+            task.cancel()
+        self._tasks = []
+        error = StoreUnavailable("the store is closing")
+        for _, future in self._pending:
+            if not future.done():
+                future.set_exception(error)
+        await self._disconnect()
+
+    async def _disconnect(self) -> None:
+        for conn in (self._redis, self._tail_conn):
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    await conn.aclose()
+        self._redis = self._tail_conn = None
+
+    # ---- loading ---------------------------------------------------------------
+
+    async def _load(self) -> Loaded:
+        r: Any = self._client()  # redis-py's return types are unions of every reply shape
+        newest = await r.xrevrange(LOG, count=self._event_buffer)
+        events = [self._committed(entry_id, fields) for entry_id, fields in reversed(newest)]
+        self._last_id = newest[0][0].decode() if newest else "0-0"
+        self._applied = int(self._last_id.split("-")[0])
+        jobs: list[StoredJob] = []
+        ids = await r.zrange(JOBS, 0, -1)
+        for start in range(0, len(ids), 1000):
+            async with r.pipeline(transaction=False) as pipe:
+                for job_id in ids[start : start + 1000]:
+                    pipe.hgetall(f"{P}job:".encode() + job_id)
+                rows = await pipe.execute()
+            for row in rows:
+                if row:  # deleted between the two reads: its event is in the stream
+                    jobs.append(
+                        StoredJob(
+                            self._decoder.decode(row[b"data"]),
+                            int(row[b"ord"]),
+                            int(row[b"v"]),
+                            row[b"ik"].decode() or None,
+                            row[b"rh"].decode() or None,
+                        )
+                    )
+        raw = await r.get(CONFIG)
+        config = msgspec.json.decode(raw, type=Config) if raw else None
+        job_events = [e for e in events if e is not None]
+        return Loaded(jobs=jobs, seq=self._applied, events=job_events, config=config)
+
+    def _committed(self, entry_id: bytes, fields: dict[bytes, bytes]) -> Committed | None:
+        seq = int(entry_id.split(b"-")[0])
+        kind = fields[b"t"].decode()
+        if kind == CONFIG_EVENT:
+            return None
+        data = fields[b"j"]
+        return Committed(
+            seq,
+            EventType(kind),
+            fields[b"at"].decode(),
+            self._decoder.decode(data),
+            data,
+            int(fields[b"o"]),
+            fields[b"ik"].decode() or None,
+            fields[b"rh"].decode() or None,
+        )
+
+    # ---- writing: pipelined batches of scripts -----------------------------------
+
+    async def _write_loop(self) -> None:
+        while True:
+            if self._failure is None:
+                await self._wake.wait()
+            else:  # probe until Redis takes writes again
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), PROBE_INTERVAL_S)
+                await self._probe()
+            self._wake.clear()
+            while self._pending:
+                batch, self._pending = self._pending[:BATCH], self._pending[BATCH:]
+                await self._write(batch)
+
+    async def _probe(self) -> None:
+        try:
+            await self._client().set(f"{P}probe", repr(time.time()))
+        except (RedisError, OSError):
+            return
+        log.warning("redis takes writes again")
+        self._failure = None
+
+    async def _write(self, batch: list[tuple[Change, asyncio.Future[int]]]) -> None:
+        try:
+            results = await self._pipeline(batch)
+            if any(isinstance(r, NoScriptError) for r in results):
+                # Redis restarted and forgot the script: nothing in this batch ran; again
+                await self._client().script_load(_COMMIT)
+                results = await self._pipeline(batch)
+        except (RedisError, OSError) as exc:
+            error = self._unavailable(exc)
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(error)
+            return
+        self._failure = None
+        for (_, future), result in zip(batch, results, strict=True):
+            if future.done():
+                continue
+            if isinstance(result, Exception):
+                future.set_exception(self._unavailable(result))
+            elif result[0] == b"ok":
+                self._when_applied(int(result[1]), future, int(result[1]))
+            elif result[0] == b"dup":
+                future.set_exception(DuplicateSubmission(result[1].decode()))
+            else:
+                future.set_exception(VersionConflict())
+
+    async def _pipeline(self, batch: list[tuple[Change, asyncio.Future[int]]]) -> list[Any]:
+        sha = _sha(_COMMIT)
+        pipe: Any
+        async with self._client().pipeline(transaction=False) as pipe:
+            for change, _ in batch:
+                pipe.evalsha(sha, 7, *self._keys(change), *self._args(change))
+            results: list[Any] = await pipe.execute(raise_on_error=False)
+        return results
+
+    def _keys(self, change: Change) -> list[str]:
+        return [SEQ, f"{P}job:{change.job.id}", JOBS, KEYS, LOG, LEASES, ORDINAL]
+
+    def _args(self, change: Change) -> list[Any]:
+        job = change.job
+        lease = "" if change.lease_s is None else repr(time.time() + change.lease_s)
+        return [
+            job.id,
+            change.expect,
+            self._encoder.encode(job),
+            change.event.value,
+            change.at,
+            change.idempotency_key or "",
+            change.request_hash or "",
+            job.user_id,
+            lease,
+            self._event_buffer,
+            job.status.value,
+        ]
+
+    # ---- the tail: every committed event, in order, from any process --------------
+
+    async def _tail_loop(self) -> None:
+        conn: Any = self._tail_conn
+        if conn is None:
+            return
+        backoff = 0.05
+        while not self._closing:
+            try:
+                answer = await conn.xread({LOG: self._last_id}, block=TAIL_BLOCK_MS, count=1000)
+            except (RedisError, OSError) as exc:
+                self._tail_failure = f"redis unavailable: {exc}"
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 1.0)
+                continue
+            self._tail_failure, backoff = None, 0.05
+            for _, entries in answer:
+                self._apply(entries)
+
+    def _apply(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+        committed: list[Committed] = []
+        for entry_id, fields in entries:
+            event = self._committed(entry_id, fields)
+            if event is not None:
+                committed.append(event)
+            elif fields[b"t"] == CONFIG_EVENT.encode():
+                if committed:  # keep the order: jobs before, then the config
+                    self._on_commit(committed)
+                    committed = []
+                self._on_config(msgspec.json.decode(fields[b"c"], type=Config))
+        if committed:
+            self._on_commit(committed)
+        if entries:
+            self._last_id = entries[-1][0].decode()
+            self._applied = int(self._last_id.split("-")[0])
+            self._wake_waiters()
+
+    async def _applied_up_to(self, seq: int) -> None:
+        if self._applied >= seq:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._when_applied(seq, future, None)
+        await future
+
+    def _when_applied(self, seq: int, future: asyncio.Future[Any], value: object) -> None:
+        """Resolve `future` with `value` once this process has applied `seq` (the change is
+        durable already; a tail that can't catch up in time makes it a 503, not a hang)."""
+        if self._applied >= seq:
+            future.set_result(value)
+            return
+        self._waiters.append((seq, future, value))
+        loop = asyncio.get_running_loop()
+        loop.call_later(APPLY_TIMEOUT_S, self._too_late, future)
+
+    def _too_late(self, future: asyncio.Future[Any]) -> None:
+        if not future.done():
+            reason = "committed, but this process could not read it back from redis in time"
+            future.set_exception(StoreUnavailable(reason, RETRY_AFTER_S))
+
+    def _wake_waiters(self) -> None:
+        still: list[tuple[int, asyncio.Future[Any], object]] = []
+        for seq, future, value in self._waiters:
+            if seq <= self._applied:
+                if not future.done():
+                    future.set_result(value)
+            elif not future.done():
+                still.append((seq, future, value))
+        self._waiters = still
+
+    # ---- helpers ---------------------------------------------------------------
+
+    def _client(self) -> aioredis.Redis:
+        if self._redis is None:
+            raise StoreUnavailable("the store is not open")
+        return self._redis
+
+    async def _call(self, script: str, keys: list[str], args: list[Any]) -> Any:
+        client: Any = self._client()
+        try:
+            try:
+                result = await client.evalsha(_sha(script), len(keys), *keys, *args)
+            except NoScriptError:
+                await client.script_load(script)
+                result = await client.evalsha(_sha(script), len(keys), *keys, *args)
+        except (RedisError, OSError) as exc:
+            raise self._unavailable(exc) from exc
+        self._failure = None
+        return result
+
+    def _unavailable(self, exc: BaseException) -> StoreUnavailable:
+        reason = f"redis unavailable: {exc}"
+        if self._failure is None:
+            log.error(reason)
+        self._failure = reason
+        return StoreUnavailable(reason, RETRY_AFTER_S)
+
+
+@functools.cache
+def _sha(script: str) -> str:
+    return hashlib.sha1(script.encode()).hexdigest()
