@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 import time
 from datetime import datetime
 from typing import Any
@@ -92,7 +93,8 @@ async def test_ws_live_events_in_order_to_completion(api: ApiFactory) -> None:
     assert seqs == sorted(set(seqs))
     assert events[-1]["event_type"] == "job.completed"
     progress = [m["job"]["progress"] for m in events if m["event_type"] == "job.progress"]
-    assert progress == sorted(progress) and len(progress) >= 3
+    # how many steps a loaded machine fits in is not the promise; their order and range are
+    assert progress == sorted(progress) and all(0 < p < 100 for p in progress)
     assert all(m["at"].endswith("Z") and len(m["at"]) == 27 for m in events)  # microseconds
 
 
@@ -111,7 +113,7 @@ async def test_ws_resume_gets_exactly_the_missed_events(api: ApiFactory) -> None
         await ws.send_json({"op": "subscribe", "jobs": [job["id"]], "since": last})
         got = await until(ws, lambda m: m.get("event_type") == "job.completed")
     replayed = [m["seq"] for m in got if m["type"] == "event"]
-    assert replayed == missed and len(missed) >= 2
+    assert replayed == missed and missed  # at least its completion was missed
     assert not [m for m in got if m["type"] == "snapshot"]
 
 
@@ -544,13 +546,23 @@ async def test_one_socket_many_subscriptions_unsubscribe(api: ApiFactory) -> Non
     assert after and {m["job"]["id"] for m in after} == {b["id"]}
 
 
-async def test_long_poll_until_terminal_ignores_progress(api: ApiFactory) -> None:
-    client = await api()
-    job = await submit(client, {"scenario": {"duration_s": 1.5}})
-    await wait_for_status(client, job["id"], {"processing"})
-    resp = await client.get(f"/v1/jobs/{job['id']}?wait=30&until=terminal")
-    assert resp.status == 200 and (await resp.json())["status"] == "completed"
-    hub = client.app[HUB]
-    progress = [p for p in hub._buffer if p.job_id == job["id"] and p.type == "job.progress"]
-    assert len(progress) >= 3  # there were changes it rightly slept through
+async def poll_waiters(client: Any) -> float:
+    text = await (await client.get("/metrics")).text()
+    found = re.search(r'dubsim_subscribers\{transport="poll"\} ([0-9.e+]+)', text)
+    return float(found.group(1)) if found else 0.0
+
+
+async def test_long_poll_until_terminal_ignores_other_changes(api: ApiFactory) -> None:
+    client = await api(auto_process=False)
+    job = await submit(client, {"role": "premium", "scenario": {"outcome": "stuck"}})
+    poll = asyncio.create_task(client.get(f"/v1/jobs/{job['id']}?wait=30&until=terminal"))
+    async with asyncio.timeout(20):  # the poll is waiting before anything changes
+        while await poll_waiters(client) < 1:
+            await asyncio.sleep(0.01)
+    resp = await client.post("/v1/process", json={"count": 1}, headers=ADMIN)
+    assert (await resp.json())["started"][0]["status"] == "processing"  # a change, not the end
+    resp = await client.post(f"/v1/jobs/{job['id']}/cancel", json={}, headers=ADMIN)
+    assert resp.status == 200
+    resp = await asyncio.wait_for(poll, 20)
+    assert resp.status == 200 and (await resp.json())["status"] == "cancelled"
     assert (await client.get(f"/v1/jobs/{job['id']}?wait=1&until=soon")).status == 422
