@@ -16,11 +16,15 @@ run: $(STAMP)
 
 # Debian packages: chromium for the browser tests (wrk too for `make bench`).
 # Installed when missing and we are root; otherwise we say what is missing and stop.
+# Chromium is looked up by tools/chromium-path, the same lookup the browser tests use.
 DEBS ?= chromium
 
 system-deps:
 	@missing=""; \
-	for pkg in $(DEBS); do command -v $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
+	for pkg in $(DEBS); do \
+	  if [ "$$pkg" = chromium ]; then found="tools/chromium-path"; else found="command -v $$pkg"; fi; \
+	  $$found >/dev/null 2>&1 || missing="$$missing $$pkg"; \
+	done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing Debian packages:$$missing"; \
