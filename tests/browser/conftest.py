@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -32,7 +31,8 @@ from playwright.async_api import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = os.environ.get("DUBSIM_CHROMIUM", "/usr/bin/chromium")
+# the same lookup as `make system-deps` (DUBSIM_CHROMIUM overrides the Debian path)
+CHROMIUM_LOOKUP = ROOT / "tools" / "chromium-path"
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -213,11 +213,21 @@ class Dash:
         return [e for e in self.console_errors if not any(a in e for a in allowed)]
 
 
-@pytest.fixture
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
+
+
+@pytest.fixture(scope="session")
 def chromium_path() -> str:
-    if not (os.path.exists(CHROMIUM) or shutil.which(CHROMIUM)):
-        pytest.skip(f"Chromium not found at {CHROMIUM} (run `make system-deps`)")
-    return CHROMIUM
+    """Chromium's path; without it the browser tests fail in CI and skip elsewhere."""
+    found = subprocess.run([CHROMIUM_LOOKUP], capture_output=True, text=True, check=False)
+    path = found.stdout.strip()
+    if found.returncode != 0:
+        message = f"Chromium not found at {path} (run `make system-deps`)"
+        if in_ci():
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    return path
 
 
 @pytest.fixture

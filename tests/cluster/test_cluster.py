@@ -89,9 +89,7 @@ async def test_ws_and_sse_through_nginx(cluster: Cluster) -> None:
                     msg = json.loads((await ws.receive()).data)
                     types.append(msg.get("event_type") or msg["type"])
         assert types[0] == "subscribed" and "snapshot" in types
-        async with session.get(
-            f"{cluster.url}/v1/events?job={job['id']}&last_event_id=0"
-        ) as resp:
+        async with session.get(f"{cluster.url}/v1/events?job={job['id']}&last_event_id=0") as resp:
             assert resp.headers["Content-Type"].startswith("text/event-stream")
             seen: list[str] = []
             async with asyncio.timeout(30):

@@ -171,12 +171,41 @@ async def test_events_stream_and_resume(admin: AsyncClient) -> None:
     assert first.seq > last and first.type == "job.created"
 
 
-async def test_mine_events_need_a_user(serve: ServerFactory) -> None:
+async def test_all_events_need_the_admin_token(serve: ServerFactory) -> None:
     server = await serve()
     async with AsyncClient(url(server), policy=QUICK) as c:
         with pytest.raises(Unauthorized):
             async with c.events(all=True) as stream:
                 await anext(stream)
+
+
+async def users_events_until(stream: Any, job_id: str) -> set[str]:
+    """The owners of every job the stream tells about, up to and including `job_id`."""
+    owners: set[str] = set()
+    async with asyncio.timeout(20):
+        async for event in stream:
+            if event.job is not None:
+                owners.add(event.job.user_id)
+                if event.job.id == job_id:
+                    return owners
+    raise AssertionError("the stream ended")
+
+
+async def test_mine_events_carry_only_the_users_own_jobs(serve: ServerFactory) -> None:
+    """mine=True means the user's jobs, even for a client holding the admin token."""
+    server = await serve(rate_limit=1000)
+    stuck = {"outcome": "stuck"}
+    async with (
+        AsyncClient(url(server), token=ADMIN_TOKEN, user_id="alice", policy=QUICK) as admin,
+        AsyncClient(url(server), user_id="mia", policy=QUICK) as mia,
+    ):
+        await admin.submit(user_id="bob", scenario=stuck)  # before: not in any snapshot
+        async with admin.events(mine=True) as alices, mia.events(mine=True) as mias:
+            await admin.submit(user_id="bob", scenario=stuck)  # after: not in any event
+            own = await admin.submit(scenario=stuck)
+            hers = await mia.submit(scenario=stuck)
+            assert await users_events_until(alices, own.id) == {"alice"}
+            assert await users_events_until(mias, hers.id) == {"mia"}
 
 
 # ---- wait() ------------------------------------------------------------------------

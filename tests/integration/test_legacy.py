@@ -1,4 +1,4 @@
-"""The seed-era routes, driven the way the two old clients drive them (LEGACY.md).
+"""The seed-era routes, driven the way the two old clients drive them.
 
 Client A: POST /translate, then GET /status in a loop until a terminal word; any HTTP error
 counts against it. Client B: POST /start without a body, then GET /status until `result` is
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 import urllib.error
 import urllib.request
@@ -48,7 +49,9 @@ async def poll_like_client_a(
                 return data, seen
             assert data["status"] == "pending", data  # any other word: client A gives up
             assert data["result"] == "pending"
-            assert int(resp.headers["Retry-After"]) >= 1  # the server's poll hint
+            # the server's poll hint, in whole seconds and in ms, saying the same thing
+            hint_ms = int(resp.headers["X-Poll-After-Ms"])
+            assert int(resp.headers["Retry-After"]) == max(1, math.ceil(hint_ms / 1000))
             await asyncio.sleep(interval)
 
 

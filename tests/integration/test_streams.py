@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
+import re
 import time
+from datetime import datetime
 from typing import Any
 
+import pytest
 from aiohttp import WSMsgType
 
 from service.appkeys import HUB
@@ -90,7 +94,8 @@ async def test_ws_live_events_in_order_to_completion(api: ApiFactory) -> None:
     assert seqs == sorted(set(seqs))
     assert events[-1]["event_type"] == "job.completed"
     progress = [m["job"]["progress"] for m in events if m["event_type"] == "job.progress"]
-    assert progress == sorted(progress) and len(progress) >= 3
+    # how many steps a loaded machine fits in is not the promise; their order and range are
+    assert progress == sorted(progress) and all(0 < p < 100 for p in progress)
     assert all(m["at"].endswith("Z") and len(m["at"]) == 27 for m in events)  # microseconds
 
 
@@ -109,7 +114,7 @@ async def test_ws_resume_gets_exactly_the_missed_events(api: ApiFactory) -> None
         await ws.send_json({"op": "subscribe", "jobs": [job["id"]], "since": last})
         got = await until(ws, lambda m: m.get("event_type") == "job.completed")
     replayed = [m["seq"] for m in got if m["type"] == "event"]
-    assert replayed == missed and len(missed) >= 2
+    assert replayed == missed and missed  # at least its completion was missed
     assert not [m for m in got if m["type"] == "snapshot"]
 
 
@@ -235,12 +240,62 @@ async def test_ws_slow_consumer_is_closed_while_a_reader_gets_everything(api: Ap
             while hub.slow_consumers < 1:
                 await asyncio.sleep(0.05)
         assert len(hub.subscriptions) == 1  # only the reader is left
-        async with asyncio.timeout(20):  # the slow socket ends: close 4000, or aborted
+        # a peer whose socket is full can't take even the close frame: it may be aborted
+        # (the close frame itself is test_ws_slow_consumer_gets_close_4000_slow_consumer's)
+        async with asyncio.timeout(20):
             while (msg := await slow.receive()).type is WSMsgType.TEXT:
                 pass
         assert msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSED, WSMsgType.ERROR)
         if msg.type is WSMsgType.CLOSE:
             assert msg.data == 4000
+
+
+async def burst(client: Any, jobs: int) -> None:
+    """Queue `jobs` jobs in manual mode, then start them all at once: one event per job,
+    published in one go, faster than any writer can drain them."""
+    for _ in range(jobs):
+        await submit(client, {"role": "premium", "scenario": {"outcome": "stuck"}})
+    resp = await client.post("/v1/process", json={"count": jobs}, headers=ADMIN)
+    assert len((await resp.json())["started"]) == jobs
+
+
+async def test_ws_slow_consumer_gets_close_4000_slow_consumer(api: ApiFactory) -> None:
+    """A subscriber that falls more than SUBSCRIBER_QUEUE frames behind is closed with the
+    close frame 4000 "slow_consumer" (its socket still has room: nothing excuses an abort)."""
+    client = await api(subscriber_queue=5, auto_process=False, rate_limit=1000)
+    async with client.ws_connect("/v1/ws", headers=ADMIN) as ws:
+        await ws.send_json({"op": "subscribe", "all": True, "id": 1})
+        assert (await receive(ws))["type"] == "subscribed"
+        # from here on it reads nothing until the burst is over
+        await burst(client, 20)
+        frames: list[dict[str, Any]] = []
+        async with asyncio.timeout(20):
+            while (msg := await ws.receive()).type is WSMsgType.TEXT:
+                frames.append(json.loads(msg.data))
+    assert msg.type is WSMsgType.CLOSE, msg
+    assert (msg.data, msg.extra) == (4000, "slow_consumer")
+    started = [f for f in frames if f.get("event_type") == "job.started"]
+    assert len(started) < 20  # it was cut off, not handed everything
+    assert client.app[HUB].slow_consumers == 1
+
+
+async def test_sse_slow_consumer_gets_an_error_event_and_the_stream_ends(
+    api: ApiFactory,
+) -> None:
+    client = await api(subscriber_queue=5, auto_process=False, rate_limit=1000)
+    first = await submit(client, {"role": "premium", "scenario": {"outcome": "stuck"}})
+    resp = await client.get("/v1/events?all=1", headers=ADMIN)
+    assert resp.status == 200
+    head = await resp.content.readuntil(b"\n\n")  # the snapshot: subscribed
+    assert first["id"].encode() in head
+    await burst(client, 20)
+    async with asyncio.timeout(20):
+        rest = await resp.content.read()  # to the end of the stream
+    assert resp.content.at_eof()
+    events = sse_parse(rest)
+    assert events[-1]["event"] == "error"
+    assert json.loads(events[-1]["data"])["code"] == "slow_consumer"
+    resp.close()
 
 
 async def test_shutdown_closes_ws_with_1001_and_ends_sse(api: ApiFactory) -> None:
@@ -368,23 +423,100 @@ async def test_long_poll_returns_on_change_and_on_timeout(api: ApiFactory) -> No
         assert (await client.get(f"/v1/jobs/{job['id']}?wait={bad}")).status == 422
 
 
-async def test_polling_at_the_hint_learns_a_3s_outcome_in_few_gets(api: ApiFactory) -> None:
+async def seq_now(client: Any) -> int:
+    return int((await (await client.get("/healthz")).json())["seq"])
+
+
+async def test_long_poll_with_a_stale_etag_answers_at_once_with_the_new_state(
+    api: ApiFactory,
+) -> None:
+    client = await api(auto_process=False)
+    # processing for an hour: its next progress event is minutes away
+    job = await submit(client, {"role": "premium", "scenario": {"outcome": "stuck", "duration_s": 3600}})  # fmt: skip
+    url = f"/v1/jobs/{job['id']}"
+    old = (await client.get(url)).headers["ETag"]
+    await client.post("/v1/process", json={"count": 1}, headers=ADMIN)
+    current = (await client.get(url)).headers["ETag"]
+    assert current != old
+    seq = await seq_now(client)
+    # nothing else happens to the job, so only the stale ETag can end this 60 s poll; the
+    # test's bound is half of that, generous for "at once" and short of a full wait
+    resp = await asyncio.wait_for(client.get(url + "?wait=60", headers={"If-None-Match": old}), 30)
+    assert resp.status == 200
+    assert resp.headers["ETag"] == current
+    assert (await resp.json())["status"] == "processing"
+    assert await seq_now(client) == seq  # no event woke it
+
+
+@pytest.mark.parametrize("status", ["pending", "completed"])
+async def test_304_carries_the_etag_cache_control_and_the_poll_hint(
+    api: ApiFactory, status: str
+) -> None:
+    client = await api(auto_process=status == "completed")
+    job = await submit(client, {"scenario": {"duration_s": 0.05}})
+    url = f"/v1/jobs/{job['id']}"
+    if status == "completed":
+        await wait_for_status(client, job["id"], {"completed"})
+    full = await client.get(url)
+    assert full.status == 200 and (await full.json())["status"] == status
+    etag = full.headers["ETag"]
+    for query in ("", "?wait=0.05"):
+        resp = await client.get(url + query, headers={"If-None-Match": etag})
+        assert resp.status == 304, query
+        assert resp.headers["ETag"] == etag
+        assert resp.headers["Cache-Control"] == "no-cache"
+        assert await resp.read() == b""
+        if status == "pending":  # not terminal: when to ask again, as on the 200
+            ms = int(resp.headers["X-Poll-After-Ms"])
+            assert ms == int(full.headers["X-Poll-After-Ms"]) > 0  # manual mode: a fixed hint
+            assert int(resp.headers["Retry-After"]) == max(1, math.ceil(ms / 1000))
+        else:  # terminal: nothing more to learn
+            assert "Retry-After" not in resp.headers and "X-Poll-After-Ms" not in resp.headers
+
+
+def epoch(iso: str) -> float:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+def assert_whole_seconds_agree(headers: Any) -> int:
+    ms = int(headers["X-Poll-After-Ms"])
+    assert ms > 0
+    assert int(headers["Retry-After"]) == max(1, math.ceil(ms / 1000))
+    return ms
+
+
+async def test_polling_at_the_hint_follows_the_eta_to_the_outcome(api: ApiFactory) -> None:
     client = await api()
     resp = await client.post("/v1/jobs", json={"scenario": {"duration_s": 3}})
     job = await resp.json()
-    hint_ms = int(resp.headers["X-Poll-After-Ms"])
-    gets = 0
-    async with asyncio.timeout(20):
+    # queued with every worker idle: it should be done one run (3 s) from now, just past it
+    hint_ms = assert_whole_seconds_agree(resp.headers)
+    assert 3000 <= hint_ms <= 3100
+    async with asyncio.timeout(30):
         while True:
             await asyncio.sleep(hint_ms / 1000)
             resp = await client.get(f"/v1/jobs/{job['id']}")
-            gets += 1
-            if (await resp.json())["status"] == "completed":
+            body = await resp.json()
+            if body["status"] == "completed":
                 break
-            assert int(resp.headers["Retry-After"]) >= 1
-            hint_ms = int(resp.headers["X-Poll-After-Ms"])
-    assert gets <= 5
-    assert "X-Poll-After-Ms" not in resp.headers
+            hint_ms = assert_whole_seconds_agree(resp.headers)
+    assert "X-Poll-After-Ms" not in resp.headers and "Retry-After" not in resp.headers
+    assert body["progress"] == 100
+
+
+async def test_a_processing_jobs_hint_points_just_past_its_eta(api: ApiFactory) -> None:
+    client = await api()
+    job = await submit(client, {"scenario": {"outcome": "stuck", "duration_s": 60}})
+    await wait_for_status(client, job["id"], {"processing"})
+    sent = time.time()
+    resp = await client.get(f"/v1/jobs/{job['id']}")
+    answered = time.time()
+    eta = epoch((await resp.json())["eta"])
+    assert eta > answered  # a minute ahead
+    hint_ms = assert_whole_seconds_agree(resp.headers)
+    # wherever the server's clock stood between our send and its answer, the hint is the
+    # time left to the ETA plus a small margin
+    assert (eta - answered) * 1000 <= hint_ms <= (eta - sent) * 1000 + 100
 
 
 async def test_metrics_count_subscribers_by_transport(api: ApiFactory) -> None:
@@ -415,15 +547,23 @@ async def test_one_socket_many_subscriptions_unsubscribe(api: ApiFactory) -> Non
     assert after and {m["job"]["id"] for m in after} == {b["id"]}
 
 
-async def test_long_poll_until_terminal_ignores_progress(api: ApiFactory) -> None:
-    client = await api()
-    job = await submit(client, {"scenario": {"duration_s": 1.5}})
-    await wait_for_status(client, job["id"], {"processing"})
-    resp = await client.get(f"/v1/jobs/{job['id']}?wait=30&until=terminal")
-    assert resp.status == 200 and (await resp.json())["status"] == "completed"
-    hub = client.app[HUB]
-    progress = [
-        p for p in hub.broker.recent() if p.job_id == job["id"] and p.type == "job.progress"
-    ]
-    assert len(progress) >= 3  # there were changes it rightly slept through
+async def poll_waiters(client: Any) -> float:
+    text = await (await client.get("/metrics")).text()
+    found = re.search(r'dubsim_subscribers\{transport="poll"\} ([0-9.e+]+)', text)
+    return float(found.group(1)) if found else 0.0
+
+
+async def test_long_poll_until_terminal_ignores_other_changes(api: ApiFactory) -> None:
+    client = await api(auto_process=False)
+    job = await submit(client, {"role": "premium", "scenario": {"outcome": "stuck"}})
+    poll = asyncio.create_task(client.get(f"/v1/jobs/{job['id']}?wait=30&until=terminal"))
+    async with asyncio.timeout(20):  # the poll is waiting before anything changes
+        while await poll_waiters(client) < 1:
+            await asyncio.sleep(0.01)
+    resp = await client.post("/v1/process", json={"count": 1}, headers=ADMIN)
+    assert (await resp.json())["started"][0]["status"] == "processing"  # a change, not the end
+    resp = await client.post(f"/v1/jobs/{job['id']}/cancel", json={}, headers=ADMIN)
+    assert resp.status == 200
+    resp = await asyncio.wait_for(poll, 20)
+    assert resp.status == 200 and (await resp.json())["status"] == "cancelled"
     assert (await client.get(f"/v1/jobs/{job['id']}?wait=1&until=soon")).status == 422

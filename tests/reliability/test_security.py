@@ -6,6 +6,7 @@ import asyncio
 import hmac
 import json
 import re
+import time
 from typing import Any
 from unittest import mock
 
@@ -14,6 +15,7 @@ from aiohttp import WSMsgType
 
 from service.api.openapi import ROUTES
 from service.app import create_app
+from service.auth import COOKIE, SESSION_TTL_S, Auth
 from service.settings import Settings
 from tests.conftest import ADMIN, ADMIN_TOKEN, ROOT, ApiFactory, make_settings
 from tests.reliability.conftest import ADMIN_ROUTES_KNOWN, fingerprint
@@ -210,6 +212,57 @@ async def test_session_cookie_is_httponly_and_samesite_strict(api: ApiFactory) -
     assert bad.status == 401 and "Set-Cookie" not in bad.headers
 
 
+def session_cookie(client: Any) -> dict[str, str]:
+    """The session cookie as a header, taken out of the client's jar (which is emptied): a
+    copy that a logout can't delete, like one an attacker kept."""
+    jar = client.session.cookie_jar
+    value = jar.filter_cookies(client.make_url("/"))[COOKIE].value
+    jar.clear()
+    return {"Cookie": f"{COOKIE}={value}"}
+
+
+async def is_admin(client: Any, headers: dict[str, str]) -> bool:
+    """Asked two ways: the session route, and an admin-only route."""
+    state = await (await client.get("/v1/session", headers=headers)).json()
+    patch = await client.patch("/v1/config", json={"workers": 4}, headers=headers)
+    assert patch.status in (200, 401), await patch.text()
+    assert state["admin"] is (patch.status == 200)
+    return bool(state["admin"])
+
+
+async def test_logout_revokes_the_cookie_even_where_a_copy_is_kept(api: ApiFactory) -> None:
+    client = await api()
+    await login(client)
+    cookie = session_cookie(client)
+    assert await is_admin(client, cookie)
+    resp = await client.delete("/v1/session", headers=cookie)
+    assert resp.status == 204
+    assert f"{COOKIE}=" in resp.headers["Set-Cookie"]  # the browser is told to drop it
+    client.session.cookie_jar.clear()
+    assert not await is_admin(client, cookie)
+    # logging out one session leaves others alone
+    await login(client)
+    assert await is_admin(client, session_cookie(client))
+
+
+def cookie_opened_at(at: float) -> str:
+    """A genuine cookie (signed with the test admin token) as if opened at `at`."""
+    with mock.patch("service.auth.time") as clock:
+        clock.time.return_value = at
+        return f"{COOKIE}={Auth(ADMIN_TOKEN).open_session()}"
+
+
+async def test_an_expired_cookie_is_refused_though_genuinely_signed(api: ApiFactory) -> None:
+    client = await api()
+    now = time.time()
+    live = cookie_opened_at(now - SESSION_TTL_S + 600)  # ten minutes left
+    expired = cookie_opened_at(now - SESSION_TTL_S - 5)  # expired five seconds ago
+    assert await is_admin(client, {"Cookie": live})  # the forging is right ...
+    assert not await is_admin(client, {"Cookie": expired})  # ... and expiry is what refuses
+    other = Auth("another-admin-token").open_session()  # not signed with this server's token
+    assert not await is_admin(client, {"Cookie": f"{COOKIE}={other}"})
+
+
 async def test_cross_origin_cookie_websocket_is_refused(api: ApiFactory) -> None:
     client = await api()
     await login(client)  # the test client's cookie jar now holds the session
@@ -251,7 +304,9 @@ async def test_rate_limit_is_not_dodged_by_header_case(api: ApiFactory) -> None:
     for name in spellings:
         resp = await client.post("/v1/jobs", json={}, headers={name: "mallory"})
         assert resp.status == 429, (name, resp.status)
-        assert resp.headers["RateLimit-Remaining"] == "0" and "Retry-After" in resp.headers
+        assert resp.headers["RateLimit-Remaining"] == "0"
+        # the oldest of the three hits leaves the hour's window in just under an hour
+        assert 3500 < int(resp.headers["Retry-After"]) <= 3600
     # nor by padding the value
     resp = await client.post("/v1/jobs", json={}, headers={"X-User-Id": " mallory "})
     assert resp.status == 429

@@ -100,3 +100,10 @@ def test_poll_hint_prefers_the_precise_header() -> None:
     assert poll_hint({"retry-after": "2"}, 0.0) == 2.0
     assert poll_hint({"x-poll-after-ms": "junk", "retry-after": "2"}, 0.0) == 2.0
     assert poll_hint({}, 0.0) is None
+
+
+def test_poll_hint_in_ms_is_exact_and_never_negative() -> None:
+    assert poll_hint({"x-poll-after-ms": "500"}, 0.0) == 0.5
+    assert poll_hint({"x-poll-after-ms": "-20"}, 0.0) == 0.0
+    now = 1795672800.0  # 2026-11-26 06:00:00 GMT
+    assert poll_hint({"retry-after": "Thu, 26 Nov 2026 06:00:03 GMT"}, now) == 3.0

@@ -47,3 +47,28 @@ def test_recorded_past_hits_count_until_they_age_out() -> None:
     assert not window.hit("a", 2).allowed
     clock.now += 600
     assert window.hit("a", 2).allowed
+
+
+def test_a_zero_limit_refuses_with_nothing_to_wait_for() -> None:
+    decision = MovingWindow(clock=Clock()).hit("a", 0)
+    assert (decision.allowed, decision.remaining, decision.reset_s) == (False, 0, 0.0)
+
+
+def test_reset_counts_down_below_a_second() -> None:
+    clock = Clock()
+    window = MovingWindow(window_s=3600, clock=clock)
+    window.hit("a", 1)
+    clock.now += 3599.5
+    assert window.hit("a", 1).reset_s == 0.5
+
+
+def test_hits_replayed_out_of_order_are_kept_in_order() -> None:
+    clock = Clock()
+    window = MovingWindow(window_s=3600, clock=clock)
+    window.record("a", clock.now - 1000)
+    window.record("a", clock.now - 3000)  # older, replayed later
+    refused = window.hit("a", 2)
+    assert not refused.allowed and refused.reset_s == 600  # the older one leaves first
+    clock.now += 600
+    assert window.hit("a", 2).allowed
+    assert not window.hit("a", 2).allowed
