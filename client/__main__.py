@@ -1,4 +1,4 @@
-"""The `dubsim` command line (also `python -m client`).
+"""The `dubsim` command line (also `python -m dubsim`; `python -m client` in a clone).
 
 ```
 dubsim [--url URL] [--token T] [--user U] [--json] COMMAND ...
@@ -111,7 +111,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of `dubsim` / `python -m client`; returns the exit code."""
+    """Entry point of `dubsim` / `python -m dubsim`; returns the exit code."""
     args = _parser().parse_args(argv)
     err = Console(stderr=True)
     try:

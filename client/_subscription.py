@@ -28,7 +28,7 @@ from ._transport import WebSocketConnection
 
 __all__ = ["Listener", "Registration", "SharedSubscription", "SocketState"]
 
-logger = logging.getLogger("client")
+logger = logging.getLogger("dubsim")
 
 MAX_IDS_PER_MESSAGE = 1000  # the server's WS_MAX_JOBS_PER_MESSAGE
 

@@ -20,7 +20,7 @@ from ._errors import TransportError
 
 __all__ = ["AiohttpTransport", "AsyncTransport", "Request", "Response", "WebSocketConnection"]
 
-logger = logging.getLogger("client")
+logger = logging.getLogger("dubsim")
 
 
 @dataclass(frozen=True, slots=True)
