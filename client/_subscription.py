@@ -30,7 +30,7 @@ __all__ = ["Listener", "Registration", "SharedSubscription", "SocketState"]
 
 logger = logging.getLogger("dubsim")
 
-MAX_IDS_PER_MESSAGE = 1000  # the server's WS_MAX_JOBS_PER_MESSAGE
+MAX_IDS_PER_MESSAGE = 1000  # the server's limit (MAX_JOBS_PER_MESSAGE in service/api/stream.py)
 
 
 class SocketState(enum.Enum):

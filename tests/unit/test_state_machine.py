@@ -1,4 +1,4 @@
-"""JobService enforces exactly DESIGN.md's transitions, driven by hand (no scheduler)."""
+"""JobService enforces exactly the transitions of docs/states.md, driven by hand (no scheduler)."""
 
 from collections.abc import AsyncIterator
 
