@@ -2,28 +2,43 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed
+# Two installs, two stamps: running needs only the server's extras; the tests need every tool.
+RUN_STAMP := $(VENV)/.installed-run
+STAMP     := $(VENV)/.installed-dev
 
-.PHONY: run test lint fmt system-deps bench clean
+.PHONY: run test lint fmt system-deps bench clean docs
+
+$(RUN_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -e '.[server]'
+	touch $(RUN_STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -e '.[dev]'
-	touch $(STAMP)
+	touch $(STAMP) $(RUN_STAMP)
 
-run: $(STAMP)
-	$(PY) -m service
+run: $(RUN_STAMP)
+	$(VENV)/bin/dubsim-server
 
-# Debian packages: chromium for the browser tests (wrk too for `make bench`).
+# The README's settings table is generated from service/settings.py (a test checks it).
+docs: $(RUN_STAMP)
+	$(PY) -m service.settings --update-readme README.md
+
+# Debian packages the tests and tools use: chromium (browser tests), redis-server and nginx
+# (the Redis backend and the proxy tests), ffmpeg and espeak-ng (media); wrk too for `make bench`.
 # Installed when missing and we are root; otherwise we say what is missing and stop.
 # Chromium is looked up by tools/chromium-path, the same lookup the browser tests use.
-DEBS ?= chromium
+DEBS ?= chromium redis-server nginx ffmpeg espeak-ng
 
 system-deps:
 	@missing=""; \
 	for pkg in $(DEBS); do \
-	  if [ "$$pkg" = chromium ]; then found="tools/chromium-path"; else found="command -v $$pkg"; fi; \
-	  $$found >/dev/null 2>&1 || missing="$$missing $$pkg"; \
+	  if [ "$$pkg" = chromium ]; then \
+	    tools/chromium-path >/dev/null 2>&1 || missing="$$missing $$pkg"; \
+	  else \
+	    dpkg-query -W -f='$${Status}' $$pkg 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$pkg"; \
+	  fi; \
 	done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \

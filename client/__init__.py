@@ -1,7 +1,7 @@
 """dubsim's Python client: submit translation jobs and learn their outcome as soon as it exists.
 
 ```python
-from client import Client
+from dubsim import Client
 
 with Client("http://127.0.0.1:4777", user_id="alice") as client:
     job = client.submit(role="premium")
@@ -9,7 +9,7 @@ with Client("http://127.0.0.1:4777", user_id="alice") as client:
     print(job.status, job.result_url)
 ```
 
-`AsyncClient` has the same methods as coroutines. The library logs to the "client" logger
+`AsyncClient` has the same methods as coroutines. The library logs to the "dubsim" logger
 (per-request detail at DEBUG) and never configures logging or prints.
 """
 

@@ -1,4 +1,4 @@
-"""The `dubsim` command line (also `python -m client`).
+"""The `dubsim` command line (also `python -m dubsim`; `python -m client` in a clone).
 
 ```
 dubsim [--url URL] [--token T] [--user U] [--json] COMMAND ...
@@ -111,7 +111,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of `dubsim` / `python -m client`; returns the exit code."""
+    """Entry point of `dubsim` / `python -m dubsim`; returns the exit code."""
     args = _parser().parse_args(argv)
     err = Console(stderr=True)
     try:
@@ -126,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         err.print(f"[red]{exc}[/]")
         return EXIT_JOB_FAILED
     except TransportError as exc:
-        err.print(f"[red]server unreachable:[/] {exc}")
+        err.print(f"[red]server unreachable:[/] {exc}", soft_wrap=True, highlight=False)
         return EXIT_UNREACHABLE
     except APIError as exc:
         err.print(f"[red]error:[/] {exc}")
@@ -137,6 +137,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 async def _run(args: argparse.Namespace, err: Console) -> int:
     url = getattr(args, "url", None) or os.environ.get("DUBSIM_URL") or DEFAULT_URL
+    if "://" not in url:
+        url = "http://" + url  # `--url 127.0.0.1:4777`
     token = getattr(args, "token", None) or os.environ.get("DUBSIM_TOKEN") or None
     user = getattr(args, "user", None) or os.environ.get("DUBSIM_USER") or None
     as_json = bool(getattr(args, "json", False))
@@ -230,19 +232,25 @@ async def _watch(
 ) -> int:
     stream = client.events(jobs=args.jobs, mine=args.mine, all=args.all, since=args.since)
     async with stream:
-        if as_json:
+        if as_json or not out.is_terminal:
+            # A pipe or a log: one line per event, written as it arrives.
             async for event in stream:
-                sys.stdout.write(msgspec.json.encode(event).decode() + "\n")
+                if as_json:
+                    text = msgspec.json.encode(render.to_wire(event)).decode()
+                else:
+                    text = render.event_line(event)
+                sys.stdout.write(text + "\n")
                 sys.stdout.flush()
             return EXIT_OK
         jobs: dict[str, Job] = {}
         last: list[Event] = []
-        with Live(render.watch_table(jobs, last), console=out, refresh_per_second=8) as live:
+        table = render.watch_table(jobs, last, out.width)
+        with Live(table, console=out, refresh_per_second=8) as live:
             async for event in stream:
                 if event.job is not None:
                     jobs[event.job.id] = event.job
                 last[:] = [event]
-                live.update(render.watch_table(jobs, last))
+                live.update(render.watch_table(jobs, last, out.width))
     return EXIT_OK
 
 

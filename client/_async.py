@@ -35,7 +35,7 @@ from ._wait import ProgressCallback, Tracker, outcome, wait_for_terminal
 
 __all__ = ["DEFAULT_URL", "AsyncClient"]
 
-logger = logging.getLogger("client")
+logger = logging.getLogger("dubsim")
 
 DEFAULT_URL = "http://127.0.0.1:4777"
 

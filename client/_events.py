@@ -18,7 +18,7 @@ from ._transport import WebSocketConnection
 
 __all__ = ["EventStream"]
 
-logger = logging.getLogger("client")
+logger = logging.getLogger("dubsim")
 
 _POLICY_VIOLATION = 1008
 

@@ -26,7 +26,7 @@ from ._transport import Request, Response
 
 __all__ = ["Flow", "Sleep", "drive_async", "drive_sync", "poll_flow", "request_flow"]
 
-logger = logging.getLogger("client")
+logger = logging.getLogger("dubsim")
 
 T = TypeVar("T")
 

@@ -77,6 +77,7 @@ class Job(msgspec.Struct, frozen=True):
     cancel_reason: str | None = None
     scenario: Scenario | None = None
     result_url: str | None = None
+    not_before: datetime | None = None  # a failed attempt's retry is due then
 
     @property
     def terminal(self) -> bool:

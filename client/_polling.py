@@ -50,7 +50,6 @@ class PollPolicy:
     long_poll_max_s: float = 30.0  # the server allows up to 60; shorter survives idle proxies
     long_poll_min_s: float = 1.0  # below this a long poll is not worth its connection
     hint_cap_s: float = 60.0  # never trust a hint further out than this (the ETA may move)
-    request_timeout_s: float = 10.0  # per request, on top of a long poll's own wait
     retries: int = 3  # extra tries of an idempotent request on a retryable failure
     reconnect: Backoff = field(default_factory=lambda: Backoff(base=0.25, cap=10.0))
     ws_grace_s: float = 1.0  # how long a fresh subscription may take before polling starts

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import enum
 import sys
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,28 +27,90 @@ STATUS_STYLE = {
 
 def print_json(value: Any) -> None:
     # Plain stdout, not rich: scripts parse this.
-    sys.stdout.write(msgspec.json.format(msgspec.json.encode(value).decode(), indent=2) + "\n")
+    sys.stdout.write(msgspec.json.format(msgspec.json.encode(to_wire(value)).decode(), indent=2))
+    sys.stdout.write("\n")
     sys.stdout.flush()
+
+
+def to_wire(value: Any, key: str = "") -> Any:
+    """`value` as the server's JSON has it: every field, times as the server writes them
+    (`...T06:00:00.123Z` on jobs, microseconds on an event's `at`). Events leave out what the
+    server's frames leave out (no `at` on a snapshot, `reason` only on a reset)."""
+    if isinstance(value, msgspec.Struct):
+        fields = {f: to_wire(getattr(value, f), f) for f in value.__struct_fields__}
+        if isinstance(value, Event):
+            fields = {k: v for k, v in fields.items() if v is not None or k == "seq"}
+        return fields
+    if isinstance(value, datetime):
+        return _iso(value, micro=key == "at")
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, list | tuple):
+        return [to_wire(v) for v in value]
+    if isinstance(value, dict):
+        return {k: to_wire(v, k) for k, v in value.items()}
+    return value
+
+
+def _iso(at: datetime, *, micro: bool) -> str:
+    at = at.astimezone(UTC)
+    fraction = f"{at.microsecond:06d}" if micro else f"{at.microsecond // 1000:03d}"
+    return f"{at:%Y-%m-%dT%H:%M:%S}.{fraction}Z"
 
 
 def print_jobs(jobs: list[Job], as_json: bool, out: Console, *, single: bool = False) -> None:
     if as_json:
         print_json(jobs[0] if single else jobs)
         return
-    table = Table(
-        Column("id", overflow="fold"), "user", "role", "status", "progress", "attempt", "created"
-    )
-    for job in jobs:
-        table.add_row(
+    out.print(jobs_table(jobs, out.width, "created", lambda j: j.created_at.strftime("%H:%M:%S")))
+
+
+GAP = 2  # between columns: one space of padding on each side
+
+
+def jobs_table(
+    jobs: Sequence[Job], width: int, last: str, last_value: Callable[[Job], str], **kw: Any
+) -> Table:
+    """Jobs as a table that fits `width` columns. Ids and statuses always print whole (an id
+    is copied from here); the user column gets what the others leave, cut short with an
+    ellipsis if it must."""
+    rows = [
+        (
             job.id,
             job.user_id,
             job.role.value,
-            styled(job.status),
+            job.status,
             f"{job.progress}%",
             f"{job.attempt}/{job.max_attempts}",
-            job.created_at.strftime("%H:%M:%S"),
+            last_value(job),
         )
-    out.print(table)
+        for job in jobs
+    ]
+    headers = ("id", "user", "role", "status", "%", "try", last)
+    widths = [max([len(h), *(len(str(row[i])) for row in rows)]) for i, h in enumerate(headers)]
+    room = width - sum(widths) + widths[1] - GAP * (len(headers) - 1)
+    columns = [Column(h, no_wrap=True, min_width=w) for h, w in zip(headers, widths, strict=True)]
+    columns[1] = Column("user", no_wrap=True, overflow="ellipsis", max_width=max(4, room))
+    columns[4].justify = "right"
+    table = Table(*columns, box=None, pad_edge=False, padding=(0, 1), header_style="bold", **kw)
+    for row in rows:
+        table.add_row(*row[:3], styled(row[3]), *row[4:])
+    return table
+
+
+def event_line(event: Event) -> str:
+    """One plain line per event, for a log or a pipe: seq, type, and the job's id and state."""
+    parts = [str(event.seq), event.type]
+    job = event.job
+    if job is not None:
+        parts += [job.id, job.status.value, f"{job.progress}%", f"{job.attempt}/{job.max_attempts}"]
+        if job.result_url and job.status is Status.COMPLETED:
+            parts.append(job.result_url)
+        elif job.error is not None and job.status is not Status.PROCESSING:
+            parts.append(f"{job.error.code}: {job.error.message}")
+    if event.reason:
+        parts.append(event.reason)
+    return " ".join(parts)
 
 
 def styled(status: Status) -> str:
@@ -115,28 +179,7 @@ class Bars:
         }
 
 
-def watch_table(jobs: dict[str, Job], last: list[Event]) -> Table:
+def watch_table(jobs: dict[str, Job], last: list[Event], width: int) -> Table:
     caption = f"seq {last[0].seq}: {last[0].type}" if last else "waiting for events..."
-    table = Table(
-        "id",
-        "user",
-        "role",
-        "status",
-        "progress",
-        "attempt",
-        "eta",
-        title="dubsim jobs (live)",
-        caption=caption,
-    )
     newest = sorted(jobs.values(), key=lambda j: j.created_at, reverse=True)[:30]
-    for job in newest:
-        table.add_row(
-            job.id,
-            job.user_id,
-            job.role.value,
-            styled(job.status),
-            f"{job.progress}%",
-            f"{job.attempt}/{job.max_attempts}",
-            eta(job),
-        )
-    return table
+    return jobs_table(newest, width, "eta", eta, title="dubsim jobs (live)", caption=caption)

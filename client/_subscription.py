@@ -28,9 +28,9 @@ from ._transport import WebSocketConnection
 
 __all__ = ["Listener", "Registration", "SharedSubscription", "SocketState"]
 
-logger = logging.getLogger("client")
+logger = logging.getLogger("dubsim")
 
-MAX_IDS_PER_MESSAGE = 1000  # the server's WS_MAX_JOBS_PER_MESSAGE
+MAX_IDS_PER_MESSAGE = 1000  # the server's limit (MAX_JOBS_PER_MESSAGE in service/api/stream.py)
 
 
 class SocketState(enum.Enum):

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -18,7 +20,7 @@ from ._errors import TransportError
 
 __all__ = ["AiohttpTransport", "AsyncTransport", "Request", "Response", "WebSocketConnection"]
 
-logger = logging.getLogger("client")
+logger = logging.getLogger("dubsim")
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +187,17 @@ class AiohttpTransport:
 
 
 def _describe(exc: BaseException) -> str:
+    """Why no answer came, in words (not aiohttp's class names and connection keys)."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        cause = exc.os_error
+        if isinstance(cause, socket.gaierror):
+            return f"can't resolve host {exc.host!r}"
+        reason = os.strerror(cause.errno).lower() if cause.errno else str(cause)
+        return f"can't connect to {exc.host}:{exc.port} ({reason})"
+    if isinstance(exc, TimeoutError):
+        return "no answer in time"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the server closed the connection"
     # Some aiohttp/asyncio errors have an empty str(); the class name still says something.
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

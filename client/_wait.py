@@ -18,7 +18,7 @@ from ._subscription import SharedSubscription, SocketState
 
 __all__ = ["Tracker", "outcome", "should_poll", "wait_for_terminal"]
 
-logger = logging.getLogger("client")
+logger = logging.getLogger("dubsim")
 
 ProgressCallback = Callable[[Job], object]
 

@@ -93,15 +93,23 @@ class Cluster:
         self.redis = subprocess.Popen(
             [
                 REDIS_SERVER,
-                "--port", "0",
-                "--unixsocket", self.redis_socket,
-                "--unixsocketperm", "700",
-                "--dir", str(self.dir),
-                "--save", "",
-                "--appendonly", "yes",
-                "--appendfsync", self.appendfsync,
-                "--loglevel", "warning",
-            ],  # fmt: skip
+                "--port",
+                "0",
+                "--unixsocket",
+                self.redis_socket,
+                "--unixsocketperm",
+                "700",
+                "--dir",
+                str(self.dir),
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                self.appendfsync,
+                "--loglevel",
+                "warning",
+            ],
             stdout=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10

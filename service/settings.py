@@ -3,35 +3,64 @@
 Every field has an env var (its name upper-cased, e.g. TRANSLATION_DELAY) and a flag
 (`--translation-delay`). Validation is msgspec's: the same constraints guard the CLI, the env
 and `PATCH /v1/config`, so a bad value is refused the same way everywhere.
+
+Each field is documented where it is declared: `Annotated[<type>, doc("what it does", "unit")]`
+with its default after the `=`. `--help`, the README's settings table
+(`python -m service.settings --markdown`; `make docs` rewrites it) and the OpenAPI schema all
+read that one definition; a test checks that the README's table is the generated one. A new
+setting is one such line (plus, if runtime-tunable, its twin in ConfigPatch).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
+import typing
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Annotated, Any
 
 import msgspec
 from msgspec import Meta
 
+# Value constraints, shared by Config and ConfigPatch.
 Delay = Annotated[float, Meta(ge=0, le=3600)]
 Rate = Annotated[float, Meta(ge=0, le=1)]
+Limit = Annotated[int, Meta(ge=0, le=1_000_000)]
+Speedup = Annotated[float, Meta(gt=0, le=10)]
+Attempts = Annotated[int, Meta(ge=1, le=100)]
+Workers = Annotated[int, Meta(ge=1, le=10_000)]
+Stall = Annotated[float, Meta(ge=0, le=60)]
+Bound = Annotated[int, Meta(ge=1, le=10_000_000)]
+
+
+def doc(description: str, unit: str = "") -> Meta:
+    """A setting's documentation: `--help`, the README table and the OpenAPI schema show it."""
+    return Meta(description=description, extra={"unit": unit})
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True):
     """The runtime-tunable part of the settings (GET/PATCH /v1/config)."""
 
-    translation_delay: Delay = 15.0
-    error_rate: Rate = 0.2
-    rate_limit: Annotated[int, Meta(ge=0, le=1_000_000)] = 5
-    premium_speedup: Annotated[float, Meta(gt=0, le=10)] = 0.5
-    max_attempts: Annotated[int, Meta(ge=1, le=100)] = 3
-    retry_delay: Delay = 1.0
-    workers: Annotated[int, Meta(ge=1, le=10_000)] = 4
-    auto_process: bool = True
-    fault_rate: Rate = 0.0
-    fault_stall_s: Annotated[float, Meta(ge=0, le=60)] = 2.0
+    translation_delay: Annotated[Delay, doc("how long one attempt of a job takes", "s")] = 15.0
+    error_rate: Annotated[Rate, doc("chance that an attempt fails (0 to 1)", "fraction")] = 0.2
+    rate_limit: Annotated[Limit, doc("submissions a free user may make in any hour", "jobs/h")] = 5
+    premium_speedup: Annotated[
+        Speedup, doc("premium jobs take this fraction of TRANSLATION_DELAY", "factor")
+    ] = 0.5
+    max_attempts: Annotated[
+        Attempts, doc("attempts before a job is permanently failed", "attempts")
+    ] = 3
+    retry_delay: Annotated[Delay, doc("wait before the first retry; doubles each time", "s")] = 1.0
+    workers: Annotated[Workers, doc("jobs processed at the same time", "jobs")] = 4
+    auto_process: Annotated[
+        bool, doc("start queued jobs by themselves (false: only POST /v1/process does)")
+    ] = True
+    fault_rate: Annotated[
+        Rate, doc("chance that a job read gets an injected stall or 5xx (0 to 1)", "fraction")
+    ] = 0.0
+    fault_stall_s: Annotated[Stall, doc("how long an injected stall lasts", "s")] = 2.0
 
 
 class ConfigPatch(msgspec.Struct, forbid_unknown_fields=True):
@@ -39,14 +68,14 @@ class ConfigPatch(msgspec.Struct, forbid_unknown_fields=True):
 
     translation_delay: Delay | msgspec.UnsetType = msgspec.UNSET
     error_rate: Rate | msgspec.UnsetType = msgspec.UNSET
-    rate_limit: Annotated[int, Meta(ge=0, le=1_000_000)] | msgspec.UnsetType = msgspec.UNSET
-    premium_speedup: Annotated[float, Meta(gt=0, le=10)] | msgspec.UnsetType = msgspec.UNSET
-    max_attempts: Annotated[int, Meta(ge=1, le=100)] | msgspec.UnsetType = msgspec.UNSET
+    rate_limit: Limit | msgspec.UnsetType = msgspec.UNSET
+    premium_speedup: Speedup | msgspec.UnsetType = msgspec.UNSET
+    max_attempts: Attempts | msgspec.UnsetType = msgspec.UNSET
     retry_delay: Delay | msgspec.UnsetType = msgspec.UNSET
-    workers: Annotated[int, Meta(ge=1, le=10_000)] | msgspec.UnsetType = msgspec.UNSET
+    workers: Workers | msgspec.UnsetType = msgspec.UNSET
     auto_process: bool | msgspec.UnsetType = msgspec.UNSET
     fault_rate: Rate | msgspec.UnsetType = msgspec.UNSET
-    fault_stall_s: Annotated[float, Meta(ge=0, le=60)] | msgspec.UnsetType = msgspec.UNSET
+    fault_stall_s: Stall | msgspec.UnsetType = msgspec.UNSET
 
     def apply(self, config: Config) -> Config:
         changes = {k: v for k, v in msgspec.structs.asdict(self).items() if v is not msgspec.UNSET}
@@ -56,22 +85,49 @@ class ConfigPatch(msgspec.Struct, forbid_unknown_fields=True):
 class Settings(msgspec.Struct, kw_only=True):
     """Everything the service is started with. Build it with `Settings.load()` or directly."""
 
-    host: str = "127.0.0.1"
-    port: Annotated[int, Meta(ge=0, le=65535)] = 4777
-    db: str = "./dubsim.db"
-    admin_token: Annotated[str, Meta(min_length=8, max_length=512)] | None = None
-    seed: int | None = None
-    event_buffer: Annotated[int, Meta(ge=1, le=10_000_000)] = 10_000
-    subscriber_queue: Annotated[int, Meta(ge=1, le=10_000_000)] = 1_000
-    heartbeat_s: Annotated[float, Meta(gt=0, le=3600)] = 15.0
-    allowed_origins: list[str] = []
-    redis_url: str | None = None  # redis://host:port/db or unix:///path: one service, N processes
-    lease_s: Annotated[float, Meta(ge=1, le=3600)] = 10.0  # a dead process's attempts move after
+    host: Annotated[str, doc("address to listen on")] = "127.0.0.1"
+    port: Annotated[
+        Annotated[int, Meta(ge=0, le=65535)], doc("TCP port to listen on (0: any free one)")
+    ] = 4777
+    db: Annotated[str, doc("SQLite file that keeps the jobs (:memory: keeps nothing)")] = (
+        "./dubsim.db"
+    )
+    admin_token: Annotated[
+        Annotated[str, Meta(min_length=8, max_length=512)] | None,
+        doc("the admin bearer token (unset: a random one, printed at start)"),
+    ] = None
+    seed: Annotated[int | None, doc("random seed, for runs that repeat exactly")] = None
+    event_buffer: Annotated[Bound, doc("recent events kept for resuming by seq", "events")] = 10_000
+    subscriber_queue: Annotated[
+        Bound, doc("frames queued per stream before it is dropped as too slow", "frames")
+    ] = 1_000
+    heartbeat_s: Annotated[
+        Annotated[float, Meta(gt=0, le=3600)], doc("WebSocket and SSE ping interval", "s")
+    ] = 15.0
+    allowed_origins: Annotated[
+        list[str],
+        doc("other origins whose pages may use the dashboard's cookie, comma-separated"),
+    ] = []
+    redis_url: Annotated[
+        str | None,
+        doc(
+            "Redis for state shared by several processes (redis://host:port/db or "
+            "unix:///path); unset: the SQLite file DB, one process"
+        ),
+    ] = None
+    lease_s: Annotated[
+        Annotated[float, Meta(ge=1, le=3600)],
+        doc("with Redis: a dead process's running jobs move to another after this", "s"),
+    ] = 10.0
     config: Config = msgspec.field(default_factory=Config)
 
     @classmethod
     def load(
-        cls, argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+        cls,
+        argv: Sequence[str] | None = None,
+        environ: Mapping[str, str] | None = None,
+        *,
+        prog: str = "dubsim-server",
     ) -> Settings:
         """Defaults < env vars < flags. Raises SettingsError naming the bad variable."""
         environ = os.environ if environ is None else environ
@@ -79,7 +135,7 @@ class Settings(msgspec.Struct, kw_only=True):
         for name in _FIELDS:
             if name.upper() in environ:
                 raw[name] = environ[name.upper()]
-        args = _parser().parse_args(argv)
+        args = parser(prog).parse_args(argv)
         raw.update({k: v for k, v in vars(args).items() if v is not None})
         return cls.from_flat(raw, source="env")
 
@@ -116,6 +172,7 @@ class SettingsError(ValueError):
     def __init__(self, name: str, problem: str) -> None:
         super().__init__(f"{name}: {problem}")
         self.name = name
+        self.problem = problem
 
 
 _CONFIG_FIELDS = frozenset(Config.__struct_fields__)
@@ -123,12 +180,120 @@ _STATIC_FIELDS = frozenset(Settings.__struct_fields__) - {"config"}
 _FIELDS = sorted(_CONFIG_FIELDS | _STATIC_FIELDS)
 
 
-def _parser() -> argparse.ArgumentParser:
+# ---- documentation, generated from the definitions above ------------------------------
+
+
+class Documented(msgspec.Struct, frozen=True):
+    """One setting as `--help` and the README show it."""
+
+    name: str
+    description: str
+    default: str
+    unit: str
+    runtime: bool  # part of Config: also changeable with PATCH /v1/config
+
+    @property
+    def env(self) -> str:
+        return self.name.upper()
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+def documented() -> list[Documented]:
+    """Every setting in declaration order: the start settings, then the runtime ones."""
+    found: list[Documented] = []
+    for struct, runtime in ((Settings, False), (Config, True)):
+        hints = typing.get_type_hints(struct, include_extras=True)
+        for field in msgspec.structs.fields(struct):
+            if field.name == "config":
+                continue
+            meta = [m for m in getattr(hints[field.name], "__metadata__", ()) if m.description]
+            if not meta:
+                raise TypeError(f"setting {field.name} has no doc(...): describe it")
+            has_default = field.default is not msgspec.NODEFAULT
+            default = field.default if has_default else field.default_factory()
+            unit = (meta[-1].extra or {}).get("unit", "")
+            found.append(
+                Documented(field.name, meta[-1].description or "", _show(default), unit, runtime)
+            )
+    return found
+
+
+def _show(value: Any) -> str:
+    if value is None or value == []:
+        return ""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def markdown_table() -> str:
+    """The README's settings table."""
+    rows = [
+        "| env var / flag | default | unit | what it sets |",
+        "|---|---|---|---|",
+    ]
+    for s in documented():
+        runtime = " Runtime: `PATCH /v1/config`." if s.runtime else ""
+        default = f"`{s.default}`" if s.default else "—"
+        rows.append(
+            f"| `{s.env}` `{s.flag}` | {default} | {s.unit or '—'} | {s.description}.{runtime} |"
+        )
+    return "\n".join(rows) + "\n"
+
+
+TABLE_START = "<!-- settings table: generated by `make docs`, do not edit -->\n"
+TABLE_END = "<!-- end of settings table -->\n"
+
+
+def replace_table(text: str) -> str:
+    """`text` (the README) with the part between the table markers regenerated."""
+    head, start, rest = text.partition(TABLE_START)
+    _, end, tail = rest.partition(TABLE_END)
+    if not (start and end):
+        raise ValueError("the settings table markers are missing")
+    return head + start + markdown_table() + end + tail
+
+
+def parser(prog: str = "dubsim-server") -> argparse.ArgumentParser:
+    """The server's command line: every setting with its description, default, unit and env."""
     parser = argparse.ArgumentParser(
-        prog="python -m service",
-        description="dubsim: a live video-translation job service. Every flag also reads "
-        "the env var of its upper-cased name (TRANSLATION_DELAY, ...).",
+        prog=prog,
+        description="dubsim: a live video-translation job service (simulated). Every option "
+        "can also be set by its env var (shown in brackets); flags win over env vars.",
     )
-    for name in _FIELDS:
-        parser.add_argument("--" + name.replace("_", "-"), dest=name, metavar=name.upper())
+    groups = {
+        False: parser.add_argument_group("start settings"),
+        True: parser.add_argument_group("runtime settings (also PATCH /v1/config)"),
+    }
+    for s in documented():
+        unit = f"; unit: {s.unit}" if s.unit else ""
+        text = f"{s.description}. Default: {s.default or 'unset'}{unit}. [env {s.env}]"
+        groups[s.runtime].add_argument(
+            s.flag, dest=s.name, metavar=s.env, help=text.replace("%", "%%")
+        )
     return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m service.settings --markdown | --update-readme README.md`."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args == ["--markdown"]:
+        sys.stdout.write(markdown_table())
+        return 0
+    if len(args) == 2 and args[0] == "--update-readme":
+        path = Path(args[1])
+        path.write_text(replace_table(path.read_text(encoding="utf-8")), encoding="utf-8")
+        return 0
+    print(
+        "usage: python -m service.settings --markdown | --update-readme README.md", file=sys.stderr
+    )
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -18,9 +18,24 @@ function describe(status, err, headers) {
   const field = err.details && err.details.field;
   if (field && !text.includes(field)) text += ` (field: ${field})`;
   const wait = headers && headers.get("Retry-After");
-  if (status === 429 && wait) text += ` Retry after ${wait} s.`;
+  if (status === 429) {
+    const when = wait ? ` Try again in ${humanDuration(Number(wait))}.` : " Try again later.";
+    const why = err.message ? ` (${err.message})` : "";
+    return `Rate limit reached${why}.${when}`;
+  }
   if (status === 401) text += " Log in with the admin token.";
   return text;
+}
+
+// 3540 -> "59 min", 45 -> "45 s", 7200 -> "2 h": what a person reads in a sentence.
+export function humanDuration(seconds) {
+  if (!Number.isFinite(seconds) || seconds < 0) return "a moment";
+  const s = Math.ceil(seconds);
+  if (s < 60) return `${s} s`;
+  const min = Math.ceil(s / 60);
+  if (min < 60) return `${min} min`;
+  const h = Math.floor(min / 60), rest = min % 60;
+  return rest ? `${h} h ${rest} min` : `${h} h`;
 }
 
 export async function api(method, path, { body, headers = {} } = {}) {

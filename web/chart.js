@@ -64,7 +64,10 @@ export function drawThroughput(canvas, completions, now) {
 
   ctx.fillStyle = label;
   ctx.font = "10px ui-monospace, SFMono-Regular, Menlo, monospace";
+  // Alignment is context state and outlives a redraw: set both every time, or the next
+  // left-hand label is drawn right-aligned at x=2, off the canvas.
   ctx.textBaseline = "top";
+  ctx.textAlign = "left";
   ctx.fillText(`${max}/min`, 2, 0);
   ctx.textAlign = "right";
   ctx.fillText(`${(BUCKETS * BUCKET_MS) / 60000} min`, cssW - 2, 0);

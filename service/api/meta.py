@@ -14,7 +14,16 @@ from ..models import Health
 from . import openapi
 from ._http import json_response
 
-WEB_DIR: Final = Path(__file__).resolve().parents[2] / "web"
+
+def _web_dir() -> Path:
+    """The dashboard's files: inside the package when installed from a wheel
+    (dubsim/server/web/), beside the source tree in a clone or an editable install (web/)."""
+    package = Path(__file__).resolve().parents[1]
+    installed = package / "web"
+    return installed if (installed / "index.html").is_file() else package.parent / "web"
+
+
+WEB_DIR: Final = _web_dir()
 STARTED = web.AppKey("started", float)
 OPENAPI = web.AppKey("openapi", bytes)
 

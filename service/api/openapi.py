@@ -174,7 +174,7 @@ ROUTES: tuple[Route, ...] = (
         (400,),
         content_type="application/octet-stream",
     ),
-    # the seed-era routes: their bodies are the old free-form shapes (LEGACY.md)
+    # the seed-era routes: their bodies are the old free-form shapes (docs/legacy.md)
     Route(
         "post",
         "/translate",

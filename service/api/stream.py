@@ -3,6 +3,9 @@
 Both are hub subscribers and nothing more. Each connection's writer drains everything queued
 per wake-up (SSE: one write of the joined frames); the frames are the shared bytes the hub
 built once per event. docs/protocol.md is the contract.
+
+`GET /v1/events?job=ID&until=terminal` ends the stream once every followed job has been seen in
+a terminal state (in its snapshot or an event), so `curl -N` returns by itself.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from ..appkeys import AUTH, HUB, SETTINGS, SOCKETS
 from ..auth import user_id
 from ..errors import BadRequest, NotFound, Unauthorized, ValidationFailed
 from ..hub import GOING_AWAY, SLOW_CONSUMER, Hub, Published, Subscription, Wire
+from ..models import TERMINAL
 from ._http import field_of
 
 log = logging.getLogger(__name__)
@@ -126,7 +130,8 @@ class _Session:
         if reason == SLOW_CONSUMER:  # its writer may be stuck on a full socket: don't wait
             if self.writer is not None:
                 self.writer.cancel()
-            _background(_close(self.ws, CLOSE_SLOW_CONSUMER, b"slow_consumer", self.request))
+            closing = _close(self.ws, CLOSE_SLOW_CONSUMER, b"slow_consumer", self.request)
+            _background(self.request.app, closing)
 
     async def end(self) -> None:
         self.hub.unsubscribe_all(self.sub)
@@ -259,13 +264,16 @@ async def _close(ws: web.WebSocketResponse, code: int, reason: bytes, request: w
             request.transport.abort()
 
 
-_tasks: set[asyncio.Task[None]] = set()
+# Fire-and-forget closes (a slow consumer's socket), held so they aren't garbage-collected
+# mid-flight; one set per app, awaited on shutdown.
+CLOSING = web.AppKey("stream_closing", set[asyncio.Task[None]])
 
 
-def _background(coro: Coroutine[None, None, None]) -> None:
+def _background(app: web.Application, coro: Coroutine[None, None, None]) -> None:
+    tasks = app[CLOSING]
     task = asyncio.create_task(coro)
-    _tasks.add(task)
-    task.add_done_callback(_tasks.discard)
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
 
 
 # ---- Server-Sent Events ------------------------------------------------------------
@@ -288,13 +296,19 @@ async def events(request: web.Request) -> web.StreamResponse:
         raise NotFound("no job with these ids", jobs=[j[:200] for j in unknown[:20]])
     since = _last_event_id(request)
     user = user_id(request, allow_query=True) if mine else None
+    until = query.get("until")
+    if until is not None and until != "terminal":
+        raise ValidationFailed("until must be terminal (or absent: stream forever)", field="until")
+    if until and not jobs:
+        raise ValidationFailed("until=terminal needs the jobs to follow (?job=ID)", field="until")
+    pending = set(jobs) if until else None
 
     resp = EventSourceResponse(ping_interval=app[SETTINGS].heartbeat_s)
     await resp.prepare(request)
     _bound_send_buffer(request)
     sub = hub.open(SSE_WIRE)
     hub.subscribe(sub, jobs=jobs, user=user, everything=everything, since=since)
-    pump = asyncio.create_task(_sse_pump(resp, sub))
+    pump = asyncio.create_task(_sse_pump(resp, sub, pending))
     alive = asyncio.create_task(resp.wait())  # ends when a ping finds the peer gone
     try:
         await asyncio.wait({pump, alive}, return_when=asyncio.FIRST_COMPLETED)
@@ -308,16 +322,45 @@ async def events(request: web.Request) -> web.StreamResponse:
     return resp
 
 
-async def _sse_pump(resp: EventSourceResponse, sub: Subscription) -> None:
+async def _sse_pump(resp: EventSourceResponse, sub: Subscription, pending: set[str] | None) -> None:
+    """Write what the hub queues; with `pending` (until=terminal), stop once none is left."""
     try:
         while frames := await sub.get():
             await resp.write(b"".join(frames))
+            if pending is not None:
+                pending.difference_update(_ended(frame) for frame in frames)
+                if not pending:
+                    return
         if sub.closed_reason in (SLOW_CONSUMER, GOING_AWAY):
             farewell = _json.encode({"code": sub.closed_reason, "message": "resume by seq"})
             async with asyncio.timeout(2):
                 await resp.write(b"event: error\ndata: %b\n\n" % farewell)
     except (ConnectionError, RuntimeError, TimeoutError):
         return
+
+
+class _JobState(msgspec.Struct):
+    id: str
+    status: str
+
+
+class _Frame(msgspec.Struct):
+    job: _JobState | None = None
+
+
+_frame_decoder = msgspec.json.Decoder(_Frame)
+
+
+def _ended(frame: bytes) -> str | None:
+    """The id of the job an SSE frame shows in a terminal state, else None."""
+    _, found, data = frame.partition(b"\ndata: ")
+    if not found:
+        return None
+    try:
+        job = _frame_decoder.decode(data).job
+    except msgspec.DecodeError:
+        return None
+    return job.id if job is not None and job.status in TERMINAL else None
 
 
 def _last_event_id(request: web.Request) -> int | None:
@@ -332,6 +375,7 @@ def _last_event_id(request: web.Request) -> int | None:
 
 
 def setup(app: web.Application) -> None:
+    app[CLOSING] = set()
     app.router.add_get("/v1/ws", websocket)
     app.router.add_get("/v1/events", events)
 
@@ -342,5 +386,6 @@ async def close_streams(app: web.Application) -> None:
     sockets = [ws for ws in app[SOCKETS] if isinstance(ws, web.WebSocketResponse)]
     await asyncio.gather(
         *(ws.close(code=WSCloseCode.GOING_AWAY, message=b"going away") for ws in sockets),
+        *app[CLOSING],
         return_exceptions=True,
     )

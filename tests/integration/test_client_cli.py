@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Callable
 from typing import Any
 
@@ -15,12 +16,15 @@ from client import Client
 from tests.conftest import ADMIN_TOKEN, ROOT, ServerProcess, free_port
 
 
-def dubsim(server_url: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def dubsim(
+    server_url: str, *args: str, timeout: float = 60, extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
         "DUBSIM_URL": server_url,
         "DUBSIM_TOKEN": ADMIN_TOKEN,
         "DUBSIM_USER": "cli-user",
+        **(extra_env or {}),
     }
     return subprocess.run(
         [sys.executable, "-m", "client", *args],
@@ -99,10 +103,78 @@ def test_jobs_config_and_usage(server: ServerProcess) -> None:
     assert dubsim(server.url, "submit", "--scenario", "{nope").returncode == 2
 
 
-def test_unreachable_server_exits_3() -> None:
-    result = dubsim(f"http://127.0.0.1:{free_port()}", "jobs", timeout=60)
+def test_unreachable_server_exits_3_with_one_plain_line() -> None:
+    port = free_port()
+    result = dubsim(f"http://127.0.0.1:{port}", "jobs", timeout=60)
     assert result.returncode == 3
-    assert "unreachable" in result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("server unreachable: ")
+    assert f"can't connect to 127.0.0.1:{port} (connection refused)" in lines[0]
+    assert "ClientConnectorError" not in result.stderr and "ssl:" not in result.stderr
+
+
+def test_url_without_scheme_means_http(server: ServerProcess) -> None:
+    job = submit(server)
+    result = dubsim(server.url.removeprefix("http://"), "jobs", "--json")
+    assert result.returncode == 0, result.stderr
+    assert [j["id"] for j in json.loads(result.stdout)] == [job["id"]]
+
+
+def test_jobs_at_80_columns_prints_ids_whole(server: ServerProcess) -> None:
+    ids = [submit(server, "--user", f"user-with-a-long-name-{n}")["id"] for n in range(3)]
+    env = {"COLUMNS": "80", "DUBSIM_USER": "x"}
+    result = dubsim(server.url, "jobs", extra_env=env)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert all(len(line) <= 80 for line in lines), result.stdout
+    for job_id in ids:
+        assert len([line for line in lines if job_id in line]) == 1, result.stdout
+
+
+def test_jobs_json_is_what_the_api_sends(server: ServerProcess) -> None:
+    job = submit(server, "--role", "premium", "--scenario", '{"duration_s": 0.05}')
+    with Client(server.url) as client:
+        client.wait(job["id"], timeout=60)  # finished: nothing changes between the two reads
+    listed = dubsim(server.url, "jobs", "--json")
+    assert listed.returncode == 0, listed.stderr
+    with urllib.request.urlopen(
+        urllib.request.Request(server.url + "/v1/jobs", headers={"X-User-Id": "cli-user"})
+    ) as resp:
+        assert json.loads(listed.stdout) == json.loads(resp.read())["jobs"]
+
+
+def test_watch_without_a_tty_prints_a_line_per_event_as_it_comes(server: ServerProcess) -> None:
+    job = submit(server, "--scenario", '{"outcome": "stuck"}')
+    env = {
+        **os.environ,
+        "DUBSIM_URL": server.url,
+        "DUBSIM_TOKEN": ADMIN_TOKEN,
+        "COLUMNS": "80",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "client", "watch", "--job", job["id"]],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()  # the snapshot, while the command still runs
+        assert first.split()[1:3] == ["snapshot", job["id"]], first
+        with Client(server.url, token=ADMIN_TOKEN) as client:
+            client.cancel(job["id"], reason="watched")
+        second = proc.stdout.readline()
+        assert second.split()[1:4] == ["job.cancelled", job["id"], "cancelled"], second
+        assert proc.poll() is None  # lines come as events arrive, not when the command ends
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
 
 
 def test_sync_client_against_a_real_server(server: ServerProcess) -> None:

@@ -294,7 +294,7 @@ async def test_cancelling_a_wait_unsubscribes(admin: AsyncClient) -> None:
 async def test_socket_closed_mid_wait_polls_then_resumes(
     serve: ServerFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="client")
+    caplog.set_level(logging.DEBUG, logger="dubsim")
     server = await serve()
     async with AsyncClient(url(server), token=ADMIN_TOKEN, policy=QUICK) as c:
         job = await c.submit(role="premium", scenario={"duration_s": 2.0})

@@ -304,7 +304,7 @@ def test_request_flow_waits_the_servers_hint_capped_by_its_backoff() -> None:
 
 
 def test_request_flow_logs_each_retry(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level("DEBUG", logger="client")
+    caplog.set_level("DEBUG", logger="dubsim")
     clock = FakeClock()
     send, _ = scripted([error(502, "x"), ok({})])
     flow = request_flow(API.config(), policy=POLICY, rand=lambda: 0.0, clock=clock)
@@ -425,7 +425,7 @@ def test_a_failed_long_poll_is_retried_not_taken_for_a_refusal() -> None:
 def test_a_refused_long_poll_falls_back_to_polling(
     status: int, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level("DEBUG", logger="client")
+    caplog.set_level("DEBUG", logger="dubsim")
     policy = PollPolicy(long_poll=True, long_poll_max_s=20)
     _, _, sent = run_flow(
         [ok(job(progress=10)), error(status, "x"), ok(job("completed"))],
@@ -437,7 +437,7 @@ def test_a_refused_long_poll_falls_back_to_polling(
 
 
 def test_no_answer_is_logged(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level("DEBUG", logger="client")
+    caplog.set_level("DEBUG", logger="dubsim")
     run_flow([TransportError("refused"), ok(job("completed"))])
     assert caplog.messages == ["poll j1: refused"]
 

@@ -4,7 +4,17 @@ import sys
 import msgspec
 import pytest
 
-from service.settings import ConfigPatch, Settings, SettingsError
+from service.settings import (
+    Config,
+    ConfigPatch,
+    Settings,
+    SettingsError,
+    documented,
+    markdown_table,
+    parser,
+    replace_table,
+)
+from tests.conftest import ROOT
 
 
 def test_defaults_match_the_design() -> None:
@@ -61,3 +71,38 @@ def test_config_patch_validates_and_applies_only_given_fields() -> None:
         msgspec.json.decode(b'{"workers": 0}', type=ConfigPatch)
     with pytest.raises(msgspec.ValidationError):
         msgspec.json.decode(b'{"bogus": 1}', type=ConfigPatch)
+
+
+def test_readme_settings_table_is_the_generated_one() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert replace_table(readme) == readme, "run `make docs` to regenerate the README's table"
+    assert "| `ALLOWED_ORIGINS` `--allowed-origins` |" in markdown_table()
+
+
+def test_every_setting_is_documented_once() -> None:
+    names = [s.name for s in documented()]
+    assert sorted(names) == sorted(
+        (set(Settings.__struct_fields__) | set(Config.__struct_fields__)) - {"config"}
+    )
+    assert len(names) == len(set(names))
+    assert all(s.description for s in documented())
+
+
+def test_help_lists_every_option_with_description_default_unit_and_env() -> None:
+    text = " ".join(parser("dubsim-server").format_help().split())  # undo the line wrapping
+    assert text.startswith("usage: dubsim-server ")
+    for s in documented():
+        assert f"{s.flag} {s.env} {s.description}." in text
+        assert f"Default: {s.default or 'unset'}" in text
+        assert f"[env {s.env}]" in text
+    assert "Default: 15; unit: s. [env TRANSLATION_DELAY]" in text
+    assert "Default: 127.0.0.1. [env HOST]" in text
+
+
+def test_help_names_the_program_it_was_started_as() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "service", "--help"], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0
+    assert result.stdout.startswith("usage: python -m service ")
+    assert "ALLOWED_ORIGINS" in result.stdout
