@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 RUN_STAMP := $(VENV)/.installed-run
 STAMP     := $(VENV)/.installed-dev
 
-.PHONY: run test lint fmt system-deps bench clean docs
+.PHONY: run cluster test lint fmt system-deps bench clean docs
 
 $(RUN_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,11 @@ fmt: $(STAMP)
 
 test: $(STAMP) system-deps lint
 	$(PY) -m pytest
+
+# redis-server (AOF), two dubsim processes sharing it, nginx in front on one port (4780).
+cluster: $(RUN_STAMP)
+	$(MAKE) system-deps DEBS="redis-server nginx"
+	$(PY) -m deploy.cluster --processes 2 --port 4780
 
 bench: $(STAMP)
 	$(MAKE) system-deps DEBS="chromium wrk"
