@@ -67,11 +67,23 @@ TAIL_BLOCK_MS: Final = 500  # also how long closing waits for the tail to notice
 RETRY_AFTER_S: Final = 1.0
 BATCH: Final = 256  # changes per pipeline
 SOCKET_TIMEOUT_S: Final = 5.0
+DEADLINE_S: Final = 3.0  # a command not run by then (Redis's clock) is refused: see _EXPIRED
 APPLY_TIMEOUT_S: Final = 10.0  # a committed change not seen on the stream by then: 503
 PROBE_INTERVAL_S: Final = 1.0
 CONFIG_EVENT: Final = "config"
 
-_COMMIT = """
+# Every script first checks its deadline against Redis's own clock: a command that reaches Redis
+# after its sender gave up (and answered 503) must change nothing, or a retried 503 would act twice.
+_EXPIRED = """
+local now = redis.call('TIME')
+if tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) > tonumber(ARGV[#ARGV]) then
+  return 'expired'
+end
+"""
+
+_COMMIT = (
+    _EXPIRED
+    + """
 local id, expect, data, kind = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local ik, rh, user, lease, status = ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[11]
 local current = redis.call('HGET', KEYS[2], 'v')
@@ -112,16 +124,22 @@ redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[10], seq .. '-0',
   't', kind, 'at', ARGV[5], 'j', data, 'o', ord, 'ik', ik, 'rh', rh)
 return {'ok', seq}
 """
+)
 
-_SAVE_CONFIG = """
+_SAVE_CONFIG = (
+    _EXPIRED
+    + """
 local seq = redis.call('INCR', KEYS[1])
 redis.call('SET', KEYS[2], ARGV[1])
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], seq .. '-0', 't', 'config', 'c', ARGV[1])
 return seq
 """
+)
 
 # a moving window: at most ARGV[2] hits within ARGV[3] seconds before ARGV[1]
-_RATE_HIT = """
+_RATE_HIT = (
+    _EXPIRED
+    + """
 local now, limit, window = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
 local count = redis.call('ZCARD', KEYS[1])
@@ -135,6 +153,7 @@ redis.call('EXPIRE', KEYS[1], math.ceil(window))
 local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2] or ARGV[1]
 return {allowed, count, tostring(oldest)}
 """
+)
 
 
 class RedisStore:
@@ -359,6 +378,8 @@ class RedisStore:
                 continue
             if isinstance(result, Exception):
                 future.set_exception(self._unavailable(result))
+            elif result == b"expired":
+                future.set_exception(self._unavailable(TimeoutError("redis answered too late")))
             elif result[0] == b"ok":
                 self._when_applied(int(result[1]), future, int(result[1]))
             elif result[0] == b"dup":
@@ -393,6 +414,7 @@ class RedisStore:
             lease,
             self._event_buffer,
             job.status.value,
+            _deadline(),
         ]
 
     # ---- the tail: every committed event, in order, from any process --------------
@@ -473,6 +495,7 @@ class RedisStore:
 
     async def _call(self, script: str, keys: list[str], args: list[Any]) -> Any:
         client: Any = self._client()
+        args = [*args, _deadline()]
         try:
             try:
                 result = await client.evalsha(_sha(script), len(keys), *keys, *args)
@@ -481,6 +504,8 @@ class RedisStore:
                 result = await client.evalsha(_sha(script), len(keys), *keys, *args)
         except (RedisError, OSError) as exc:
             raise self._unavailable(exc) from exc
+        if result == b"expired":
+            raise self._unavailable(TimeoutError("redis answered too late"))
         self._failure = None
         return result
 
@@ -495,3 +520,9 @@ class RedisStore:
 @functools.cache
 def _sha(script: str) -> str:
     return hashlib.sha1(script.encode()).hexdigest()
+
+
+def _deadline() -> int:
+    """Epoch milliseconds after which a script must refuse to act (well inside the socket
+    timeout, so a change we report as refused is one Redis refuses too)."""
+    return int((time.time() + DEADLINE_S) * 1000)

@@ -1,11 +1,11 @@
-"""The Store contract on a real SQLite file: compare-and-set commits, the durable event log,
-failure that is loud and changes nothing, one process per file, old files migrate.
-
-The same contract runs against Redis in tests/integration/test_redis_store.py.
+"""The Store contract, on a real SQLite file and on a real Redis: compare-and-set commits, the
+durable event log, what survives a reopen; and, SQLite only, failure that is loud and changes
+nothing, one process per file, old files migrate. (Redis failures: test_store_failure.py.)
 """
 
 import asyncio
 import sqlite3
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import msgspec
@@ -18,7 +18,9 @@ from service.store import (
     Change,
     Committed,
     DuplicateSubmission,
+    Loaded,
     SQLiteStore,
+    Store,
     StoreUnavailable,
     VersionConflict,
 )
@@ -55,9 +57,33 @@ async def opened(path: str, log: Log | None = None) -> SQLiteStore:
     return store
 
 
-async def test_commit_is_compare_and_set_and_gets_the_next_seq(tmp_path: Path) -> None:
+Opener = Callable[..., Awaitable[tuple[Store, Loaded]]]
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
+    """`store, loaded = await open_store(log, event_buffer=100)`: the same backing each call."""
+
+    async def sqlite(log: Log | None = None, event_buffer: int = 100) -> tuple[Store, Loaded]:
+        store = SQLiteStore(str(tmp_path / "s.db"), event_buffer=event_buffer)
+        return store, await store.open(log or Log(), lambda config: None)
+
+    if request.param == "sqlite":
+        return sqlite
+    url = request.getfixturevalue("redis_url")
+
+    async def redis(log: Log | None = None, event_buffer: int = 100) -> tuple[Store, Loaded]:
+        from service.store.redis import RedisStore
+
+        store = RedisStore(url, event_buffer=event_buffer)
+        return store, await store.open(log or Log(), lambda config: None)
+
+    return redis
+
+
+async def test_commit_is_compare_and_set_and_gets_the_next_seq(open_store: Opener) -> None:
     log = Log()
-    store = await opened(str(tmp_path / "s.db"), log)
+    store, _ = await open_store(log)
     assert await store.commit(create("a")) == 1
     assert await store.commit(create("b")) == 2
     assert await store.commit(move("a", Status.PROCESSING, expect=1)) == 3
@@ -76,8 +102,8 @@ async def test_commit_is_compare_and_set_and_gets_the_next_seq(tmp_path: Path) -
     await store.close()
 
 
-async def test_racing_changes_in_one_batch_only_one_wins(tmp_path: Path) -> None:
-    store = await opened(str(tmp_path / "s.db"))
+async def test_racing_changes_in_one_batch_only_one_wins(open_store: Opener) -> None:
+    store, _ = await open_store()
     await store.commit(create("a"))
     results = await asyncio.gather(
         store.commit(move("a", Status.PROCESSING, expect=1)),
@@ -88,8 +114,8 @@ async def test_racing_changes_in_one_batch_only_one_wins(tmp_path: Path) -> None
     await store.close()
 
 
-async def test_an_idempotency_key_names_one_job_per_user(tmp_path: Path) -> None:
-    store = await opened(str(tmp_path / "s.db"))
+async def test_an_idempotency_key_names_one_job_per_user(open_store: Opener) -> None:
+    store, _ = await open_store()
     await store.commit(create("a", key="k"))
     with pytest.raises(DuplicateSubmission) as caught:
         await store.commit(create("b", key="k"))
@@ -99,28 +125,26 @@ async def test_an_idempotency_key_names_one_job_per_user(tmp_path: Path) -> None
     await store.close()
 
 
-async def test_jobs_versions_events_and_config_survive_a_reopen(tmp_path: Path) -> None:
-    path = str(tmp_path / "s.db")
-    store = await opened(path)
+async def test_jobs_versions_events_and_config_survive_a_reopen(open_store: Opener) -> None:
+    store, _ = await open_store()
     await store.commit(create("a", key="key-1"))
     await store.commit(create("b"))
     await store.commit(create("c"))
     await store.commit(move("b", Status.PROCESSING, expect=2))
     await store.commit(Change(job("c"), EventType.DELETED, "t2", 3))
-    await store.save_config(Config(translation_delay=3.5))
     assert (await store.rate_hit("u", 5, 1e12)).allowed  # in the future: inside the window
     await store.commit(create("d"))  # the hit is made durable with the submission
+    await store.save_config(Config(translation_delay=3.5))  # (on Redis it takes a seq too)
     await store.close()
 
-    again = SQLiteStore(path, event_buffer=100)
-    loaded = await again.open(Log(), lambda config: None)
+    again, loaded = await open_store()
     assert [(s.job.id, s.ordinal, s.version, s.job.status) for s in loaded.jobs] == [
         ("a", 1, 1, Status.PENDING),
         ("b", 2, 4, Status.PROCESSING),
         ("d", 4, 6, Status.PENDING),
     ]
     assert loaded.jobs[0].idempotency_key == "key-1"
-    assert loaded.seq == 6
+    assert loaded.seq >= 6
     assert [(e.seq, e.type, e.job.id) for e in loaded.events] == [
         (1, EventType.CREATED, "a"),
         (2, EventType.CREATED, "b"),
@@ -131,19 +155,16 @@ async def test_jobs_versions_events_and_config_survive_a_reopen(tmp_path: Path) 
     ]
     assert loaded.config == Config(translation_delay=3.5)
     assert (await again.rate_hit("u", 1, 1e12)).allowed is False  # the window came back
-    assert await again.commit(move("b", Status.COMPLETED, expect=4)) == 7  # seqs go on
+    assert await again.commit(move("b", Status.COMPLETED, expect=4)) == loaded.seq + 1
     await again.close()
 
 
-async def test_the_event_log_keeps_the_newest_event_buffer_entries(tmp_path: Path) -> None:
-    path = str(tmp_path / "s.db")
-    store = SQLiteStore(path, event_buffer=3)
-    await store.open(Log(), lambda config: None)
+async def test_the_event_log_keeps_the_newest_event_buffer_entries(open_store: Opener) -> None:
+    store, _ = await open_store(event_buffer=3)
     for name in "abcde":
         await store.commit(create(name))
     await store.close()
-    again = SQLiteStore(path, event_buffer=3)
-    loaded = await again.open(Log(), lambda config: None)
+    again, loaded = await open_store(event_buffer=3)
     await again.close()
     assert [e.seq for e in loaded.events] == [3, 4, 5]
 
