@@ -78,7 +78,8 @@ async def _serve(settings: Settings) -> None:
         if generated:
             print(f"admin token (generated, set ADMIN_TOKEN to choose one): {settings.admin_token}")
         url = f"http://{_url_host(settings.host)}:{port}"
-        print(f"dubsim serving on {url}  (dashboard: {url}/, db: {settings.db})", flush=True)
+        store = f"redis: {settings.redis_url}" if settings.redis_url else f"db: {settings.db}"
+        print(f"dubsim serving on {url}  (dashboard: {url}/, {store})", flush=True)
         await _until_signalled()
     finally:
         await runner.cleanup()
