@@ -381,3 +381,57 @@ async def test_job_store_orders_by_seq_and_sweeps_after_resync(dash: Dash) -> No
         "resync": True,
         "ids": ["a"],
     }
+
+
+# Every fillText on a canvas, with the text's drawn box from measureText (which accounts for
+# the alignment and baseline in force at that moment), in CSS pixels of the canvas.
+RECORD_CANVAS_TEXT = """
+(() => {
+    window.__canvasText = [];
+    const fillText = CanvasRenderingContext2D.prototype.fillText;
+    CanvasRenderingContext2D.prototype.fillText = function (text, x, y, ...rest) {
+        const m = this.measureText(text);
+        window.__canvasText.push({
+            text: String(text), align: this.textAlign, baseline: this.textBaseline,
+            left: x - m.actualBoundingBoxLeft, right: x + m.actualBoundingBoxRight,
+            top: y - m.actualBoundingBoxAscent, bottom: y + m.actualBoundingBoxDescent,
+            width: this.canvas.clientWidth, height: this.canvas.clientHeight,
+        });
+        return fillText.call(this, text, x, y, ...rest);
+    };
+})();
+"""
+
+
+async def test_chart_scale_labels_stay_on_the_canvas(dash: Dash, server: Server) -> None:
+    await dash.page.add_init_script(RECORD_CANVAS_TEXT)
+    await dash.open()
+    job = await server.submit(user="chart", duration_s=0.2)
+    await server.wait_status(job["id"], "completed")
+    # Alignment is context state: the bug showed from the second redraw on, so wait for several.
+    await dash.page.wait_for_function(
+        "window.__canvasText.filter(t => t.text.endsWith('/min')).length >= 4"
+    )
+    drawn = await dash.page.evaluate("window.__canvasText")
+    labels = [t for t in drawn if t["text"].endswith("/min") or t["text"].endswith(" min")]
+    assert len(labels) >= 8
+    off = [
+        t
+        for t in labels
+        if t["left"] < 0 or t["right"] > t["width"] or t["top"] < 0 or t["bottom"] > t["height"]
+    ]
+    assert off == [], [(t["text"], t["align"], t["left"], t["right"], t["top"]) for t in off[:2]]
+    # And the pixels are there: the scale label's corner of the canvas is not blank.
+    inked = await dash.page.evaluate(
+        """() => {
+            const c = document.getElementById('tp-chart');
+            const dpr = c.width / c.clientWidth;
+            const img = c.getContext('2d').getImageData(0, 0, Math.round(30 * dpr),
+                                                        Math.round(10 * dpr));
+            let n = 0;
+            for (let i = 3; i < img.data.length; i += 4) if (img.data[i] > 0) n += 1;
+            return n;
+        }"""
+    )
+    assert inked > 0, "nothing drawn where the scale label belongs"
+    assert dash.console_errors == []
