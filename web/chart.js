@@ -68,7 +68,8 @@ export function drawThroughput(canvas, completions, now) {
   // left-hand label is drawn right-aligned at x=2, off the canvas.
   ctx.textBaseline = "top";
   ctx.textAlign = "left";
-  ctx.fillText(`${max}/min`, 2, 0);
+  // y=1: glyphs rise a little above the em box, so at y=0 their tops were cut off.
+  ctx.fillText(`${max}/min`, 2, 1);
   ctx.textAlign = "right";
-  ctx.fillText(`${(BUCKETS * BUCKET_MS) / 60000} min`, cssW - 2, 0);
+  ctx.fillText(`${(BUCKETS * BUCKET_MS) / 60000} min`, cssW - 2, 1);
 }

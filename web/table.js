@@ -44,9 +44,9 @@ function makeRow(id) {
   const tr = el("tr");
   tr.dataset.id = id;
   const c = {};
+  // The whole id, always: it is what people copy into the CLI and the API.
   const idCell = el("td", "c-id");
-  c.id = el("code", null, shortId(id));
-  c.id.title = id;
+  c.id = el("code", null, id);
   idCell.append(c.id);
   c.user = el("td", "c-user");
   c.plan = el("td", "c-plan");
@@ -69,10 +69,12 @@ function makeRow(id) {
   c.progress.append(wrap);
   c.attempt = el("td", "c-attempt num");
   c.time = el("td", "c-time");
-  c.error = el("td", "c-error");
-  c.reason = el("td", "c-reason");
+  // The last error code and the cancel reason share a cell; each is there only when set.
+  c.note = el("td", "c-note");
+  c.error = el("span", "c-error");
+  c.reason = el("span", "c-reason");
   c.actions = el("td", "c-actions");
-  tr.append(idCell, c.user, c.plan, c.status, c.progress, c.attempt, c.time, c.error, c.reason, c.actions);
+  tr.append(idCell, c.user, c.plan, c.status, c.progress, c.attempt, c.time, c.note, c.actions);
   return { tr, c, last: {} };
 }
 
@@ -88,6 +90,7 @@ function patchRow(row, job, now, admin) {
     tr.dataset.status = s;
     c.chip.className = `chip s-${s}`;
     c.chip.textContent = LABELS[s] || s;
+    c.chip.title = s;
   });
   set(row, "user", job.user_id, (u) => {
     c.user.textContent = u;
@@ -109,15 +112,17 @@ function patchRow(row, job, now, admin) {
   });
   set(row, "time", timeText(job, now), (t) => {
     c.time.textContent = t;
+    c.time.title = t;
   });
   const err = job.error ? `${job.error.code}: ${job.error.message}` : "";
-  set(row, "error", err, (e) => {
+  const reason = job.cancel_reason || "";
+  set(row, "note", `${err}|${reason}`, () => {
     c.error.textContent = job.error ? job.error.code : "";
-    c.error.title = e;
-  });
-  set(row, "reason", job.cancel_reason || "", (r) => {
-    c.reason.textContent = r;
-    c.reason.title = r;
+    c.error.title = err;
+    c.reason.textContent = reason;
+    c.reason.title = reason;
+    c.note.replaceChildren(...[c.error, c.reason].filter((n) => n.textContent));
+    c.note.title = [err, reason].filter(Boolean).join(" · ");
   });
   set(row, "actions", `${admin}|${job.status}`, () => {
     c.actions.replaceChildren();
