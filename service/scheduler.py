@@ -106,11 +106,14 @@ class Scheduler:
         """Manual mode: start the next `count` queued jobs now, premium first."""
         started: list[Record] = []
         while len(started) < count:
-            record = self._pop()
-            if record is None:
+            batch = []
+            while len(batch) < count - len(started) and (record := self._pop()) is not None:
+                batch.append(record)
+            if not batch:
                 break
-            if await self._begin(record) is not None:
-                started.append(record)
+            # all at once: one group commit, and their events published together
+            tasks = await asyncio.gather(*(self._begin(record) for record in batch))
+            started += [r for r, task in zip(batch, tasks, strict=True) if task is not None]
         return started
 
     def poll_hint(self, record: Record) -> float | None:
