@@ -1,6 +1,6 @@
 """`python -m bench` (`make bench`): run every benchmark, then rewrite docs/benchmarks.md.
 
-python -m bench                 all of them (about 10 minutes on 2 cores)
+python -m bench                 all of them (about 20 minutes on 2 cores)
 python -m bench wait_lag rest   just these
 python -m bench --report        only regenerate docs/benchmarks.md from bench/results/
 """
@@ -13,7 +13,16 @@ import time
 
 from bench import report
 
-ORDER = ["wait_lag", "fanout", "rest", "lifecycle", "slow_consumer"]
+ORDER = [
+    "wait_lag",
+    "fanout",
+    "rest",
+    "lifecycle",
+    "slow_consumer",
+    "lifecycle_redis",
+    "cross_lag",
+    "kill_rounds",
+]
 
 
 def main() -> None:

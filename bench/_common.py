@@ -106,9 +106,10 @@ class Proc:
         self.stop()
 
 
-def dubsim(**flags: Any) -> Proc:
-    """Start `python -m service` with these settings (flag names as in service/settings.py)."""
-    port = free_port()
+def dubsim(port: int | None = None, **flags: Any) -> Proc:
+    """Start `python -m service` with these settings (flag names as in service/settings.py),
+    on `port` (a restart on the same port) or a free one."""
+    port = port or free_port()
     settings = {"db": ":memory:", "admin_token": TOKEN, "heartbeat_s": 600, **flags}
     argv = [PYTHON, "-m", "service", "--port", str(port)]
     for name, value in settings.items():

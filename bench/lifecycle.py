@@ -4,23 +4,32 @@ The submitter is wrk (a separate process, 1 thread, 50 connections, a Lua script
 premium job and stops after N answers); the server runs with translation_delay 0, error_rate 0,
 SQLite on a temp file (WAL, group commit) and publishes every event to the hub. Completed jobs/s
 is N over the time from the first submit to the last job's `finished_at`; peak RSS is sampled
-every 0.2 s. The whole run is bounded (--max-seconds); if it runs out, the jobs completed so far
+every 0.2 s. `--backend redis --processes N` runs the same on Redis (as shipped: AOF, fsync
+every second) with N processes, one wrk each (bench/lifecycle_redis.py compares them in one
+run). The whole run is bounded (--max-seconds); if it runs out, the jobs completed so far
 are what is reported.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
+import os
 import re
 import subprocess
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from bench._common import RESULTS, TOKEN, dubsim, pyplot, temp_db, write_result
+import psutil
+
+from bench._common import RESULTS, TOKEN, Proc, dubsim, pyplot, temp_db, write_result
+from deploy.cluster import Cluster
 
 NAME = "lifecycle"
 LUA = """
@@ -70,69 +79,151 @@ def plot(samples: list[tuple[float, int, float]], path: str) -> None:
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.lifecycle", description=__doc__)
-    parser.add_argument("--jobs", type=int, default=100_000)
-    parser.add_argument("--connections", type=int, default=50)
-    parser.add_argument("--workers", type=int, default=50, help="the server's WORKERS")
-    parser.add_argument("--max-seconds", type=float, default=120)
-    args = parser.parse_args(argv)
-    samples: list[tuple[float, int, float]] = []
-    with tempfile.TemporaryDirectory() as tmp, temp_db() as db:
-        lua = Path(tmp) / "submit.lua"
-        lua.write_text(LUA % args.jobs)
-        with dubsim(
-            db=db, translation_delay=0, error_rate=0, workers=args.workers, rate_limit=1_000_000
-        ) as server:
-            rss0 = server.rss()
-            cpu0 = server.cpu_seconds()
-            argv_wrk = [
-                "wrk", "-t1", f"-c{args.connections}", f"-d{int(args.max_seconds)}s",
-                "-s", str(lua), server.url + "/v1/jobs",
-            ]  # fmt: skip
-            t_start = time.time()
-            wrk = subprocess.Popen(argv_wrk, stdout=subprocess.PIPE, text=True)
-            peak = rss0
-            done = 0
-            next_check = 0.0
-            submits_done_at = None
-            while time.time() - t_start < args.max_seconds:
-                time.sleep(0.2)
-                peak = max(peak, server.rss())
-                if wrk.poll() is not None and submits_done_at is None:
-                    submits_done_at = time.time()
-                if time.time() >= next_check:
-                    done = completed(server.url)
-                    samples.append((time.time() - t_start, done, server.rss() / 2**20))
-                    next_check = time.time() + 1.0
-                    if done >= args.jobs:
-                        break
-            if wrk.poll() is None:
-                wrk.terminate()
-            wrk_out = wrk.communicate()[0]
-            done = completed(server.url)
-            cpu = server.cpu_seconds() - cpu0
-            t_end = last_finished(server.url) if done else time.time()
+@contextlib.contextmanager
+def servers(backend: str, processes: int, workers: int) -> Iterator[tuple[list[Proc], Any]]:
+    """The server processes of one case, and the redis-server's psutil.Process (or None).
+
+    sqlite: one process on a temp file. redis: a redis-server as shipped (`appendonly yes`,
+    `appendfsync everysec`, deploy/cluster.py) and `processes` dubsim processes sharing it.
+    """
+    flags = {"translation_delay": 0, "error_rate": 0, "workers": workers, "rate_limit": 1_000_000}
+    with contextlib.ExitStack() as stack:
+        if backend == "sqlite":
+            if processes != 1:
+                raise ValueError("SQLite is one process per file")
+            db = stack.enter_context(temp_db())
+            yield [stack.enter_context(dubsim(db=db, **flags))], None
+            return
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="dubsim-bench-")))
+        cluster = Cluster(tmp, processes=0)
+        cluster.start_redis()
+        stack.callback(cluster.stop)
+        assert cluster.redis is not None
+        procs = [
+            stack.enter_context(dubsim(redis_url=cluster.redis_url, **flags))
+            for _ in range(processes)
+        ]
+        yield procs, psutil.Process(cluster.redis.pid)
+
+
+def _cpu(ps: Any) -> float:
+    times = ps.cpu_times()
+    return float(times.user + times.system)
+
+
+def run_case(
+    backend: str,
+    processes: int,
+    *,
+    jobs: int,
+    connections: int,
+    workers: int,
+    max_seconds: float,
+    samples: list[tuple[float, int, float]] | None = None,
+) -> dict[str, Any]:
+    """Submit `jobs` premium jobs with wrk (split evenly over the processes, one wrk each) and
+    measure completed jobs/s; `samples` gets (s, completed, RSS MB of all servers) each second."""
+    samples = [] if samples is None else samples
+    load_before = round(os.getloadavg()[0], 2)
+    per = [jobs // processes + (i < jobs % processes) for i in range(processes)]
+    conns = max(1, connections // processes)
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        servers(backend, processes, workers) as (
+            procs,
+            redis_ps,
+        ),
+    ):
+        url = procs[0].url
+
+        def rss() -> int:
+            return sum(p.rss() for p in procs)
+
+        rss0 = rss()
+        cpu0 = [p.cpu_seconds() for p in procs]
+        redis_cpu0 = _cpu(redis_ps) if redis_ps is not None else 0.0
+        argvs = []
+        for i, (proc, n) in enumerate(zip(procs, per, strict=True)):
+            lua = Path(tmp) / f"submit{i}.lua"
+            lua.write_text(LUA % n)
+            argvs.append(
+                [
+                    "wrk", "-t1", f"-c{conns}", f"-d{int(max_seconds)}s",
+                    "-s", str(lua), proc.url + "/v1/jobs",
+                ]
+            )  # fmt: skip
+        t_start = time.time()
+        wrks = [subprocess.Popen(a, stdout=subprocess.PIPE, text=True) for a in argvs]
+        peak = rss0
+        done = 0
+        next_check = 0.0
+        submits_done_at = None
+        while time.time() - t_start < max_seconds:
+            time.sleep(0.2)
+            peak = max(peak, rss())
+            if submits_done_at is None and all(w.poll() is not None for w in wrks):
+                submits_done_at = time.time()
+            if time.time() >= next_check:
+                done = completed(url)
+                samples.append((time.time() - t_start, done, rss() / 2**20))
+                next_check = time.time() + 1.0
+                if done >= jobs:
+                    break
+        outs = []
+        for w in wrks:
+            if w.poll() is None:
+                w.terminate()
+            outs.append(w.communicate()[0])
+        done = completed(url)
+        cpu = sum(p.cpu_seconds() - c for p, c in zip(procs, cpu0, strict=True))
+        redis_cpu = _cpu(redis_ps) - redis_cpu0 if redis_ps is not None else None
+        t_end = last_finished(url) if done else time.time()
     elapsed = t_end - t_start
-    m = re.search(r"(\d+) requests in", wrk_out)
-    submitted = int(m.group(1)) if m else None
-    figures = {
-        "jobs_requested": args.jobs,
+    counts = [re.search(r"(\d+) requests in", out) for out in outs]
+    submitted = sum(int(m.group(1)) for m in counts if m) if any(counts) else None
+    return {
+        "backend": backend,
+        "processes": processes,
+        "jobs_requested": jobs,
         "jobs_submitted": submitted,
         "jobs_completed": done,
         "elapsed_s": round(elapsed, 2),
         "submit_phase_s": round((submits_done_at or time.time()) - t_start, 2),
         "completed_per_s": round(done / elapsed),
         "server_cpu_s": round(cpu, 1),
+        "redis_cpu_s": None if redis_cpu is None else round(redis_cpu, 1),
         "rss_start_mb": round(rss0 / 2**20, 1),
         "rss_peak_mb": round(peak / 2**20, 1),
         "rss_per_job_kb": round((peak - rss0) / max(1, done) / 1024, 2),
-        "target": ">= 5000 completed jobs/s",
-        "wrk": " ".join(argv_wrk),
+        "load_average_1m_before": load_before,
+        "wrk": " | ".join(" ".join(a) for a in argvs),
     }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.lifecycle", description=__doc__)
+    parser.add_argument("--jobs", type=int, default=100_000)
+    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--workers", type=int, default=50, help="the server's WORKERS")
+    parser.add_argument("--max-seconds", type=float, default=120)
+    parser.add_argument("--backend", choices=["sqlite", "redis"], default="sqlite")
+    parser.add_argument("--processes", type=int, default=1, help="server processes (redis)")
+    args = parser.parse_args(argv)
+    samples: list[tuple[float, int, float]] = []
+    figures = run_case(
+        args.backend,
+        args.processes,
+        jobs=args.jobs,
+        connections=args.connections,
+        workers=args.workers,
+        max_seconds=args.max_seconds,
+        samples=samples,
+    )
+    figures["target"] = ">= 5000 completed jobs/s"
     print(json.dumps(figures, indent=2))
-    plot(samples, str(RESULTS / f"{NAME}.png"))
-    write_result(NAME, figures, vars(args))
+    if args.backend == "sqlite":  # the section and plot of docs/benchmarks.md
+        plot(samples, str(RESULTS / f"{NAME}.png"))
+        write_result(NAME, figures, vars(args))
 
 
 if __name__ == "__main__":

@@ -147,6 +147,55 @@ def summary(docs: dict[str, dict[str, Any] | None]) -> list[str]:
                 None,
             )
         )
+    if (lr := docs["lifecycle_redis"]) is not None:
+        x = lr["figures"]
+        c = x["cases"]
+        rows.append(
+            (
+                f"6 lifecycle ({c['sqlite']['jobs_requested']:,} jobs) Redis-1 / SQLite",
+                f"{x['redis_1_vs_sqlite']:.2f}x ({c['redis_1']['completed_per_s']:,} / "
+                f"{c['sqlite']['completed_per_s']:,} jobs/s)",
+                ">= 0.5x",
+                x["redis_1_vs_sqlite"] >= 0.5,
+            )
+        )
+        rows.append(
+            (
+                "6 lifecycle Redis-2 / Redis-1",
+                f"{x['redis_2_vs_redis_1']:.2f}x ({c['redis_2']['completed_per_s']:,} jobs/s)",
+                "(reported)",
+                None,
+            )
+        )
+    if (cl := docs["cross_lag"]) is not None:
+        b = cl["figures"]["on_b_cross_process"]
+        a = cl["figures"]["on_a_same_process"]
+        rows.append(
+            (
+                "7 cross-process push lag p50 (Redis, A -> B)",
+                f"{_ms(b['p50_ms'])} ms (same process: {_ms(a['p50_ms'])} ms)",
+                "<= 2 ms",
+                b["p50_ms"] <= 2 and b["missing"] == 0,
+            )
+        )
+        rows.append(("7 cross-process push lag p99", f"{_ms(b['p99_ms'])} ms", "(reported)", None))
+    if (k := docs["kill_rounds"]) is not None:
+        for backend in ("sqlite", "redis"):
+            if (x := k["figures"].get(backend)) is None:
+                continue
+            for key, label in (
+                ("lost", "acknowledged changes lost"),
+                ("changed", "terminal states changed"),
+                ("wrong", "wrong wait() outcomes"),
+            ):
+                rows.append(
+                    (
+                        f"8 kill -9 x{x['rounds']} {backend}: {label}",
+                        f"{x[key]}",
+                        "0",
+                        x[key] == 0,
+                    )
+                )
     out = ["| figure | measured | target | |", "|---|---|---|---|"]
     out += [f"| {a} | {b} | {c} | {_ok(d)} |" for a, b, c, d in rows]
     return out
@@ -284,8 +333,103 @@ def slow_consumer(doc: dict[str, Any]) -> list[str]:
     return out
 
 
+def lifecycle_redis(doc: dict[str, Any]) -> list[str]:
+    x = doc["figures"]
+    out = [
+        "## 6. Lifecycle on Redis",
+        "",
+        _stamp(doc),
+        "",
+        "| case | jobs completed | submit phase s | first submit to last finish s | completed/s | dubsim CPU s | redis-server CPU s | RSS peak MB (all) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for key, label in (
+        ("sqlite", "SQLite, 1 process"),
+        ("redis_1", "Redis, 1 process"),
+        ("redis_2", "Redis, 2 processes"),
+    ):
+        c = x["cases"][key]
+        out.append(
+            f"| {label} | {c['jobs_completed']:,} | {c['submit_phase_s']} | {c['elapsed_s']} | "
+            f"**{c['completed_per_s']:,}** | {c['server_cpu_s']} | {c['redis_cpu_s'] or '-'} | "
+            f"{c['rss_peak_mb']} |"
+        )
+    out += [
+        "",
+        f"Redis-1 / SQLite: **{x['redis_1_vs_sqlite']:.2f}x**; Redis-2 / Redis-1: "
+        f"**{x['redis_2_vs_redis_1']:.2f}x**.",
+        "",
+    ]
+    return out
+
+
+def cross_lag(doc: dict[str, Any]) -> list[str]:
+    x = doc["figures"]
+    out = [
+        "## 7. Cross-process push lag",
+        "",
+        _stamp(doc),
+        "",
+        "| subscriber | events | lag p50 ms | p99 ms | max ms | missing |",
+        "|---|---|---|---|---|---|",
+    ]
+    for key, label in (
+        ("on_b_cross_process", "Redis, on B (jobs submitted on A)"),
+        ("on_a_same_process", "Redis, on A (same process as the submits)"),
+        ("sqlite", "SQLite, one process (reference)"),
+    ):
+        if (c := x.get(key)) is not None:
+            out.append(
+                f"| {label} | {c['n']:,} | {_ms(c['p50_ms'])} | {_ms(c['p99_ms'])} | "
+                f"{_ms(c['max_ms'])} | {c['missing']} |"
+            )
+    out.append("")
+    return out
+
+
+def kill_rounds(doc: dict[str, Any]) -> list[str]:
+    out = [
+        "## 8. kill -9 rounds",
+        "",
+        _stamp(doc),
+        "",
+        "| backend | rounds | acked submits | acked cancels | 2xx in the 100 ms before a kill | unacked submits | lost | terminal changed | wrong waits | takeover p50 s | max s | observer resets |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for backend in ("sqlite", "redis"):
+        if (x := doc["figures"].get(backend)) is None:
+            continue
+        t = x["takeover_s"]
+        out.append(
+            f"| {backend} | {x['rounds']} | {x['acked_submits']} | {x['acked_cancels']} | "
+            f"{x['acks_in_100ms_before_kill']} | {x['unacked_submits']} | **{x['lost']}** | "
+            f"**{x['changed']}** | **{x['wrong']}** | {t['p50'] if t['p50'] is not None else '-'} | "
+            f"{t['max'] if t['max'] is not None else '-'} | {x['observer_resets']} |"
+        )
+    redis = doc["figures"].get("redis")
+    if redis is not None:
+        takeovers = ", ".join(
+            "-" if r["takeover_s"] is None else f"{r['takeover_s']:.2f}" for r in redis["per_round"]
+        )
+        out += [
+            "",
+            f"Redis takeover per round (s, LEASE_S={doc['params']['lease_s']:g}): {takeovers}.",
+        ]
+    out.append("")
+    return out
+
+
 def main() -> None:
-    names = ["wait_lag", "fanout", "rest", "lifecycle", "slow_consumer"]
+    names = [
+        "wait_lag",
+        "fanout",
+        "rest",
+        "lifecycle",
+        "slow_consumer",
+        "lifecycle_redis",
+        "cross_lag",
+        "kill_rounds",
+    ]
     docs = {name: _load(name) for name in names}
     lines = [
         "# Benchmarks",
@@ -308,6 +452,9 @@ def main() -> None:
         "rest": rest,
         "lifecycle": lifecycle,
         "slow_consumer": slow_consumer,
+        "lifecycle_redis": lifecycle_redis,
+        "cross_lag": cross_lag,
+        "kill_rounds": kill_rounds,
     }
     for name in names:
         doc = docs[name]
