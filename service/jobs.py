@@ -437,9 +437,10 @@ class JobService:
                 current,
                 Status.PROCESSING,
                 EventType.STARTED,
+                now=now,
+                started=True,
                 attempt=current.job.attempt + 1,
                 progress=0,
-                started_at=iso_ms(now),
                 eta=None if duration_s is None else iso_ms(now + duration_s),
                 error=None,
                 not_before=None,
@@ -585,16 +586,21 @@ class JobService:
         to: Status,
         event: EventType,
         *,
+        now: float | None = None,
+        started: bool = False,
         finished: bool = False,
         **fields: object,
     ) -> Change:
         job = record.job
         if to is not job.status and to not in TRANSITIONS[job.status]:
             raise Conflict(f"illegal transition {job.status} -> {to}")
-        now = self.clock.now()
+        now = self.clock.now() if now is None else now
+        stamp = iso_ms(now)
+        if started:
+            fields["started_at"] = stamp
         if finished:
-            fields["finished_at"] = iso_ms(now)
-        new = msgspec.structs.replace(job, status=to, updated_at=iso_ms(now), **fields)
+            fields["finished_at"] = stamp
+        new = msgspec.structs.replace(job, status=to, updated_at=stamp, **fields)
         return Change(new, event, iso_us(now), record.version)
 
 

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import heapq
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Final
 
 import msgspec
@@ -74,7 +75,7 @@ class Scheduler:
         self._retries: list[tuple[float, str]] = []  # (due, job id)
         self._has_work = asyncio.Event()
         self._retry_wake = asyncio.Event()
-        self._workers: list[asyncio.Task[None]] = []
+        self._tasks: set[asyncio.Task[None]] = set()  # starting or running: counts to WORKERS
         self._loops: list[asyncio.Task[None]] = []
         self._attempts: dict[str, asyncio.Task[None]] = {}
         self._entropy = random.Random()
@@ -106,14 +107,17 @@ class Scheduler:
         """Manual mode: start the next `count` queued jobs now, premium first."""
         started: list[Record] = []
         while len(started) < count:
-            batch = []
+            batch: list[Record] = []
             while len(batch) < count - len(started) and (record := self._pop()) is not None:
                 batch.append(record)
             if not batch:
                 break
             # all at once: one group commit, and their events published together
-            tasks = await asyncio.gather(*(self._begin(record) for record in batch))
-            started += [r for r, task in zip(batch, tasks, strict=True) if task is not None]
+            claims = await asyncio.gather(*(self._claim(record) for record in batch))
+            for record, claimed in zip(batch, claims, strict=True):
+                if claimed is not None:
+                    self._spawn(self._attempt(record, *claimed), record.job.id)
+                    started.append(record)
         return started
 
     def poll_hint(self, record: Record) -> float | None:
@@ -149,9 +153,7 @@ class Scheduler:
         return config.translation_delay * speedup
 
     def config_changed(self) -> None:
-        if self._loops:  # started
-            self._resize(self.service.config.workers)
-        self._has_work.set()
+        self._has_work.set()  # more (or fewer) workers, or auto_process switched
 
     # ---- lifecycle -------------------------------------------------------------
 
@@ -163,18 +165,17 @@ class Scheduler:
         self._loops.append(asyncio.create_task(self._retry_loop(), name="retries"))
         if self.service.store.shared:
             self._loops.append(asyncio.create_task(self._lease_loop(), name="leases"))
-        self._resize(self.service.config.workers)
+        self._loops.append(asyncio.create_task(self._dispatch_loop(), name="dispatch"))
 
     async def stop(self) -> None:
         """Stop workers and attempts. On a private store the interrupted jobs stay processing
         and are requeued at the next start; on a shared one they are handed back at once, so
         another process takes them over without waiting for the lease to run out."""
-        tasks = [*self._loops, *self._workers, *self._attempts.values()]
+        tasks = [*self._loops, *self._tasks]
         running = list(self._attempts)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        self._workers.clear()
         self._loops.clear()
         if self.service.store.shared and running:
             with contextlib.suppress(Exception):
@@ -185,33 +186,48 @@ class Scheduler:
     def running(self) -> int:
         return len(self._attempts)
 
-    # ---- workers ---------------------------------------------------------------
+    # ---- dispatching -------------------------------------------------------------
 
-    def _resize(self, workers: int) -> None:
-        self._workers = [w for w in self._workers if not w.done()]
-        while len(self._workers) < workers:
-            self._workers.append(asyncio.create_task(self._work(), name="worker"))
-        for extra in self._workers[workers:]:
-            extra.cancel()  # only idle waits are cancelled: attempts run in their own tasks
-        del self._workers[workers:]
-
-    async def _work(self) -> None:
+    async def _dispatch_loop(self) -> None:
+        """Start queued jobs while fewer than WORKERS are being started or running. One loop
+        woken per change, rather than WORKERS idle tasks all woken by every new job."""
         while True:
-            record = self._pop() if self.service.config.auto_process else None
-            if record is None:
-                self._has_work.clear()
-                await self._has_work.wait()
-                continue
-            task = await self._begin(record)
-            if task is None:
-                continue
-            try:
-                await task
-            except asyncio.CancelledError:
-                if asyncio.current_task().cancelling():  # type: ignore[union-attr]
-                    raise  # this worker is being stopped, not just its job's attempt
-            except Exception:
-                pass  # reported by _attempt_done
+            self._has_work.clear()
+            config = self.service.config
+            while config.auto_process and len(self._tasks) < config.workers:
+                record = self._pop()
+                if record is None:
+                    break
+                self._spawn(self._run(record))
+            await self._has_work.wait()
+
+    def _spawn(self, work: Coroutine[None, None, None], job_id: str | None = None) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        if job_id is not None:
+            self._attempts[job_id] = task
+        task.add_done_callback(functools.partial(self._done, job_id))
+
+    def _done(self, job_id: str | None, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if job_id is not None and self._attempts.get(job_id) is task:
+            del self._attempts[job_id]
+        if not task.cancelled() and task.exception() is not None:
+            log.error("an attempt crashed", exc_info=task.exception())
+        self._has_work.set()  # a worker is free
+
+    async def _run(self, record: Record) -> None:
+        """One job, start to end, in one task: claim it, then run the attempt."""
+        claimed = await self._claim(record)
+        if claimed is None:
+            return
+        job_id, task = record.job.id, asyncio.current_task()
+        self._attempts[job_id] = task  # type: ignore[assignment]  # a cancel interrupts it
+        try:
+            await self._attempt(record, *claimed)
+        finally:
+            if self._attempts.get(job_id) is task:
+                del self._attempts[job_id]
 
     def _pop(self) -> Record | None:
         while self._queue:
@@ -222,8 +238,8 @@ class Scheduler:
                 return record
         return None
 
-    async def _begin(self, record: Record) -> asyncio.Task[None] | None:
-        """Claim the job (pending -> processing) and start its attempt; None if we lost it."""
+    async def _claim(self, record: Record) -> tuple[int, Plan] | None:
+        """pending -> processing, for this process: (attempt, plan), or None if we lost it."""
         plan = self._plan(record)
         lease = self.lease_s if self.service.store.shared else None
         # the ETA is the planned duration even for an attempt that will fail or hang:
@@ -236,18 +252,7 @@ class Scheduler:
             return None
         if not started:
             return None
-        job_id = record.job.id
-        attempt = record.job.attempt
-        task = asyncio.create_task(self._attempt(record, attempt, plan), name=f"attempt-{job_id}")
-        self._attempts[job_id] = task
-        task.add_done_callback(lambda t: self._attempt_done(job_id, t))
-        return task
-
-    def _attempt_done(self, job_id: str, task: asyncio.Task[None]) -> None:
-        if self._attempts.get(job_id) is task:
-            del self._attempts[job_id]
-        if not task.cancelled() and task.exception() is not None:
-            log.error("attempt for %s crashed", job_id, exc_info=task.exception())
+        return record.job.attempt, plan
 
     # ---- timers: retries due, leases --------------------------------------------
 
