@@ -113,11 +113,23 @@ class Scheduler:
             if not batch:
                 break
             # all at once: one group commit, and their events published together
-            claims = await asyncio.gather(*(self._claim(record) for record in batch))
+            claims = await asyncio.gather(
+                *(self._claim(record) for record in batch), return_exceptions=True
+            )
+            refused: StoreUnavailable | None = None
             for record, claimed in zip(batch, claims, strict=True):
-                if claimed is not None:
+                if isinstance(claimed, StoreUnavailable):
+                    refused = claimed
+                    self._enqueue(record)  # still pending, still queued
+                elif isinstance(claimed, BaseException):
+                    raise claimed
+                elif claimed is not None:
                     self._spawn(self._attempt(record, *claimed), record.job.id)
                     started.append(record)
+            if refused is not None:
+                if not started:
+                    raise refused  # nothing started: the caller gets 503, nothing changed
+                break
         return started
 
     def poll_hint(self, record: Record) -> float | None:
@@ -218,7 +230,12 @@ class Scheduler:
 
     async def _run(self, record: Record) -> None:
         """One job, start to end, in one task: claim it, then run the attempt."""
-        claimed = await self._claim(record)
+        try:
+            claimed = await self._claim(record)
+        except StoreUnavailable:
+            self._enqueue(record)  # still pending: try again once the store is back
+            await asyncio.sleep(STORE_RETRY_S)
+            return
         if claimed is None:
             return
         job_id, task = record.job.id, asyncio.current_task()
@@ -239,17 +256,13 @@ class Scheduler:
         return None
 
     async def _claim(self, record: Record) -> tuple[int, Plan] | None:
-        """pending -> processing, for this process: (attempt, plan), or None if we lost it."""
+        """pending -> processing, for this process: (attempt, plan), or None if we lost it.
+        Raises StoreUnavailable (the job stays pending)."""
         plan = self._plan(record)
         lease = self.lease_s if self.service.store.shared else None
         # the ETA is the planned duration even for an attempt that will fail or hang:
         # like a real backend, the simulator can't know that in advance
-        try:
-            started = await self.service.begin_attempt(record, plan.duration_s, lease)
-        except StoreUnavailable:
-            self._enqueue(record)  # still pending: try again once the store is back
-            await asyncio.sleep(STORE_RETRY_S)
-            return None
+        started = await self.service.begin_attempt(record, plan.duration_s, lease)
         if not started:
             return None
         return record.job.attempt, plan

@@ -38,6 +38,8 @@ from typing import Any, Final
 
 import msgspec
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError
 
 from ..errors import StartupError
@@ -187,12 +189,14 @@ class RedisStore:
         self._on_commit, self._on_config = on_commit, on_config
         try:
             # timeouts, so that a hung Redis fails requests (503) instead of hanging them
-            self._redis = aioredis.from_url(
-                self._url, socket_timeout=SOCKET_TIMEOUT_S, socket_connect_timeout=2
-            )
-            self._tail_conn = aioredis.from_url(
-                self._url, socket_timeout=SOCKET_TIMEOUT_S, socket_connect_timeout=2
-            )
+            # no client-side retries either: a failure is a 503 now, the caller retries
+            options: dict[str, Any] = {
+                "socket_timeout": SOCKET_TIMEOUT_S,
+                "socket_connect_timeout": 2,
+                "retry": Retry(NoBackoff(), 0),
+            }
+            self._redis = aioredis.from_url(self._url, **options)
+            self._tail_conn = aioredis.from_url(self._url, **options)
             await self._redis.ping()
             for script in (_COMMIT, _SAVE_CONFIG, _RATE_HIT):
                 await self._redis.script_load(script)

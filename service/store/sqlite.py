@@ -12,8 +12,9 @@ every second).
 
 `synchronous=NORMAL` in WAL mode survives a killed process (kill -9) but not a power cut: the
 last transactions before a power loss may be lost (`synchronous=FULL` would keep them, at the
-cost of an fsync per commit). An exclusive lock on `<db>.lock` keeps a second process off the
-file: two writers would hand out the same seqs and ordinals.
+cost of an fsync per commit). An exclusive flock on the database file itself keeps a second
+process off it, whatever path names the file: two writers would hand out the same seqs and
+ordinals.
 """
 
 from __future__ import annotations
@@ -131,7 +132,7 @@ class SQLiteStore:
         self._event_buffer = event_buffer
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="sqlite")
         self._conn: sqlite3.Connection | None = None
-        self._lock_file: IO[str] | None = None
+        self._lock_file: IO[bytes] | None = None
         self._batch = _Batch()
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
@@ -208,28 +209,24 @@ class SQLiteStore:
     # ---- one writer per file ---------------------------------------------------
 
     def _take_lock(self) -> None:
+        """An exclusive flock on the database file itself, so a second process is refused
+        whatever path (a symlink, a hard link) it names the file by. flock and SQLite's own
+        POSIX locks don't interact on Linux; the descriptor stays open until close()."""
         if self._path == ":memory:" or self._path.startswith("file:"):
             return
-        lock_path = self._path + ".lock"
         try:
-            handle = open(lock_path, "a+")  # noqa: SIM115 - held open for the process's life
+            handle = open(self._path, "ab")  # noqa: SIM115 - held open for the process's life
         except OSError as exc:
-            raise StartupError("DB", f"cannot create {lock_path}: {exc.strerror}") from exc
+            raise StartupError("DB", f"cannot open {self._path}: {exc.strerror}") from exc
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
             handle.close()
             raise StartupError(
                 "DB",
-                f"{self._path} is in use by dubsim pid {holder}; SQLite allows one server "
+                f"{self._path} is in use by another dubsim process; SQLite allows one server "
                 "process per file (use REDIS_URL to run several)",
             ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
         self._lock_file = handle
 
     def _release_lock(self) -> None:
