@@ -73,6 +73,7 @@ async def _serve(settings: Settings) -> None:
         with contextlib.suppress(Exception):
             await runner.cleanup()
         raise
+    stop = _stop_on_signals()  # before "serving on": a SIGTERM right after it is a clean stop
     try:
         port = runner.addresses[0][1]  # the real one when PORT is 0
         if generated:
@@ -80,8 +81,11 @@ async def _serve(settings: Settings) -> None:
         url = f"http://{_url_host(settings.host)}:{port}"
         store = f"redis: {settings.redis_url}" if settings.redis_url else f"db: {settings.db}"
         print(f"dubsim serving on {url}  (dashboard: {url}/, {store})", flush=True)
-        await _until_signalled()
+        await stop.wait()
     finally:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
         await runner.cleanup()
 
 
@@ -120,16 +124,13 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-async def _until_signalled() -> None:
+def _stop_on_signals() -> asyncio.Event:
+    """An event set by SIGINT or SIGTERM (instead of their default: dying on the spot)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
+    return stop
 
 
 if __name__ == "__main__":
