@@ -32,7 +32,8 @@ def main(argv: list[str] | None = None) -> None:
         host=settings.host,
         port=settings.port,
         print=None,
-        shutdown_timeout=5,
+        shutdown_timeout=settings.shutdown_grace_s,
+        keepalive_timeout=settings.idle_timeout_s,
         access_log=None,
     )
 

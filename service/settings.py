@@ -17,6 +17,7 @@ from msgspec import Meta
 
 Delay = Annotated[float, Meta(ge=0, le=3600)]
 Rate = Annotated[float, Meta(ge=0, le=1)]
+MIN_ADMIN_TOKEN = 16  # a guessable token is no token: refused at start
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True):
@@ -59,13 +60,27 @@ class Settings(msgspec.Struct, kw_only=True):
     host: str = "127.0.0.1"
     port: Annotated[int, Meta(ge=0, le=65535)] = 4777
     db: str = "./dubsim.db"
-    admin_token: Annotated[str, Meta(min_length=8, max_length=512)] | None = None
+    admin_token: Annotated[str, Meta(min_length=MIN_ADMIN_TOKEN, max_length=512)] | None = None
     seed: int | None = None
     event_buffer: Annotated[int, Meta(ge=1, le=10_000_000)] = 10_000
     subscriber_queue: Annotated[int, Meta(ge=1, le=10_000_000)] = 1_000
     heartbeat_s: Annotated[float, Meta(gt=0, le=3600)] = 15.0
     allowed_origins: list[str] = []
     config: Config = msgspec.field(default_factory=Config)
+    # ---- limits facing the network (docs/deployment.md) ----
+    shutdown_grace_s: Annotated[float, Meta(gt=0, le=600)] = 5.0
+    """On SIGTERM, how long open requests get to say goodbye before they are cut."""
+    max_connections: Annotated[int, Meta(ge=1, le=1_000_000)] = 1_000
+    """Open WebSockets, SSE streams and long polls together; beyond it, 503 + Retry-After."""
+    subscriber_queue_bytes: Annotated[int, Meta(ge=1024, le=2**40)] = 1024 * 1024
+    """A subscriber's live queue, in bytes (SUBSCRIBER_QUEUE bounds it in messages)."""
+    subscriber_burst_bytes: Annotated[int, Meta(ge=1024, le=2**40)] = 16 * 1024 * 1024
+    """What snapshots and replays may queue at subscribe time (they count against it too)."""
+    idle_timeout_s: Annotated[float, Meta(gt=0, le=3600)] = 15.0
+    """A connection with no complete request (idle keep-alive or slow headers) is cut."""
+    auth_failures: Annotated[int, Meta(ge=1, le=1_000_000)] = 10
+    """Failed admin-token attempts per client address per AUTH_WINDOW_S before 429."""
+    auth_window_s: Annotated[float, Meta(gt=0, le=86_400)] = 60.0
 
     @classmethod
     def load(

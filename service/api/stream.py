@@ -20,9 +20,10 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from aiohttp_sse import EventSourceResponse
 
 from ..appkeys import AUTH, HUB, SETTINGS, SOCKETS
-from ..auth import user_id
+from ..auth import ascii_digits, user_id
 from ..errors import BadRequest, NotFound, Unauthorized, ValidationFailed
 from ..hub import GOING_AWAY, SLOW_CONSUMER, Hub, Published, Subscription, Wire
+from ._gate import GATE
 from ._http import field_of
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,8 @@ MAX_FRAME: Final = 64 * 1024
 # bounded, it stalls soon and the hub's queue bound (SUBSCRIBER_QUEUE) decides, as designed.
 SEND_BUFFER: Final = 256 * 1024
 MAX_JOBS_PER_MESSAGE: Final = 1_000
-MAX_JOBS_PER_SOCKET: Final = 10_000
+MAX_JOBS_PER_SOCKET: Final = 10_000  # with `mine` and `all`, a socket's whole filter
+MAX_MESSAGE_ID: Final = 64  # an `id` is echoed in replies: a long one would be memory
 CLOSE_SLOW_CONSUMER: Final = 4000
 _json = msgspec.json.Encoder()
 
@@ -84,7 +86,7 @@ class WsMessage(msgspec.Struct, forbid_unknown_fields=True):
     mine: bool = False
     all: bool = False
     since: Annotated[int, msgspec.Meta(ge=0)] | None = None
-    id: str | int | None = None
+    id: Annotated[str, msgspec.Meta(max_length=MAX_MESSAGE_ID)] | int | None = None
 
 
 _ws_decoder = msgspec.json.Decoder(WsMessage)
@@ -108,7 +110,7 @@ class _Session:
         self.hub = hub
         self.ws = ws
         self.request = request
-        self.sub = hub.open(WS_WIRE)
+        self.sub = _open(request, WS_WIRE)
         self.sub.on_close = self._on_close
         self.user = user
         self.admin = admin
@@ -151,6 +153,9 @@ class _Session:
         except msgspec.DecodeError as exc:
             self.error("invalid_json", f"malformed JSON: {exc}")
             return
+        except RecursionError:
+            self.error("invalid_json", "malformed JSON: nested too deeply")
+            return
         if msg.op == "ping":
             self.reply(type="pong", id=msg.id, seq=self.hub.seq)
         elif msg.op == "subscribe":
@@ -189,6 +194,15 @@ class _Session:
         self.hub.subscribe(self.sub, jobs=msg.jobs, user=user, everything=msg.all, since=msg.since)
 
 
+def _open(request: web.Request, wire: Wire) -> Subscription:
+    """A hub subscription with the configured byte bounds."""
+    settings = request.app[SETTINGS]
+    sub = request.app[HUB].open(wire)
+    sub.byte_limit = settings.subscriber_queue_bytes
+    sub.burst_bytes = max(settings.subscriber_burst_bytes, settings.subscriber_queue_bytes)
+    return sub
+
+
 def _bound_send_buffer(request: web.Request) -> None:
     sock = request.transport.get_extra_info("socket") if request.transport else None
     if sock is not None:
@@ -206,6 +220,12 @@ def _origin_ok(request: web.Request) -> bool:
 
 async def websocket(request: web.Request) -> web.WebSocketResponse:
     """GET /v1/ws"""
+    app = request.app
+    with app[GATE].enter("ws"):
+        return await _websocket(request)
+
+
+async def _websocket(request: web.Request) -> web.WebSocketResponse:
     app = request.app
     auth, hub, settings = app[AUTH], app[HUB], app[SETTINGS]
     ws = web.WebSocketResponse(
@@ -288,11 +308,19 @@ async def events(request: web.Request) -> web.StreamResponse:
         raise NotFound("no job with these ids", jobs=[j[:200] for j in unknown[:20]])
     since = _last_event_id(request)
     user = user_id(request, allow_query=True) if mine else None
+    with app[GATE].enter("sse"):
+        return await _stream_events(request, jobs, user, everything, since)
 
+
+async def _stream_events(
+    request: web.Request, jobs: list[str], user: str | None, everything: bool, since: int | None
+) -> web.StreamResponse:
+    app = request.app
+    hub = app[HUB]
     resp = EventSourceResponse(ping_interval=app[SETTINGS].heartbeat_s)
     await resp.prepare(request)
     _bound_send_buffer(request)
-    sub = hub.open(SSE_WIRE)
+    sub = _open(request, SSE_WIRE)
     hub.subscribe(sub, jobs=jobs, user=user, everything=everything, since=since)
     pump = asyncio.create_task(_sse_pump(resp, sub))
     alive = asyncio.create_task(resp.wait())  # ends when a ping finds the peer gone
@@ -324,7 +352,7 @@ def _last_event_id(request: web.Request) -> int | None:
     raw = request.headers.get("Last-Event-ID", request.query.get("last_event_id"))
     if raw is None or raw == "":
         return None
-    if not raw.isdigit() or len(raw) > 18:
+    if not ascii_digits(raw) or len(raw) > 18:
         raise ValidationFailed(
             "Last-Event-ID must be a non-negative integer", field="last_event_id"
         )
@@ -336,11 +364,23 @@ def setup(app: web.Application) -> None:
     app.router.add_get("/v1/events", events)
 
 
+CLOSE_WAIT_S: Final = 2.0
+
+
 async def close_streams(app: web.Application) -> None:
-    """on_shutdown: every subscription ends with "going away"; the writers close their sockets."""
+    """on_shutdown: no new stream or long poll; every subscription ends with "going away"
+    (long polls answer, SSE streams send `event: error`, the WS writers close with 1001).
+
+    Bounded: a peer that doesn't read can't hold shutdown up, since on_shutdown itself has no
+    deadline (aiohttp applies SHUTDOWN_GRACE_S to the handlers only, after this returns).
+    """
+    app[GATE].closing = True
     app[HUB].close_all(GOING_AWAY)
     sockets = [ws for ws in app[SOCKETS] if isinstance(ws, web.WebSocketResponse)]
-    await asyncio.gather(
-        *(ws.close(code=WSCloseCode.GOING_AWAY, message=b"going away") for ws in sockets),
-        return_exceptions=True,
-    )
+    wait_s = min(CLOSE_WAIT_S, app[SETTINGS].shutdown_grace_s)
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(wait_s):
+            await asyncio.gather(
+                *(ws.close(code=WSCloseCode.GOING_AWAY, message=b"going away") for ws in sockets),
+                return_exceptions=True,
+            )

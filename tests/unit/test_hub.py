@@ -103,7 +103,7 @@ def test_slow_consumer_is_closed_and_others_keep_receiving() -> None:
     assert delivered == 20
     assert closed == [SLOW_CONSUMER] and slow.closed_reason == SLOW_CONSUMER
     assert slow not in hub.subscriptions and hub.slow_consumers == 1
-    assert slow.pending == 5  # never grew past its bound
+    assert slow.pending == 0 and slow.pending_bytes == 0  # dropped: it would never read them
 
 
 def test_event_frames_are_encoded_once_per_wire() -> None:
