@@ -37,6 +37,7 @@ MAX_JOBS_PER_MESSAGE: Final = 1_000
 MAX_JOBS_PER_SOCKET: Final = 10_000  # with `mine` and `all`, a socket's whole filter
 MAX_MESSAGE_ID: Final = 64  # an `id` is echoed in replies: a long one would be memory
 CLOSE_SLOW_CONSUMER: Final = 4000
+CLOSE_WAIT_S: Final = 2.0  # a close frame that can't be sent in this long: abort instead
 _json = msgspec.json.Encoder()
 
 # ---- wire formats: built once per event (or per subscribe), shared by all subscribers ----
@@ -270,13 +271,32 @@ async def _ws_writer(ws: web.WebSocketResponse, sub: Subscription, request: web.
 
 
 async def _close(ws: web.WebSocketResponse, code: int, reason: bytes, request: web.Request) -> None:
-    """Close, or abort a peer too stalled to take even the close frame."""
+    """Close, or abort a peer too stalled to take even the close frame.
+
+    The transport is taken first: a stalled close has aiohttp close the transport gracefully
+    and drop its reference, and a graceful close waits for the peer to read what is buffered,
+    which a peer that never reads never does (the socket and its buffer would stay forever).
+    """
+    transport = request.transport
     try:
-        async with asyncio.timeout(2):
+        async with asyncio.timeout(CLOSE_WAIT_S):
             await ws.close(code=code, message=reason)
     except (TimeoutError, ConnectionError, RuntimeError):
-        if request.transport is not None:
-            request.transport.abort()
+        pass
+    except asyncio.CancelledError:
+        # ws.close() also raises this when the reader's close future is cancelled under it
+        # (the handler ended first); only a cancellation of this task is passed on
+        if transport is not None:
+            transport.abort()
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        return
+    else:
+        if transport is None or not transport.get_write_buffer_size():
+            return  # closed cleanly, or closing with nothing left to send
+    if transport is not None:
+        transport.abort()
 
 
 _tasks: set[asyncio.Task[None]] = set()
@@ -362,9 +382,6 @@ def _last_event_id(request: web.Request) -> int | None:
 def setup(app: web.Application) -> None:
     app.router.add_get("/v1/ws", websocket)
     app.router.add_get("/v1/events", events)
-
-
-CLOSE_WAIT_S: Final = 2.0
 
 
 async def close_streams(app: web.Application) -> None:
