@@ -1,4 +1,4 @@
-"""The seed-era routes (see LEGACY.md): thin adapters over JobService.
+"""The seed-era routes the two older clients call: thin adapters over JobService.
 
 Nothing here keeps state or decides a transition: each handler translates the old request
 into one JobService call and the answer back into the old vocabulary. Errors leave in the

@@ -1,4 +1,4 @@
-"""The seed-era routes, driven the way the two old clients drive them (LEGACY.md).
+"""The seed-era routes, driven the way the two old clients drive them (service/api/compat.py).
 
 Client A: POST /translate, then GET /status in a loop until a terminal word; any HTTP error
 counts against it. Client B: POST /start without a body, then GET /status until `result` is

@@ -3,7 +3,7 @@
 Hypothesis drives service/jobs.py directly (in-memory SQLite store, a real Hub, no scheduler):
 submit, the scheduler's moves (begin, progress, complete, fail, requeue), the admin's (cancel,
 retry, cleanup) and config changes, in any order and on any job, legal or not. After every
-step it checks what DESIGN.md promises:
+step it checks what docs/architecture.md promises:
 
 - terminal stays terminal, except an admin retry of a permanently_failed job;
 - attempt <= max_attempts;

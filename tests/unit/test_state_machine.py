@@ -1,4 +1,4 @@
-"""JobService enforces exactly DESIGN.md's transitions, driven by hand (no scheduler)."""
+"""JobService enforces exactly the documented transitions (docs/api.md), driven by hand (no scheduler)."""
 
 from collections.abc import AsyncIterator
 
