@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import weakref
 from collections.abc import Coroutine
 from typing import Annotated, Final, Literal
 
@@ -248,6 +249,7 @@ async def _websocket(request: web.Request) -> web.WebSocketResponse:
     _bound_send_buffer(request)
     session = _Session(hub, ws, request, user, admin=bool(bearer or cookie))
     app[SOCKETS].add(ws)
+    app[WS_REQUESTS][ws] = request
     try:
         async for msg in ws:
             session.receive(msg)
@@ -270,7 +272,13 @@ async def _ws_writer(ws: web.WebSocketResponse, sub: Subscription, request: web.
         await _close(ws, WSCloseCode.GOING_AWAY, b"going away", request)
 
 
-async def _close(ws: web.WebSocketResponse, code: int, reason: bytes, request: web.Request) -> None:
+async def _close(
+    ws: web.WebSocketResponse,
+    code: int,
+    reason: bytes,
+    request: web.Request,
+    wait_s: float = CLOSE_WAIT_S,
+) -> None:
     """Close, or abort a peer too stalled to take even the close frame.
 
     The transport is taken first: a stalled close has aiohttp close the transport gracefully
@@ -279,7 +287,7 @@ async def _close(ws: web.WebSocketResponse, code: int, reason: bytes, request: w
     """
     transport = request.transport
     try:
-        async with asyncio.timeout(CLOSE_WAIT_S):
+        async with asyncio.timeout(wait_s):
             await ws.close(code=code, message=reason)
     except (TimeoutError, ConnectionError, RuntimeError):
         pass
@@ -379,7 +387,14 @@ def _last_event_id(request: web.Request) -> int | None:
     return int(raw)
 
 
+WS_REQUESTS = web.AppKey(
+    "ws_requests", weakref.WeakKeyDictionary[web.WebSocketResponse, web.Request]
+)
+"""Each open WebSocket's request: shutdown needs its transport to cut a stalled peer."""
+
+
 def setup(app: web.Application) -> None:
+    app[WS_REQUESTS] = weakref.WeakKeyDictionary()
     app.router.add_get("/v1/ws", websocket)
     app.router.add_get("/v1/events", events)
 
@@ -393,11 +408,12 @@ async def close_streams(app: web.Application) -> None:
     """
     app[GATE].closing = True
     app[HUB].close_all(GOING_AWAY)
-    sockets = [ws for ws in app[SOCKETS] if isinstance(ws, web.WebSocketResponse)]
     wait_s = min(CLOSE_WAIT_S, app[SETTINGS].shutdown_grace_s)
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(wait_s):
-            await asyncio.gather(
-                *(ws.close(code=WSCloseCode.GOING_AWAY, message=b"going away") for ws in sockets),
-                return_exceptions=True,
-            )
+    # each close is bounded, and a peer too stalled to take the close frame is cut
+    await asyncio.gather(
+        *(
+            _close(ws, WSCloseCode.GOING_AWAY, b"going away", request, wait_s)
+            for ws, request in list(app[WS_REQUESTS].items())
+        ),
+        return_exceptions=True,
+    )
