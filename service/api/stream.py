@@ -352,6 +352,15 @@ async def _stream_events(
     hub.subscribe(sub, jobs=jobs, user=user, everything=everything, since=since)
     pump = asyncio.create_task(_sse_pump(resp, sub))
     alive = asyncio.create_task(resp.wait())  # ends when a ping finds the peer gone
+    transport = request.transport
+
+    def on_close(reason: str) -> None:
+        # the pump may be stuck writing to a peer that stopped reading: closing the
+        # subscription doesn't reach it, so give it CLOSE_WAIT_S for the farewell, then cut
+        if reason in (SLOW_CONSUMER, GOING_AWAY):
+            _background(_cut_if_stalled(pump, transport))
+
+    sub.on_close = on_close
     try:
         await asyncio.wait({pump, alive}, return_when=asyncio.FIRST_COMPLETED)
     finally:
@@ -362,6 +371,12 @@ async def _stream_events(
         if resp.is_connected():
             resp.stop_streaming()
     return resp
+
+
+async def _cut_if_stalled(task: asyncio.Task[None], transport: asyncio.Transport | None) -> None:
+    await asyncio.wait({task}, timeout=CLOSE_WAIT_S)
+    if not task.done() and transport is not None:
+        transport.abort()
 
 
 async def _sse_pump(resp: EventSourceResponse, sub: Subscription) -> None:
