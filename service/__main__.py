@@ -4,7 +4,7 @@ settings from env vars and flags.
 Start order: settings, then the app's startup (the store opens), then the socket binds; only
 then is "dubsim serving on ..." printed. Anything that stops the start is one line on stderr,
 `dubsim: <SETTING>: <problem>`, and exit code 2. SIGTERM and SIGINT stop the server gracefully
-(streams are told "going away", requests get up to 5 s) with exit code 0.
+(streams are told "going away", requests get up to SHUTDOWN_GRACE_S) with exit code 0.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from .errors import StartupError
 from .settings import Settings, SettingsError
 
 EXIT_START_FAILED = 2
-SHUTDOWN_TIMEOUT_S = 5.0
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -65,7 +64,11 @@ async def _serve(settings: Settings) -> None:
     if generated:
         settings = msgspec.structs.replace(settings, admin_token=secrets.token_urlsafe(24))
     runner = web.AppRunner(
-        create_app(settings), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S
+        create_app(settings),
+        access_log=None,
+        shutdown_timeout=settings.shutdown_grace_s,
+        # a connection without a complete request (idle, or dribbling headers) is cut
+        keepalive_timeout=settings.idle_timeout_s,
     )
     try:
         await _start(runner, settings)

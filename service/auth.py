@@ -4,20 +4,86 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import secrets
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Final
 
 from aiohttp import web
 
-from .errors import BadRequest, Unauthorized
+from .errors import BadRequest, RateLimited, Unauthorized
 
 USER_HEADER: Final = "X-User-Id"
 ANONYMOUS: Final = "anonymous"
 COOKIE: Final = "dubsim_session"
 SESSION_TTL_S: Final = 12 * 3600
 MAX_USER_ID: Final = 128
+MIN_ADMIN_TOKEN: Final = 16
+MAX_TRACKED_ADDRESSES: Final = 10_000
+
+
+def ascii_digits(text: str) -> bool:
+    """`str.isdigit()` also accepts "²" and "٣", which int() then refuses or misreads."""
+    return text.isascii() and text.isdigit()
+
+
+class Throttle:
+    """Failed admin-token attempts per client address, in a sliding window.
+
+    After `failures` failures within `window_s`, every further attempt from that address
+    (right or wrong: a guesser must not learn which) is refused until the oldest failure
+    leaves the window. A success clears the address's record. At most
+    MAX_TRACKED_ADDRESSES addresses are remembered (the oldest is forgotten first), so a
+    spray from many addresses costs bounded memory.
+    """
+
+    def __init__(
+        self,
+        failures: int = 10,
+        window_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if failures < 1 or window_s <= 0:
+            raise ValueError("failures must be >= 1 and window_s > 0")
+        self.failures = failures
+        self.window_s = window_s
+        self._clock = clock
+        self._seen: dict[str, deque[float]] = {}
+        self.refused = 0  # attempts refused while locked out
+
+    def check(self, address: str) -> None:
+        """Raise RateLimited while `address` is locked out."""
+        times = self._seen.get(address)
+        if times is None:
+            return
+        now = self._clock()
+        while times and times[0] <= now - self.window_s:
+            times.popleft()
+        if len(times) >= self.failures:
+            self.refused += 1
+            wait = times[0] + self.window_s - now
+            raise RateLimited(
+                f"too many failed admin-token attempts from this address; retry in "
+                f"{math.ceil(wait)} s",
+                limit=self.failures,
+                remaining=0,
+                reset_s=wait,
+            )
+        if not times:
+            del self._seen[address]
+
+    def record(self, address: str, ok: bool) -> None:
+        if ok:
+            self._seen.pop(address, None)
+            return
+        times = self._seen.pop(address, None) or deque(maxlen=self.failures)
+        times.append(self._clock())
+        self._seen[address] = times  # re-inserted: the dict's order is the eviction order
+        if len(self._seen) > MAX_TRACKED_ADDRESSES:
+            del self._seen[next(iter(self._seen))]
+
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -31,15 +97,26 @@ class Auth:
     dropped the cookie by then, and the session expires after SESSION_TTL_S regardless.
     """
 
-    def __init__(self, admin_token: str) -> None:
+    def __init__(self, admin_token: str, throttle: Throttle | None = None) -> None:
         if not admin_token:
             raise ValueError("an admin token is required")
+        if len(admin_token) < MIN_ADMIN_TOKEN:
+            raise ValueError(f"ADMIN_TOKEN must be at least {MIN_ADMIN_TOKEN} characters")
         self._token = admin_token.encode()
         self._key = hmac.new(self._token, b"dubsim session cookie v1", hashlib.sha256).digest()
         self._revoked: dict[str, float] = {}  # nonce -> expiry
+        self.throttle = throttle or Throttle()
 
     def token_ok(self, token: str) -> bool:
-        return hmac.compare_digest(token.encode(), self._token)
+        return hmac.compare_digest(token.encode("utf-8", "surrogatepass"), self._token)
+
+    def attempt(self, request: web.Request, token: str) -> bool:
+        """Check a presented token, throttled per client address (429 while locked out)."""
+        address = request.remote or "unknown"
+        self.throttle.check(address)
+        ok = self.token_ok(token)
+        self.throttle.record(address, ok)
+        return ok
 
     def open_session(self) -> str:
         payload = f"{int(time.time() + SESSION_TTL_S)}.{secrets.token_urlsafe(16)}"
@@ -57,37 +134,58 @@ class Auth:
         return parsed is not None and parsed[1] not in self._revoked
 
     def _sign(self, payload: str) -> str:
-        return hmac.new(self._key, payload.encode(), hashlib.sha256).hexdigest()
+        data = payload.encode("utf-8", "surrogatepass")
+        return hmac.new(self._key, data, hashlib.sha256).hexdigest()
 
     def _verify(self, cookie: str) -> tuple[float, str] | None:
         """(expiry, nonce) of a genuine, unexpired cookie; None otherwise."""
         expiry, _, rest = cookie.partition(".")
         nonce, _, signature = rest.partition(".")
-        if not (expiry.isdigit() and nonce and signature):
+        if not (ascii_digits(expiry) and len(expiry) < 16 and nonce and signature.isascii()):
             return None
-        if not hmac.compare_digest(signature, self._sign(f"{expiry}.{nonce}")):
+        # bytes, not str: compare_digest raises TypeError on a non-ASCII str
+        expected = self._sign(f"{expiry}.{nonce}").encode()
+        if not hmac.compare_digest(signature.encode(), expected):
             return None
         if int(expiry) <= time.time():
             return None
         return float(expiry), nonce
 
     def bearer_admin(self, request: web.Request, *, allow_query: bool = False) -> bool | None:
-        """True/False when a token was presented, None when none was."""
+        """True/False when a token was presented, None when none was. Throttled: raises
+        RateLimited while the caller's address is locked out after failed attempts."""
         header = request.headers.get("Authorization")
         if header is not None:
             scheme, _, token = header.partition(" ")
-            return scheme.lower() == "bearer" and self.token_ok(token.strip())
+            if scheme.lower() != "bearer":
+                return False
+            return self.attempt(request, token.strip())
         if allow_query and "token" in request.query:
-            return self.token_ok(request.query["token"])
+            return self.attempt(request, request.query["token"])
         return None
 
     def cookie_admin(self, request: web.Request) -> bool:
         return self.session_ok(request.cookies.get(COOKIE))
 
+    def stale_cookie(self, request: web.Request) -> bool:
+        """A session cookie is presented and is not (or no longer) valid."""
+        cookie = request.cookies.get(COOKIE)
+        return cookie is not None and not self.session_ok(cookie)
+
     def is_admin(self, request: web.Request, *, allow_query: bool = False) -> bool:
+        """Whether the caller is the admin, on a route where the admin sees or may do more.
+
+        A credential that is presented but wrong is 401, never a silent downgrade to the
+        anonymous view: a wrong Bearer token (refused for every route by the middleware
+        already), and here a stale session cookie (expired, revoked, or signed with an
+        older ADMIN_TOKEN) when it is the only credential. Routes where the admin gets
+        nothing more never ask, so a stale cookie is ignored there.
+        """
         bearer = self.bearer_admin(request, allow_query=allow_query)
         if bearer is not None:
             return bearer
+        if self.stale_cookie(request):
+            raise Unauthorized("session expired or revoked: log in again")
         return self.cookie_admin(request)
 
 

@@ -65,6 +65,16 @@ class RateLimited(ServiceError):
         self.reset_s = reset_s
 
 
+class Unavailable(ServiceError):
+    """503: the server can't take this now (connection cap, shutting down); retry later."""
+
+    status, code = 503, "unavailable"
+
+    def __init__(self, message: str, *, retry_after_s: float, **details: Any) -> None:
+        super().__init__(message, retry_after_s=retry_after_s, **details)
+        self.retry_after_s = retry_after_s
+
+
 class StartupError(Exception):
     """The service can't start as configured (a store it can't open, a port in use, ...).
 

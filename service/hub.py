@@ -27,6 +27,8 @@ ResetFormat = Callable[[str, int], bytes]
 
 SLOW_CONSUMER: Final = "slow_consumer"
 GOING_AWAY: Final = "going_away"
+DEFAULT_BYTE_LIMIT: Final = 1024 * 1024  # SUBSCRIBER_QUEUE_BYTES
+DEFAULT_BURST_BYTES: Final = 16 * 1024 * 1024  # SUBSCRIBER_BURST_BYTES
 
 
 class Published:
@@ -71,12 +73,19 @@ class Subscription:
 
     Kept small on purpose (slots, a plain list, a future only while someone waits): an idle
     connection costs little more than its socket.
+
+    Bounded twice: `limit` frames and `byte_limit` bytes for live pushes; what was asked for
+    at subscribe time (snapshots, a replay: `push_unbounded`) may pass those once, up to
+    `burst_bytes` queued in all. Past a bound the subscription closes as a slow consumer.
     """
 
     __slots__ = (
+        "_bytes",
         "_frames",
         "_last_seq",
         "_waiter",
+        "burst_bytes",
+        "byte_limit",
         "closed_reason",
         "everything",
         "jobs",
@@ -86,15 +95,25 @@ class Subscription:
         "wire",
     )
 
-    def __init__(self, wire: Wire, limit: int) -> None:
+    def __init__(
+        self,
+        wire: Wire,
+        limit: int,
+        *,
+        byte_limit: int = DEFAULT_BYTE_LIMIT,
+        burst_bytes: int = DEFAULT_BURST_BYTES,
+    ) -> None:
         self.wire = wire
         self.limit = limit
+        self.byte_limit = byte_limit
+        self.burst_bytes = burst_bytes
         self.jobs: set[str] = set()
         self.users: set[str] = set()
         self.everything = False
         self.closed_reason: str | None = None
         self.on_close: Callable[[str], None] | None = None
         self._frames: list[bytes] = []
+        self._bytes = 0
         self._waiter: asyncio.Future[None] | None = None
         self._last_seq = -1
 
@@ -102,23 +121,35 @@ class Subscription:
     def pending(self) -> int:
         return len(self._frames)
 
+    @property
+    def pending_bytes(self) -> int:
+        return self._bytes
+
     def push(self, frame: bytes) -> bool:
         """Queue a frame; False (and closed as slow consumer) when the queue is full."""
         if self.closed_reason is not None:
             return False
-        if len(self._frames) >= self.limit:
+        if len(self._frames) >= self.limit or self._bytes + len(frame) > self.byte_limit:
             self.close(SLOW_CONSUMER)
             return False
         self._frames.append(frame)
+        self._bytes += len(frame)
         self._wake()
         return True
 
     def push_unbounded(self, frame: bytes) -> None:
         """Queue what the subscriber asked for at subscribe time (snapshots, a replay): it may
-        exceed the live bound once, or a large resume could never succeed."""
-        if self.closed_reason is None:
-            self._frames.append(frame)
-            self._wake()
+        exceed the live bounds once, or a large resume could never succeed; but not
+        `burst_bytes`, or repeated subscribes by a client that never reads would grow
+        without end."""
+        if self.closed_reason is not None:
+            return
+        if self._bytes + len(frame) > self.burst_bytes:
+            self.close(SLOW_CONSUMER)
+            return
+        self._frames.append(frame)
+        self._bytes += len(frame)
+        self._wake()
 
     def deliver(self, pub: Published) -> bool:
         if pub.seq == self._last_seq:  # matched through more than one filter
@@ -137,6 +168,7 @@ class Subscription:
             finally:
                 self._waiter = None
         frames, self._frames = self._frames, []
+        self._bytes = 0
         return frames
 
     def _wake(self) -> None:
@@ -147,6 +179,9 @@ class Subscription:
         if self.closed_reason is not None:
             return
         self.closed_reason = reason
+        if reason == SLOW_CONSUMER:  # it will not read them: don't hold them
+            self._frames = []
+            self._bytes = 0
         self._wake()
         if self.on_close is not None:
             self.on_close(reason)

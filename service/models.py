@@ -65,8 +65,11 @@ class EventType(enum.StrEnum):
 ERROR_CODES = ("timeout", "internal_error", "unexpected_failure")
 
 Seconds = Annotated[float, Meta(gt=0, le=86_400)]
+# `$` alone also matches before a trailing newline in Python (msgspec uses `re.search`), so
+# "es\n" would pass; `(?!\n)` refuses it and still reads the same as JSON Schema (ECMA) regex.
 Language = Annotated[
-    str, Meta(min_length=2, max_length=16, pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})?$")
+    str,
+    Meta(min_length=2, max_length=16, pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})?$(?!\n)"),
 ]
 Reason = Annotated[str, Meta(max_length=500)]
 

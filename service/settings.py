@@ -40,6 +40,9 @@ def doc(description: str, unit: str = "") -> Meta:
     return Meta(description=description, extra={"unit": unit})
 
 
+MIN_ADMIN_TOKEN = 16  # a guessable token is no token: refused at start
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True):
     """The runtime-tunable part of the settings (GET/PATCH /v1/config)."""
 
@@ -93,8 +96,10 @@ class Settings(msgspec.Struct, kw_only=True):
         "./dubsim.db"
     )
     admin_token: Annotated[
-        Annotated[str, Meta(min_length=8, max_length=512)] | None,
-        doc("the admin bearer token (unset: a random one, printed at start)"),
+        Annotated[str, Meta(min_length=MIN_ADMIN_TOKEN, max_length=512)] | None,
+        doc(
+            "the admin bearer token, at least 16 characters (unset: a random one, printed at start)"
+        ),
     ] = None
     seed: Annotated[int | None, doc("random seed, for runs that repeat exactly")] = None
     event_buffer: Annotated[Bound, doc("recent events kept for resuming by seq", "events")] = 10_000
@@ -119,6 +124,34 @@ class Settings(msgspec.Struct, kw_only=True):
         Annotated[float, Meta(ge=1, le=3600)],
         doc("with Redis: a dead process's running jobs move to another after this", "s"),
     ] = 10.0
+    shutdown_grace_s: Annotated[
+        Annotated[float, Meta(gt=0, le=600)],
+        doc("on SIGTERM, how long open requests get to say goodbye before they are cut", "s"),
+    ] = 5.0
+    max_connections: Annotated[
+        Annotated[int, Meta(ge=1, le=1_000_000)],
+        doc("open WebSockets, SSE streams and long polls together; beyond: 503", "connections"),
+    ] = 1_000
+    subscriber_queue_bytes: Annotated[
+        Annotated[int, Meta(ge=1024, le=2**40)],
+        doc("a subscriber's live queue before it is dropped as too slow", "bytes"),
+    ] = 1024 * 1024
+    subscriber_burst_bytes: Annotated[
+        Annotated[int, Meta(ge=1024, le=2**40)],
+        doc("what snapshots and replays may queue at subscribe time", "bytes"),
+    ] = 16 * 1024 * 1024
+    idle_timeout_s: Annotated[
+        Annotated[float, Meta(gt=0, le=3600)],
+        doc("a connection with no complete request (idle, or slow headers) is cut", "s"),
+    ] = 15.0
+    auth_failures: Annotated[
+        Annotated[int, Meta(ge=1, le=1_000_000)],
+        doc("failed admin-token attempts per address per AUTH_WINDOW_S before 429", "attempts"),
+    ] = 10
+    auth_window_s: Annotated[
+        Annotated[float, Meta(gt=0, le=86_400)],
+        doc("the window AUTH_FAILURES counts in", "s"),
+    ] = 60.0
     config: Config = msgspec.field(default_factory=Config)
 
     @classmethod

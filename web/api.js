@@ -40,10 +40,10 @@ export function humanDuration(seconds) {
 
 export async function api(method, path, { body, headers = {} } = {}) {
   const init = { method, headers: { Accept: "application/json", ...headers }, credentials: "same-origin" };
-  if (body !== undefined) {
-    init.headers["Content-Type"] = "application/json";
-    init.body = JSON.stringify(body);
-  }
+  // Every mutation says it is JSON, even without a body: the server refuses cookie-borne
+  // mutations that don't (a cross-site form or no-cors fetch can't send this type).
+  if (body !== undefined || method !== "GET") init.headers["Content-Type"] = "application/json";
+  if (body !== undefined) init.body = JSON.stringify(body);
   let resp;
   try {
     resp = await fetch(path, init);

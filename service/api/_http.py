@@ -19,11 +19,13 @@ from ..errors import (
     InvalidJSON,
     RateLimited,
     ServiceError,
+    Unavailable,
     UnsupportedMediaType,
     ValidationFailed,
 )
 from ..models import ErrorBody, ErrorDetail
 from ..store import StoreUnavailable
+from ._guard import guard
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -87,12 +89,19 @@ async def read_json(request: web.Request, type_: type[T], *, lenient_type: bool 
         raise UnsupportedMediaType(
             f"send JSON (Content-Type: application/json), not {request.content_type}"
         )
+    return decode_json(body, type_)
+
+
+def decode_json(data: bytes | str, type_: type[T]) -> T:
+    """msgspec's decode with its errors in the service's vocabulary (400 / 422)."""
     try:
-        return msgspec.json.decode(body, type=type_)
+        return msgspec.json.decode(data, type=type_)
     except msgspec.ValidationError as exc:
         raise ValidationFailed(str(exc), field=field_of(exc)) from exc
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise InvalidJSON(f"malformed JSON: {exc}") from exc
+    except RecursionError:  # msgspec recurses per nesting level: 30k `[` exhaust the stack
+        raise InvalidJSON("malformed JSON: nested too deeply") from None
 
 
 def field_of(exc: msgspec.ValidationError) -> str | None:
@@ -116,6 +125,7 @@ def http_middleware(observe: Observe) -> Middleware:
         route = resource.canonical if resource is not None else "unmatched"
         start = time.perf_counter()
         try:
+            guard(request)
             return await handler(request)
         except Exception as exc:
             response = _error_response_for(request, exc)
@@ -132,6 +142,8 @@ def _error_response_for(request: web.Request, exc: Exception) -> web.Response | 
     """The JSON answer for an exception a handler raised; None to let it propagate."""
     if isinstance(exc, ServiceError):
         headers = None
+        if isinstance(exc, Unavailable):
+            headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
         if isinstance(exc, RateLimited):
             reset = str(max(1, math.ceil(exc.reset_s)))
             headers = {
@@ -140,6 +152,9 @@ def _error_response_for(request: web.Request, exc: Exception) -> web.Response | 
                 "RateLimit-Remaining": str(exc.remaining),
                 "RateLimit-Reset": reset,
             }
+        legacy_error = getattr(request.match_info.handler, "legacy_error", None)
+        if legacy_error is not None:  # the seed-era routes answer in their own shape
+            return legacy_error(exc)  # type: ignore[no-any-return]
         return error_response(exc.status, exc.code, exc.message, exc.details, headers)
     if isinstance(exc, StoreUnavailable):
         retry = str(max(1, math.ceil(exc.retry_after_s)))

@@ -70,7 +70,7 @@ async def open_session(request: web.Request) -> web.Response:
     """POST /v1/session {"token"}: exchange the admin token for a cookie."""
     body = await read_json(request, SessionRequest)
     auth = request.app[AUTH]
-    if not auth.token_ok(body.token):
+    if not auth.attempt(request, body.token):  # throttled per address, like a Bearer
         raise Unauthorized("wrong admin token")
     response = web.Response(status=204)
     response.set_cookie(
@@ -86,8 +86,14 @@ async def open_session(request: web.Request) -> web.Response:
 
 
 async def session_state(request: web.Request) -> web.Response:
-    """GET /v1/session"""
-    return json_response(SessionState(admin=request.app[AUTH].is_admin(request)))
+    """GET /v1/session: how the dashboard asks "am I logged in?". A stale cookie is the
+    question's answer (no), not an error; the answer drops it from the browser."""
+    auth = request.app[AUTH]
+    if auth.stale_cookie(request) and "Authorization" not in request.headers:
+        response = json_response(SessionState(admin=False))
+        response.del_cookie(COOKIE, path="/")
+        return response
+    return json_response(SessionState(admin=auth.is_admin(request)))
 
 
 async def close_session(request: web.Request) -> web.Response:

@@ -1,4 +1,4 @@
-"""The seed-era routes (docs/legacy.md): thin adapters over JobService.
+"""The seed-era routes the two older clients call: thin adapters over JobService.
 
 Nothing here keeps state or decides a transition: each handler translates the old request
 into one JobService call and the answer back into the old vocabulary. Errors leave in the
@@ -21,35 +21,31 @@ Vocabulary
     retry is scheduled, which is what the seed-era `failed` group meant. Each job in a group
     is the v1 Job snapshot, as served by GET /v1/jobs/{id}.
 
-Who may call what (the hard requirement is that the old clients work unchanged; they sent a
-token only to /cancel, so only /cancel demands one; the rest follow the v1 rule as far as
-that allows):
+Who may call what (the hard requirement is that the old clients work unchanged: they send a
+token to /cancel and never call /config POST, /cleanup or /process, so every route that
+changes the service for everyone needs the admin token exactly like its v1 twin):
     POST /cancel/{id}   admin, always (the seed route was; the clients send the token).
-                        401 has the legacy body, so `service.auth.admin_only` (v1 body)
-                        is not used; the handler carries `admin_only = True` all the same.
+    POST /cleanup       admin (as POST /v1/cleanup): removes every finished job.
+    POST /config        admin (as PATCH /v1/config), and only the three legacy keys.
+    POST /process       admin (as POST /v1/process; also /process_jobs): starts the next
+                        queued job now, premium first.
+                        The admin routes answer 401 in the legacy body, so
+                        `service.auth.admin_only` (v1 body) is not used; each handler
+                        carries `admin_only = True` all the same, for the security tests.
     GET /jobs           anyone, but like GET /v1/jobs: a caller sees only the jobs of its
                         own `X-User-Id` (default `anonymous`, where an old client that sets
                         no header submitted them); the admin sees everyone's. The old
                         shape stays intact, and a public list no longer leaks other
                         users' ids (knowing an id is the right to read the job).
-    POST /cleanup       anyone, narrowed: without the token it removes only jobs finished
-                        more than PUBLIC_CLEANUP_GRACE_S ago, so no one's poller loses a
-                        job it has not yet seen finish (client A polls every 5 s, client B
-                        gives up after ~31 s); the admin removes every finished job at once,
-                        as POST /v1/cleanup does. The answer names the cut-off it used.
     GET /config         anyone (as GET /v1/config).
-    POST /config        anyone, as in the seed era, but only the three legacy keys; the
-                        rest of the runtime config stays behind PATCH /v1/config (admin).
-                        Residual risk: whoever can reach the port can change the delay, the
-                        error rate and the free limit, exactly as with the seed servers.
-    POST /process       anyone (also /process_jobs): it only starts queued work early, in
-                        the same premium-first order the workers use.
     POST /translate     anyone, free-plan rate limit per `X-User-Id`.
     POST /start         anyone: a free job for `X-User-Id` (client B sends none, so it is
                         `anonymous`), counted by the same free-plan limit; a keyless route
                         that skipped the limit would be a way around it. Over it: 429.
-    A token that is presented but wrong is refused with 401 on the routes where the admin
-    gets more (/jobs, /cleanup), rather than silently answering with the narrower view.
+    A credential that is presented but wrong is refused with 401 on every route (a wrong
+    token by the app's guard, in this module's body shape; a stale session cookie on /jobs,
+    where the admin would see more), never silently answered with the narrower view.
+    Cookie-borne mutations must be same-origin JSON (`service.api._guard`).
 """
 
 from __future__ import annotations
@@ -72,8 +68,6 @@ from ..settings import ConfigPatch
 from ..store import StoreUnavailable
 from ._http import field_of, injected_fault, json_response, read_json
 from .jobs import hint_headers
-
-PUBLIC_CLEANUP_GRACE_S: Final = 60.0
 
 # GET /status `status`: only the four words client A knows; non-final states poll on.
 STATUS_WORDS: Final[dict[Status, str]] = {
@@ -175,21 +169,30 @@ def _legacy(handler: LegacyHandler) -> LegacyHandler:
     async def wrapper(request: web.Request) -> web.StreamResponse:
         try:
             return await handler(request)
-        except RateLimited as exc:
-            return failed(429, "Rate limit exceeded", _rate_headers(exc))
         except StoreUnavailable as exc:
             return failed(503, exc.reason, {"Retry-After": str(math.ceil(exc.retry_after_s))})
-        except NotFound:
-            return failed(404, NOT_FOUND)
         except ServiceError as exc:
-            # the seed servers knew one client-error status: 409/415/422 read as 400
-            return failed(exc.status if exc.status in (401, 403, 413) else 400, exc.message)
+            return legacy_error(exc)
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
             return failed(exc.status, exc.reason)
 
+    # what the app's guard refuses before the handler runs is answered in this shape too
+    wrapper.legacy_error = legacy_error  # type: ignore[attr-defined]
     return wrapper
+
+
+def legacy_error(exc: ServiceError) -> web.Response:
+    """A ServiceError in the seed servers' words and statuses."""
+    if isinstance(exc, RateLimited):
+        return failed(429, "Rate limit exceeded", _rate_headers(exc))
+    if isinstance(exc, NotFound):
+        return failed(404, NOT_FOUND)
+    if exc.status == 401:
+        return failed(401, UNAUTHORIZED)
+    # the seed servers knew one client-error status: 409/415/422 read as 400
+    return failed(exc.status if exc.status in (403, 413, 503) else 400, exc.message)
 
 
 def _rate_headers(exc: RateLimited) -> dict[str, str]:
@@ -198,12 +201,29 @@ def _rate_headers(exc: RateLimited) -> dict[str, str]:
 
 
 def _token(request: web.Request) -> bool | None:
-    """True for the admin, False for a wrong token, None when none was presented."""
+    """True for the admin, False for a wrong token or a stale session cookie, None when
+    neither was presented."""
     auth = request.app[AUTH]
     bearer = auth.bearer_admin(request)
-    if bearer is None and auth.cookie_admin(request):
+    if bearer is not None:
+        return bearer
+    if auth.cookie_admin(request):
         return True
-    return bearer
+    return False if auth.stale_cookie(request) else None
+
+
+def _legacy_admin(handler: LegacyHandler) -> LegacyHandler:
+    """An admin-only seed-era route: 401 in the legacy body without the token."""
+
+    @functools.wraps(handler)
+    async def wrapper(request: web.Request) -> web.StreamResponse:
+        if _token(request) is not True:
+            return failed(401, UNAUTHORIZED)
+        return await handler(request)
+
+    wrapped = _legacy(wrapper)
+    wrapped.admin_only = True  # type: ignore[attr-defined]  # how the security test finds them
+    return wrapped
 
 
 # ---- submit and read ----------------------------------------------------------------
@@ -267,11 +287,9 @@ async def list_jobs(request: web.Request) -> web.StreamResponse:
 # ---- commands -------------------------------------------------------------------------
 
 
-@_legacy
+@_legacy_admin
 async def cancel(request: web.Request) -> web.StreamResponse:
     """POST /cancel/{id} (admin) {"reason"}: JSON is read whatever the Content-Type says."""
-    if _token(request) is not True:
-        return failed(401, UNAUTHORIZED)
     body = await read_json(request, CancelRequest, lenient_type=True)
     job_id = request.match_info["id"]
     service = request.app[SERVICE]
@@ -285,23 +303,17 @@ async def cancel(request: web.Request) -> web.StreamResponse:
     return json_response(CancelAnswer(f"Job {job.id} cancelled successfully", job.cancel_reason))
 
 
-cancel.admin_only = True  # type: ignore[attr-defined]  # how the security test finds admin routes
-
-
-@_legacy
+@_legacy_admin
 async def cleanup(request: web.Request) -> web.StreamResponse:
-    """POST /cleanup: the admin removes every finished job; anyone else, the older ones."""
-    admin = _token(request)
-    if admin is False:
-        return failed(401, UNAUTHORIZED)
-    older_than_s = None if admin else PUBLIC_CLEANUP_GRACE_S
-    deleted = await request.app[SERVICE].cleanup(older_than_s)
-    return json_response(CleanupAnswer("Processed jobs removed", deleted, older_than_s))
+    """POST /cleanup (admin): remove every finished job, as POST /v1/cleanup does."""
+    deleted = await request.app[SERVICE].cleanup(None)
+    return json_response(CleanupAnswer("Processed jobs removed", deleted, None))
 
 
-@_legacy
+@_legacy_admin
 async def process(request: web.Request) -> web.StreamResponse:
-    """POST /process, /process_jobs: start the next queued job (premium first), 204 if none."""
+    """POST /process, /process_jobs (admin): start the next queued job (premium first),
+    204 if none."""
     started = await request.app[SERVICE].process(1)
     if not started:
         return web.Response(status=204)
@@ -330,9 +342,9 @@ async def get_config(request: web.Request) -> web.StreamResponse:
     return json_response(_config_answer(request))
 
 
-@_legacy
+@_legacy_admin
 async def post_config(request: web.Request) -> web.StreamResponse:
-    """POST /config with any subset of the legacy keys; validated whole before any change."""
+    """POST /config (admin), any subset of the legacy keys; validated whole before any change."""
     body = await read_json(request, dict[str, Any], lenient_type=True)
     unknown = sorted(set(body) - set(LEGACY_KEYS))
     if unknown:

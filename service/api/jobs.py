@@ -14,6 +14,7 @@ from ..errors import BadRequest, Forbidden, ValidationFailed
 from ..hub import Wire
 from ..jobs import Record
 from ..models import Role, Status, SubmitRequest
+from ._gate import GATE
 from ._http import injected_fault, json_response, read_json
 
 MAX_WAIT_S: Final = 60.0
@@ -74,8 +75,13 @@ async def get_job(request: web.Request) -> web.StreamResponse:
         # a plain long poll ends on any change since the ETag (at once if it is already
         # stale); until=terminal ends only on the outcome, whatever the ETag says
         stale = etag is not None and etag != record.etag
-        if wait and not record.job.status.terminal and (until == "terminal" or not stale):
-            await _wait_for_change(request, record.job.id, wait, terminal_only=until == "terminal")
+        waiting = not record.job.status.terminal and (until == "terminal" or not stale)
+        # during shutdown a long poll answers at once with the job as it is: its goodbye
+        if wait and waiting and not request.app[GATE].closing:
+            with request.app[GATE].enter("poll"):
+                await _wait_for_change(
+                    request, record.job.id, wait, terminal_only=until == "terminal"
+                )
             record = service.find(record.job.id) or record
     if etag is not None and etag == record.etag:
         return web.Response(status=304, headers=job_headers(request, record))
@@ -98,14 +104,16 @@ def _wait_seconds(request: web.Request) -> float:
 async def _wait_for_change(
     request: web.Request, job_id: str, wait: float, *, terminal_only: bool
 ) -> None:
-    """Return on the job's next event (or, with terminal_only, its outcome) or after `wait` s."""
+    """Return on the job's next event (or, with terminal_only, its outcome), after `wait` s,
+    or as soon as the hub closes the subscription (shutdown: "going away")."""
     hub, service = request.app[HUB], request.app[SERVICE]
     sub = hub.open(POLL_WIRE, limit=1_000)
     try:
         hub.subscribe(sub, jobs=[job_id], since=hub.seq)
         async with asyncio.timeout(wait):
             while True:
-                await sub.get()
+                if not await sub.get():  # closed: get() would return at once, forever
+                    return
                 record = service.find(job_id)
                 if not terminal_only or record is None or record.job.status.terminal:
                     return

@@ -61,7 +61,10 @@ async def static_file(request: web.Request) -> web.FileResponse:
     """GET /static/{name}: the dashboard's files. They revalidate (cheap 304s), so an upgrade
     never mixes old and new ones; a handler of our own rather than a response signal, which
     would run on every response."""
-    path = (WEB_DIR / request.match_info["name"]).resolve()
+    name = request.match_info["name"]
+    if not name.isprintable():  # NUL would make resolve() raise; no file has such a name
+        raise NotFound("no such file")
+    path = (WEB_DIR / name).resolve()
     if not path.is_relative_to(WEB_DIR) or not path.is_file():
         raise NotFound("no such file")
     return web.FileResponse(path, headers={"Cache-Control": "no-cache"})

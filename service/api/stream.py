@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import weakref
 from collections.abc import Coroutine
 from typing import Annotated, Final, Literal
 
@@ -23,10 +24,11 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from aiohttp_sse import EventSourceResponse
 
 from ..appkeys import AUTH, HUB, SETTINGS, SOCKETS
-from ..auth import user_id
+from ..auth import ascii_digits, user_id
 from ..errors import BadRequest, NotFound, Unauthorized, ValidationFailed
 from ..hub import GOING_AWAY, SLOW_CONSUMER, Hub, Published, Subscription, Wire
 from ..models import TERMINAL
+from ._gate import GATE
 from ._http import field_of
 
 log = logging.getLogger(__name__)
@@ -37,8 +39,10 @@ MAX_FRAME: Final = 64 * 1024
 # bounded, it stalls soon and the hub's queue bound (SUBSCRIBER_QUEUE) decides, as designed.
 SEND_BUFFER: Final = 256 * 1024
 MAX_JOBS_PER_MESSAGE: Final = 1_000
-MAX_JOBS_PER_SOCKET: Final = 10_000
+MAX_JOBS_PER_SOCKET: Final = 10_000  # with `mine` and `all`, a socket's whole filter
+MAX_MESSAGE_ID: Final = 64  # an `id` is echoed in replies: a long one would be memory
 CLOSE_SLOW_CONSUMER: Final = 4000
+CLOSE_WAIT_S: Final = 2.0  # a close frame that can't be sent in this long: abort instead
 _json = msgspec.json.Encoder()
 
 # ---- wire formats: built once per event (or per subscribe), shared by all subscribers ----
@@ -88,7 +92,7 @@ class WsMessage(msgspec.Struct, forbid_unknown_fields=True):
     mine: bool = False
     all: bool = False
     since: Annotated[int, msgspec.Meta(ge=0)] | None = None
-    id: str | int | None = None
+    id: Annotated[str, msgspec.Meta(max_length=MAX_MESSAGE_ID)] | int | None = None
 
 
 _ws_decoder = msgspec.json.Decoder(WsMessage)
@@ -112,7 +116,7 @@ class _Session:
         self.hub = hub
         self.ws = ws
         self.request = request
-        self.sub = hub.open(WS_WIRE)
+        self.sub = _open(request, WS_WIRE)
         self.sub.on_close = self._on_close
         self.user = user
         self.admin = admin
@@ -156,6 +160,9 @@ class _Session:
         except msgspec.DecodeError as exc:
             self.error("invalid_json", f"malformed JSON: {exc}")
             return
+        except RecursionError:
+            self.error("invalid_json", "malformed JSON: nested too deeply")
+            return
         if msg.op == "ping":
             self.reply(type="pong", id=msg.id, seq=self.hub.seq)
         elif msg.op == "subscribe":
@@ -194,6 +201,15 @@ class _Session:
         self.hub.subscribe(self.sub, jobs=msg.jobs, user=user, everything=msg.all, since=msg.since)
 
 
+def _open(request: web.Request, wire: Wire) -> Subscription:
+    """A hub subscription with the configured byte bounds."""
+    settings = request.app[SETTINGS]
+    sub = request.app[HUB].open(wire)
+    sub.byte_limit = settings.subscriber_queue_bytes
+    sub.burst_bytes = max(settings.subscriber_burst_bytes, settings.subscriber_queue_bytes)
+    return sub
+
+
 def _bound_send_buffer(request: web.Request) -> None:
     sock = request.transport.get_extra_info("socket") if request.transport else None
     if sock is not None:
@@ -211,6 +227,12 @@ def _origin_ok(request: web.Request) -> bool:
 
 async def websocket(request: web.Request) -> web.WebSocketResponse:
     """GET /v1/ws"""
+    app = request.app
+    with app[GATE].enter("ws"):
+        return await _websocket(request)
+
+
+async def _websocket(request: web.Request) -> web.WebSocketResponse:
     app = request.app
     auth, hub, settings = app[AUTH], app[HUB], app[SETTINGS]
     ws = web.WebSocketResponse(
@@ -232,6 +254,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     _bound_send_buffer(request)
     session = _Session(hub, ws, request, user, admin=bool(bearer or cookie))
     app[SOCKETS].add(ws)
+    app[WS_REQUESTS][ws] = request
     try:
         async for msg in ws:
             session.receive(msg)
@@ -254,14 +277,39 @@ async def _ws_writer(ws: web.WebSocketResponse, sub: Subscription, request: web.
         await _close(ws, WSCloseCode.GOING_AWAY, b"going away", request)
 
 
-async def _close(ws: web.WebSocketResponse, code: int, reason: bytes, request: web.Request) -> None:
-    """Close, or abort a peer too stalled to take even the close frame."""
+async def _close(
+    ws: web.WebSocketResponse,
+    code: int,
+    reason: bytes,
+    request: web.Request,
+    wait_s: float = CLOSE_WAIT_S,
+) -> None:
+    """Close, or abort a peer too stalled to take even the close frame.
+
+    The transport is taken first: a stalled close has aiohttp close the transport gracefully
+    and drop its reference, and a graceful close waits for the peer to read what is buffered,
+    which a peer that never reads never does (the socket and its buffer would stay forever).
+    """
+    transport = request.transport
     try:
-        async with asyncio.timeout(2):
+        async with asyncio.timeout(wait_s):
             await ws.close(code=code, message=reason)
     except (TimeoutError, ConnectionError, RuntimeError):
-        if request.transport is not None:
-            request.transport.abort()
+        pass
+    except asyncio.CancelledError:
+        # ws.close() also raises this when the reader's close future is cancelled under it
+        # (the handler ended first); only a cancellation of this task is passed on
+        if transport is not None:
+            transport.abort()
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        return
+    else:
+        if transport is None or not transport.get_write_buffer_size():
+            return  # closed cleanly, or closing with nothing left to send
+    if transport is not None:
+        transport.abort()
 
 
 # Fire-and-forget closes (a slow consumer's socket), held so they aren't garbage-collected
@@ -302,14 +350,36 @@ async def events(request: web.Request) -> web.StreamResponse:
     if until and not jobs:
         raise ValidationFailed("until=terminal needs the jobs to follow (?job=ID)", field="until")
     pending = set(jobs) if until else None
+    with app[GATE].enter("sse"):
+        return await _stream_events(request, jobs, user, everything, since, pending)
 
+
+async def _stream_events(
+    request: web.Request,
+    jobs: list[str],
+    user: str | None,
+    everything: bool,
+    since: int | None,
+    pending: set[str] | None,
+) -> web.StreamResponse:
+    app = request.app
+    hub = app[HUB]
     resp = EventSourceResponse(ping_interval=app[SETTINGS].heartbeat_s)
     await resp.prepare(request)
     _bound_send_buffer(request)
-    sub = hub.open(SSE_WIRE)
+    sub = _open(request, SSE_WIRE)
     hub.subscribe(sub, jobs=jobs, user=user, everything=everything, since=since)
     pump = asyncio.create_task(_sse_pump(resp, sub, pending))
     alive = asyncio.create_task(resp.wait())  # ends when a ping finds the peer gone
+    transport = request.transport
+
+    def on_close(reason: str) -> None:
+        # the pump may be stuck writing to a peer that stopped reading: closing the
+        # subscription doesn't reach it, so give it CLOSE_WAIT_S for the farewell, then cut
+        if reason in (SLOW_CONSUMER, GOING_AWAY):
+            _background(request.app, _cut_if_stalled(pump, transport))
+
+    sub.on_close = on_close
     try:
         await asyncio.wait({pump, alive}, return_when=asyncio.FIRST_COMPLETED)
     finally:
@@ -320,6 +390,12 @@ async def events(request: web.Request) -> web.StreamResponse:
         if resp.is_connected():
             resp.stop_streaming()
     return resp
+
+
+async def _cut_if_stalled(task: asyncio.Task[None], transport: asyncio.Transport | None) -> None:
+    await asyncio.wait({task}, timeout=CLOSE_WAIT_S)
+    if not task.done() and transport is not None:
+        transport.abort()
 
 
 async def _sse_pump(resp: EventSourceResponse, sub: Subscription, pending: set[str] | None) -> None:
@@ -367,25 +443,42 @@ def _last_event_id(request: web.Request) -> int | None:
     raw = request.headers.get("Last-Event-ID", request.query.get("last_event_id"))
     if raw is None or raw == "":
         return None
-    if not raw.isdigit() or len(raw) > 18:
+    if not ascii_digits(raw) or len(raw) > 18:
         raise ValidationFailed(
             "Last-Event-ID must be a non-negative integer", field="last_event_id"
         )
     return int(raw)
 
 
+WS_REQUESTS = web.AppKey(
+    "ws_requests", weakref.WeakKeyDictionary[web.WebSocketResponse, web.Request]
+)
+"""Each open WebSocket's request: shutdown needs its transport to cut a stalled peer."""
+
+
 def setup(app: web.Application) -> None:
     app[CLOSING] = set()
+    app[WS_REQUESTS] = weakref.WeakKeyDictionary()
     app.router.add_get("/v1/ws", websocket)
     app.router.add_get("/v1/events", events)
 
 
 async def close_streams(app: web.Application) -> None:
-    """on_shutdown: every subscription ends with "going away"; the writers close their sockets."""
+    """on_shutdown: no new stream or long poll; every subscription ends with "going away"
+    (long polls answer, SSE streams send `event: error`, the WS writers close with 1001).
+
+    Bounded: a peer that doesn't read can't hold shutdown up, since on_shutdown itself has no
+    deadline (aiohttp applies SHUTDOWN_GRACE_S to the handlers only, after this returns).
+    """
+    app[GATE].closing = True
     app[HUB].close_all(GOING_AWAY)
-    sockets = [ws for ws in app[SOCKETS] if isinstance(ws, web.WebSocketResponse)]
+    wait_s = min(CLOSE_WAIT_S, app[SETTINGS].shutdown_grace_s)
+    # each close is bounded, and a peer too stalled to take the close frame is cut
     await asyncio.gather(
-        *(ws.close(code=WSCloseCode.GOING_AWAY, message=b"going away") for ws in sockets),
+        *(
+            _close(ws, WSCloseCode.GOING_AWAY, b"going away", request, wait_s)
+            for ws, request in list(app[WS_REQUESTS].items())
+        ),
         *app[CLOSING],
         return_exceptions=True,
     )

@@ -18,8 +18,6 @@ from typing import Any
 
 import pytest
 
-from service.api.compat import PUBLIC_CLEANUP_GRACE_S
-from service.appkeys import SERVICE
 from tests.conftest import ADMIN, ApiFactory, ServerProcess, wait_for_status
 
 A_TERMINAL = {"completed", "failed", "permanently failed", "cancelled"}  # what client A stops on
@@ -272,7 +270,7 @@ async def test_jobs_are_grouped_by_old_status_then_role(api: ApiFactory) -> None
 
     async def started(body: dict[str, Any]) -> str:
         job_id = await v1_submit(client, body, user="a")
-        resp = await client.post("/process")
+        resp = await client.post("/process", headers=ADMIN)
         assert (await resp.json())["job_id"] == job_id
         return job_id
 
@@ -323,6 +321,11 @@ async def test_config_get_and_post_with_upper_case_keys(api: ApiFactory) -> None
     before = await (await client.get("/config")).json()
     assert before == {"TRANSLATION_DELAY": 0.2, "ERROR_RATE": 0.0, "RATE_LIMIT": 5}
     resp = await client.post("/config", json={"TRANSLATION_DELAY": 0.1, "RATE_LIMIT": 1})
+    assert resp.status == 401 and await resp.json() == UNAUTHORIZED  # admin, like its v1 twin
+    assert await (await client.get("/config")).json() == before
+    resp = await client.post(
+        "/config", json={"TRANSLATION_DELAY": 0.1, "RATE_LIMIT": 1}, headers=ADMIN
+    )
     assert resp.status == 200
     answer = await resp.json()
     assert answer["message"]
@@ -345,44 +348,27 @@ async def test_config_get_and_post_with_upper_case_keys(api: ApiFactory) -> None
         {"WORKERS": 1},  # v1-only settings stay behind PATCH /v1/config
         {"translation_delay": 1},
     ):
-        resp = await client.post("/config", json=body)
+        resp = await client.post("/config", json=body, headers=ADMIN)
         assert resp.status == 400, body
         data = await resp.json()
         assert data["status"] == "failed" and data["message"], data
         assert await (await client.get("/config")).json() == current
-    resp = await client.post("/config", data=b"{nope", headers={"Content-Type": "application/json"})
+    resp = await client.post(
+        "/config", data=b"{nope", headers={"Content-Type": "application/json", **ADMIN}
+    )
     assert resp.status == 400 and (await resp.json())["status"] == "failed"
-    bad = await (await client.post("/config", json={"ERROR_RATE": 2})).json()
+    bad = await (await client.post("/config", json={"ERROR_RATE": 2}, headers=ADMIN)).json()
     assert "ERROR_RATE" in bad["message"]  # names the key the client sent
 
 
-async def test_cleanup_removes_finished_jobs(
-    api: ApiFactory, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_cleanup_needs_the_admin_token(api: ApiFactory) -> None:
     client = await api()
     done = (await (await translate(client, "premium")).json())["job_id"]
-    stuck = await v1_submit(client, {"scenario": {"outcome": "stuck", "duration_s": 1}})
     await poll_like_client_a(client, done)
-
-    # without a token (as the old clients call it) a job that just finished stays readable
-    resp = await client.post("/cleanup")
-    assert resp.status == 200
-    assert await resp.json() == {
-        "message": "Processed jobs removed",
-        "deleted": 0,
-        "older_than_s": PUBLIC_CLEANUP_GRACE_S,
-    }
-    assert (await client.get(f"/status/{done}")).status == 200
-    resp = await client.post("/cleanup", headers={"Authorization": "Bearer wrong"})
-    assert resp.status == 401 and await resp.json() == UNAUTHORIZED
-
-    service = client.app[SERVICE]
-    later = service.clock.now() + PUBLIC_CLEANUP_GRACE_S + 1
-    monkeypatch.setattr(service.clock, "now", lambda: later)
-    resp = await client.post("/cleanup")
-    assert (await resp.json())["deleted"] == 1
-    assert await (await client.get(f"/status/{done}")).json() == NOT_FOUND
-    assert (await client.get(f"/status/{stuck}")).status == 200  # unfinished jobs stay
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Cookie": "dubsim_session=1.x.y"}):
+        resp = await client.post("/cleanup", headers=headers)
+        assert resp.status == 401 and await resp.json() == UNAUTHORIZED, headers
+    assert (await client.get(f"/status/{done}")).status == 200  # nothing was removed
 
 
 async def test_admin_cleanup_removes_every_finished_job_at_once(api: ApiFactory) -> None:
@@ -405,14 +391,16 @@ async def test_manual_processing_starts_premium_first(api: ApiFactory, path: str
     for job_id in (free, premium):
         data = await (await client.get(f"/status/{job_id}")).json()
         assert data["status"] == "pending"
-    first = await client.post(path)
+    refused = await client.post(path)  # admin, like POST /v1/process
+    assert refused.status == 401 and await refused.json() == UNAUTHORIZED
+    first = await client.post(path, headers=ADMIN)
     assert first.status == 200
     body = await first.json()
     assert body["role"] == "premium" and body["job_id"] == premium and body["message"]
     assert (await client.get(f"/v1/jobs/{premium}")).status == 200
-    second = await (await client.post(path)).json()
+    second = await (await client.post(path, headers=ADMIN)).json()
     assert second["role"] == "free" and second["job_id"] == free
-    none_left = await client.post(path)
+    none_left = await client.post(path, headers=ADMIN)
     assert none_left.status == 204
     for job_id in (premium, free):
         final, _ = await poll_like_client_a(client, job_id)
@@ -422,7 +410,7 @@ async def test_manual_processing_starts_premium_first(api: ApiFactory, path: str
 async def test_processing_in_manual_mode_reads_pending_on_status(api: ApiFactory) -> None:
     client = await api(auto_process=False)
     job_id = await v1_submit(client, {"scenario": {"outcome": "stuck", "duration_s": 1}})
-    assert (await client.post("/process")).status == 200
+    assert (await client.post("/process", headers=ADMIN)).status == 200
     await wait_for_status(client, job_id, {"processing"})
     data = await (await client.get(f"/status/{job_id}")).json()
     assert data["status"] == "pending" and data["result"] == "pending"
@@ -470,7 +458,7 @@ async def test_injected_faults_hit_status_and_state_still_advances(api: ApiFacto
     job_id = (await (await translate(client, "premium")).json())["job_id"]
     statuses = {(await client.get(f"/status/{job_id}")).status for _ in range(20)}
     assert statuses and statuses <= {500, 503, 408}
-    assert (await client.post("/config", json={"ERROR_RATE": 0.0})).status == 200
+    assert (await client.post("/config", json={"ERROR_RATE": 0.0}, headers=ADMIN)).status == 200
     await client.patch("/v1/config", json={"fault_rate": 0}, headers=ADMIN)
     final, _ = await poll_like_client_a(client, job_id)
     assert final["status"] == "completed"
@@ -484,7 +472,13 @@ async def test_every_legacy_admin_handler_refuses_without_a_token(api: ApiFactor
         if getattr(route.handler, "admin_only", False)
         and not (route.resource is None or route.resource.canonical.startswith("/v1/"))
     ]
-    assert {r.resource.canonical for r in marked if r.resource} == {"/cancel/{id}"}
+    assert {r.resource.canonical for r in marked if r.resource} == {
+        "/cancel/{id}",
+        "/cleanup",
+        "/config",
+        "/process",
+        "/process_jobs",
+    }
     for route in marked:
         assert route.resource is not None
         path = route.resource.canonical.replace("{id}", "any-id")

@@ -16,6 +16,10 @@ ADMIN_ROUTES_KNOWN = {
     ("POST", "/v1/cleanup"),
     ("PATCH", "/v1/config"),
     ("POST", "/cancel/{id}"),
+    ("POST", "/cleanup"),
+    ("POST", "/config"),
+    ("POST", "/process"),
+    ("POST", "/process_jobs"),
 }
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import random
@@ -150,7 +151,10 @@ async def test_sqlite_each_acked_change_survives_kill_9(
     base = server.url
     stuck = [(await submit(session, base, scenario={"outcome": "stuck"}))["id"] for _ in range(3)]
     broken = await submit(
-        session, base, role="premium", scenario={"outcome": "permanently_failed", "duration_s": 0.05}
+        session,
+        base,
+        role="premium",
+        scenario={"outcome": "permanently_failed", "duration_s": 0.05},
     )
     async with session.post(f"{base}/v1/process", json={"count": 1}, headers=ADMIN) as resp:
         assert [j["id"] for j in (await resp.json())["started"]] == [broken["id"]]
@@ -177,11 +181,13 @@ async def test_sqlite_each_acked_change_survives_kill_9(
         elif route == "cleanup":
             resp = await session.post(f"{base}/v1/cleanup", json={}, headers=ADMIN)
         else:
-            resp = await session.patch(f"{base}/v1/config", json={"error_rate": 0.42}, headers=ADMIN)
+            resp = await session.patch(
+                f"{base}/v1/config", json={"error_rate": 0.42}, headers=ADMIN
+            )
         assert resp.status in (200, 201), (route, resp.status, await resp.text())
         body = await resp.json()
         resp.release()
-        after_ack, config_ack = await state(session, base)
+        after_ack, _ = await state(session, base)
         assert after_ack != before or route == "config", f"{route} changed nothing"
         await asyncio.to_thread(restart, server)
         after_restart, config_restart = await state(session, base)
@@ -194,8 +200,10 @@ async def test_sqlite_each_acked_change_survives_kill_9(
             if after_restart.get(started, ("gone",))[0] not in ("pending", "processing"):
                 lost.append(f"process: {after_restart.get(started)}")
         elif after_restart != after_ack:
-            lost.append(f"{route}: acked {body}, after restart differs: "
-                        f"{ {k: (after_ack.get(k), after_restart.get(k)) for k in set(after_ack) | set(after_restart) if after_ack.get(k) != after_restart.get(k)} }")  # noqa: E501
+            lost.append(
+                f"{route}: acked {body}, after restart differs: "
+                f"{ {k: (after_ack.get(k), after_restart.get(k)) for k in set(after_ack) | set(after_restart) if after_ack.get(k) != after_restart.get(k)} }"
+            )
     assert not lost, lost
 
 
@@ -240,7 +248,7 @@ async def test_sqlite_acks_under_load_survive_random_kill_9(
                             acked_submit[key] = (await resp.json())["id"]
                 await asyncio.sleep(0.01)
 
-        async def configurer() -> None:
+        async def configurer(rnd: int = rnd) -> None:
             for n in range(100):
                 value = round(0.001 * (n + 1) + 0.1 * rnd, 3)
                 inflight_config.append(value)
@@ -263,13 +271,15 @@ async def test_sqlite_acks_under_load_survive_random_kill_9(
         await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.to_thread(server.start)
         jobs_now, config = await state(session, base)
-        not_cancelled = {j: jobs_now.get(j) for j in acked_cancel if jobs_now.get(j, ("?",))[0] != "cancelled"}
+        not_cancelled = {
+            j: jobs_now.get(j) for j in acked_cancel if jobs_now.get(j, ("?",))[0] != "cancelled"
+        }
         assert not not_cancelled, f"round {rnd}: acked cancels lost: {not_cancelled}"
         missing = {k: v for k, v in acked_submit.items() if v not in jobs_now}
         assert not missing, f"round {rnd}: acked submissions lost: {missing}"
         if acked_config:
             last = acked_config[-1]
-            allowed = inflight_config[inflight_config.index(last):]
+            allowed = inflight_config[inflight_config.index(last) :]
             assert config["error_rate"] in allowed, (rnd, last, config["error_rate"])
         # reset error_rate so jobs behave
         async with session.patch(f"{base}/v1/config", json={"error_rate": 0}, headers=ADMIN) as r:
@@ -319,14 +329,18 @@ async def test_sqlite_seen_events_are_never_rolled_back_across_kill_9(
         if by_seq.get(e["seq"], {}).get("job") != e["job"]
         or by_seq[e["seq"]]["event_type"] != e["event_type"]
     ]  # fmt: skip
-    assert not rolled_back, f"{len(rolled_back)} seen events not in the durable log: {rolled_back[:5]}"
+    assert not rolled_back, (
+        f"{len(rolled_back)} seen events not in the durable log: {rolled_back[:5]}"
+    )
     final = {j["id"]: j for j in await all_jobs(session, base, ADMIN)}
     changed = []
     for e in seen:
         if e["job"]["status"] in TERMINAL:
             now = final[e["job"]["id"]]
             if (now["status"], now["attempt"], now["finished_at"]) != (
-                e["job"]["status"], e["job"]["attempt"], e["job"]["finished_at"]
+                e["job"]["status"],
+                e["job"]["attempt"],
+                e["job"]["finished_at"],
             ):
                 changed.append((e["job"]["id"], e["job"]["status"], now["status"]))
     assert not changed, changed
@@ -355,7 +369,10 @@ async def test_sqlite_locked_db_answers_503_and_changes_nothing(
     base = server.url
     stuck = (await submit(session, base, scenario={"outcome": "stuck"}))["id"]
     broken = await submit(
-        session, base, role="premium", scenario={"outcome": "permanently_failed", "duration_s": 0.05}
+        session,
+        base,
+        role="premium",
+        scenario={"outcome": "permanently_failed", "duration_s": 0.05},
     )
     async with session.post(f"{base}/v1/process", json={"count": 1}, headers=ADMIN) as resp:
         assert resp.status == 200
@@ -367,7 +384,11 @@ async def test_sqlite_locked_db_answers_503_and_changes_nothing(
 
     calls: dict[str, tuple[str, str, dict[str, Any]]] = {
         "submit": ("POST", "/v1/jobs", {"json": {}}),
-        "submit-idempotent": ("POST", "/v1/jobs", {"json": {}, "headers": {"Idempotency-Key": "k"}}),
+        "submit-idempotent": (
+            "POST",
+            "/v1/jobs",
+            {"json": {}, "headers": {"Idempotency-Key": "k"}},
+        ),
         "cancel": ("POST", f"/v1/jobs/{stuck}/cancel", {"json": {}, "headers": ADMIN}),
         "retry": ("POST", f"/v1/jobs/{broken['id']}/retry", {"headers": ADMIN}),
         "process": ("POST", "/v1/process", {"json": {"count": 1}, "headers": ADMIN}),
@@ -617,7 +638,9 @@ async def test_redis_refused_change_is_not_applied_later(
     assert health[0] == 503 and "redis" in health[1].lower(), health
     diff = {k: (before[0].get(k), after_a[0].get(k)) for k in set(before[0]) | set(after_a[0])
             if before[0].get(k) != after_a[0].get(k)}  # fmt: skip
-    cfg_diff = {k: (before[1][k], after_a[1][k]) for k in before[1] if before[1][k] != after_a[1][k]}
+    cfg_diff = {
+        k: (before[1][k], after_a[1][k]) for k in before[1] if before[1][k] != after_a[1][k]
+    }
     assert (cfg_diff, diff) == ({}, {}), f"refused changes applied: config {cfg_diff}, jobs {diff}"
     assert after_b == after_a
 
@@ -648,7 +671,11 @@ async def test_redis_killed_and_restarted_loses_no_ack(
                             job_id = (await resp.json())["id"]
                             acked[f"{tag}{n}"] = job_id
                     if n % 3 == 0 and acked:
-                        victim = acked[f"{tag}{n}"] if f"{tag}{n}" in acked else next(iter(acked.values()))
+                        victim = (
+                            acked[f"{tag}{n}"]
+                            if f"{tag}{n}" in acked
+                            else next(iter(acked.values()))
+                        )
                         async with session.post(f"{base}/v1/jobs/{victim}/cancel", json={},
                                                 headers=ADMIN) as resp:  # fmt: skip
                             statuses[resp.status] += 1
@@ -682,7 +709,10 @@ async def test_redis_racing_cancels_on_two_processes_move_each_job_once(
     ids = [(await submit(session, a if i % 2 else b, scenario={"outcome": "stuck"}))["id"]
            for i in range(40)]  # fmt: skip
     for job_id in ids:  # visible on the other process at once
-        async with session.get(f"{a}/v1/jobs/{job_id}") as r1, session.get(f"{b}/v1/jobs/{job_id}") as r2:
+        async with (
+            session.get(f"{a}/v1/jobs/{job_id}") as r1,
+            session.get(f"{b}/v1/jobs/{job_id}") as r2,
+        ):
             assert (r1.status, r2.status) == (200, 200)
     await asyncio.sleep(0.5)
 
@@ -735,14 +765,16 @@ async def test_redis_kill_9_of_a_process_jobs_taken_over_no_duplicate_attempts(
     illegal = []
     for job_id in expected:
         chain = [e for e in watcher.events if e["job"]["id"] == job_id]
-        for prev, cur in zip(chain, chain[1:]):
+        for prev, cur in itertools.pairwise(chain):
             p, c = prev["job"], cur["job"]
             if cur["event_type"] == "job.started" and p["status"] != "pending":
                 illegal.append((job_id, prev["seq"], prev["event_type"], cur["seq"], "started"))
             if cur["event_type"] in ("job.progress", "job.completed", "job.failed") and (
                 p["status"] != "processing" or p["attempt"] != c["attempt"]
             ):
-                illegal.append((job_id, prev["seq"], prev["event_type"], cur["seq"], cur["event_type"]))
+                illegal.append(
+                    (job_id, prev["seq"], prev["event_type"], cur["seq"], cur["event_type"])
+                )
     assert not illegal, f"a job moved by two runners: {illegal}"
     terminal_events = Counter(
         e["job"]["id"] for e in watcher.events if e["job"]["status"] in TERMINAL

@@ -7,6 +7,7 @@ input and checks the answer; the test around it checks that state did not move.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 from collections.abc import Awaitable, Callable
@@ -308,6 +309,206 @@ async def ws_bad_token(client: Any, job_id: str) -> None:
         assert msg.type is WSMsgType.CLOSE and msg.data == 1008, msg
 
 
+# ---- issue 11: deep JSON, Unicode digits, non-ASCII cookies, NUL and control characters ----
+
+DEEP = 30_000
+DEEP_ARRAY = b"[" * DEEP + b"]" * DEEP
+DEEP_OBJECT = b'{"a":' * (DEEP // 3) + b"1" + b"}" * (DEEP // 3)  # within the 64 KiB body cap
+
+
+def deep_bodies() -> list[tuple[str, bytes]]:
+    return [
+        ("array", DEEP_ARRAY),
+        ("object", DEEP_OBJECT),
+        ("in-a-field", b'{"reason":' + DEEP_ARRAY + b"}"),
+        ("in-an-unknown-field", b'{"zz":' + DEEP_OBJECT + b"}"),
+    ]
+
+
+JSON_ROUTES = [
+    ("POST", "/v1/jobs", False),
+    ("PATCH", "/v1/config", True),
+    ("POST", "/v1/cleanup", True),
+    ("POST", "/v1/process", True),
+    ("POST", "/v1/jobs/{job}/cancel", True),
+    ("POST", "/v1/session", False),
+]
+
+
+def deep_case(name: str, method: str, path: str, body: bytes, admin: bool) -> None:
+    """Deep JSON anywhere: 400 (too deep) or 422 (the wrong shape, found first), never 500."""
+
+    async def probe(client: Any, job_id: str) -> None:
+        headers = {"Content-Type": "application/json", **(ADMIN if admin else {})}
+        resp = await client.request(method, path.replace("{job}", job_id), data=body,
+                                    headers=headers)  # fmt: skip
+        text = await resp.text()
+        assert resp.status in (400, 422), (resp.status, text[:300])
+        assert resp.content_type == "application/json", text[:300]
+        answer = json.loads(text)
+        assert answer.get("error", {}).get("message") or answer.get("status") == "failed"
+
+    CASES.append((name, probe))
+
+
+LEGACY_JSON_ROUTES = [
+    ("POST", "/config", True),
+    ("POST", "/translate", False),
+    ("POST", "/cancel/{job}", True),
+]
+for method, path, admin in JSON_ROUTES + LEGACY_JSON_ROUTES:
+    for kind, body in deep_bodies():
+        deep_case(f"deep-json-{kind}-{method}-{path}", method, path, body, admin)
+
+
+def legacy_case(name: str, method: str, path: str, status: int, **kwargs: Any) -> None:
+    async def probe(client: Any, job_id: str) -> None:
+        resp = await client.request(method, path.replace("{job}", job_id), **kwargs)
+        text = await resp.text()
+        assert resp.status == status, text
+        body = json.loads(text)
+        assert body["status"] == "failed" and body["message"], body
+
+    CASES.append((name, probe))
+
+
+legacy_case("legacy-config-deep-json-as-text", "POST", "/config", 400,
+            data=b'{"ERROR_RATE":' + DEEP_ARRAY + b"}", headers=ADMIN)  # fmt: skip
+legacy_case("legacy-status-nul-id", "GET", "/status/a%00b", 404)
+legacy_case("legacy-status-control-id", "GET", "/status/%1B%5B2J", 404)
+legacy_case("legacy-cancel-nul-id", "POST", "/cancel/%00", 404, json={}, headers=ADMIN)
+
+for name, value in [
+    ("superscript-two", "%C2%B2"),  # "²": str.isdigit() says yes, int() says no
+    ("arabic-indic-three", "%D9%A3"),  # "٣": int() would read it as 3
+    ("fullwidth-seven", "%EF%BC%97"),  # U+FF17
+    ("math-bold-nine", "%F0%9D%9F%97"),  # U+1D7D7
+    ("circled-one", "%E2%91%A0"),  # "①"
+    ("nul", "1%002"),
+]:
+    http_case(f"sse-last-event-id-query-{name}", "GET",
+              f"/v1/events?job={{job}}&last_event_id={value}", 422, "validation_error",
+              field="last_event_id")  # fmt: skip
+http_case("sse-last-event-id-header-superscript", "GET", "/v1/events?job={job}", 422,
+          "validation_error", headers={"Last-Event-ID": "\u00b2"})  # fmt: skip
+
+for name, cookie in [
+    ("non-ascii-signature", "1.n.\u00e9\u00e9"),
+    ("superscript-expiry", "\u00b2\u00b2.nonce.abc"),
+    ("huge-expiry", "9" * 40 + ".nonce.abc"),
+    ("empty", ""),
+    ("dots-only", ".."),
+]:
+    # the cookie is the only credential on an admin-capable route: refused, never a 500
+    http_case(f"cookie-{name}-list", "GET", "/v1/jobs", 401, "unauthorized",
+              headers={"Cookie": f"dubsim_session={cookie}"})  # fmt: skip
+    http_case(f"cookie-{name}-admin-route", "PATCH", "/v1/config", 401, "unauthorized",
+              json={"error_rate": 1}, headers={"Cookie": f"dubsim_session={cookie}"})  # fmt: skip
+
+for name, raw in [
+    ("nul-then-png", "app.js%00.png"),
+    ("nul", "%00"),
+    ("newline", "app%0A.js"),
+    ("escape", "%1B%5B2J"),
+    ("dotdot", "..%2F..%2Fpyproject.toml"),
+]:
+    http_case(f"static-{name}", "GET", f"/static/{raw}", 404, "not_found")
+http_case("id-control-chars-retry", "POST", "/v1/jobs/%0D%0A%09/retry", 404, "not_found",
+          admin=True)  # fmt: skip
+
+
+def raw_case(name: str, head: bytes, statuses: set[int], *, json_body: bool = True) -> None:
+    """Bytes no well-behaved client library will send (control characters in headers): over
+    a plain socket. `json_body=False` where aiohttp's parser refuses before any handler."""
+
+    async def probe(client: Any, job_id: str) -> None:
+        reader, writer = await asyncio.open_connection(client.host, client.port)
+        try:
+            writer.write(head.replace(b"{job}", job_id.encode()) + b"Connection: close\r\n\r\n")
+            await writer.drain()
+            raw = await asyncio.wait_for(reader.read(), 10)
+        finally:
+            writer.close()
+        status_line, _, rest = raw.partition(b"\r\n")
+        status = int(status_line.split()[1])
+        assert status in statuses, raw[:300]
+        if json_body:
+            headers, _, body = rest.partition(b"\r\n\r\n")
+            assert b"application/json" in headers.lower(), raw[:300]
+            assert json.loads(body)["error"]["message"], body
+
+    CASES.append((name, probe))
+
+
+# Control characters in a header: aiohttp's HTTP parser refuses them (a plain-text 400, like
+# the over-long request line above) before any handler runs.
+for name, value in [("del", b"bob\x7f"), ("escape", b"\x1b[2Jbob"), ("bell", b"b\x07ob")]:
+    for header in (
+        b"X-User-Id",
+        b"Idempotency-Key",
+        b"Cookie: dubsim_session=1.",
+        b"Last-Event-ID",
+    ):
+        sep = b"" if header.endswith(b".") else b": "
+        raw_case(f"raw-{header.split(b':')[0].decode().lower()}-{name}",
+                 b"GET /v1/events?job={job} HTTP/1.1\r\nHost: x\r\n" + header + sep + value
+                 + b"\r\n", {400}, json_body=False)  # fmt: skip
+# Bytes above ASCII pass the parser (read as Latin-1) and reach the handlers, which refuse them.
+for name, value in [("latin1-nel", b"b\x85ob"), ("latin1-nbsp", b"b\xa0ob"),
+                    ("utf8-superscript", b"\xc2\xb2\xc2\xb2")]:  # fmt: skip
+    if name.startswith("latin1"):  # non-printable once decoded; UTF-8 "²" reads as "Â²", printable
+        raw_case(f"raw-user-id-{name}", b"GET /v1/jobs HTTP/1.1\r\nHost: x\r\nX-User-Id: "
+                 + value + b"\r\n", {400})  # fmt: skip
+        raw_case(f"raw-idempotency-key-{name}", b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\n"
+                 b"Content-Length: 0\r\nIdempotency-Key: " + value + b"\r\n", {400})  # fmt: skip
+    raw_case(f"raw-cookie-{name}", b"GET /v1/jobs HTTP/1.1\r\nHost: x\r\n"
+             b"Cookie: dubsim_session=1.nonce." + value + b"\r\n", {401})  # fmt: skip
+    raw_case(f"raw-cookie-expiry-{name}", b"GET /v1/jobs HTTP/1.1\r\nHost: x\r\n"
+             b"Cookie: dubsim_session=" + value + b".nonce.sig\r\n", {401})  # fmt: skip
+    raw_case(f"raw-last-event-id-{name}", b"GET /v1/events?job={job} HTTP/1.1\r\nHost: x\r\n"
+             b"Last-Event-ID: " + value + b"\r\n", {422})  # fmt: skip
+# NUL in a header or the request line: aiohttp's parser refuses it (plain-text 400) first
+raw_case("raw-user-id-nul", b"GET /v1/jobs HTTP/1.1\r\nHost: x\r\nX-User-Id: a\x00b\r\n",
+         {400}, json_body=False)  # fmt: skip
+raw_case("raw-cookie-nul", b"GET /v1/jobs HTTP/1.1\r\nHost: x\r\nCookie: dubsim_session=\x00\r\n",
+         {400, 401}, json_body=False)  # fmt: skip
+raw_case("raw-path-nul", b"GET /v1/jobs/a\x00b HTTP/1.1\r\nHost: x\r\n", {400, 404},
+         json_body=False)  # fmt: skip
+
+
+@case("ws-nul-and-control-job-ids")
+async def ws_nul_ids(client: Any, job_id: str) -> None:
+    async with client.ws_connect("/v1/ws") as ws:
+        await ws.send_str(json.dumps({"op": "subscribe", "jobs": ["a\u0000b", "\u001b[2J"]}))
+        assert (await ws_reply(ws))["type"] == "subscribed"
+        error = await ws_reply(ws)
+        assert error["type"] == "error" and error["code"] == "not_found", error
+        assert error["jobs"] == ["a\u0000b", "\u001b[2J"]
+        await ws_still_usable(ws)
+
+
+for name, language in [("newline", "es\n"), ("crlf", "es\r\n"), ("nul", "es\x00"),
+                       ("region-newline", "es-MX\n"), ("leading-newline", "\nes")]:  # fmt: skip
+    http_case(f"language-{name}", "POST", "/v1/jobs", 422, "validation_error",
+              field="target_language", json={"target_language": language})  # fmt: skip
+
+ws_error_case("ws-id-65-chars", json.dumps({"op": "ping", "id": "i" * 65}), "invalid_message")
+ws_error_case("ws-id-60kb", json.dumps({"op": "ping", "id": "i" * 60_000}), "invalid_message")
+ws_error_case("ws-deep-json", "[" * DEEP + "]" * DEEP, "invalid_message")
+ws_error_case("ws-deep-json-in-id", '{"op": "ping", "id": ' + "[" * DEEP + "]" * DEEP + "}",
+              "invalid_message")  # fmt: skip
+
+
+@case("ws-long-id-is-not-echoed")
+async def ws_long_id(client: Any, job_id: str) -> None:
+    async with client.ws_connect("/v1/ws") as ws:
+        await ws.send_str(json.dumps({"op": "ping", "id": "L" * 65}))
+        msg = await ws.receive(timeout=10)
+        assert "L" * 65 not in msg.data and json.loads(msg.data).get("id") is None, msg.data
+        await ws.send_str(json.dumps({"op": "ping", "id": "M" * 64}))  # the cap itself is fine
+        assert (await ws_reply(ws))["id"] == "M" * 64
+
+
 @pytest.mark.parametrize("probe", [p for _, p in CASES], ids=[n for n, _ in CASES])
 async def test_bad_input_is_refused_and_changes_nothing(api: ApiFactory, probe: Probe) -> None:
     # manual mode: nothing moves on its own, so any change would be the bad input's doing
@@ -328,4 +529,4 @@ async def test_bad_input_is_refused_and_changes_nothing(api: ApiFactory, probe: 
 
 def test_the_table_is_big_and_names_are_unique() -> None:
     names = [n for n, _ in CASES]
-    assert len(names) == len(set(names)) and len(names) >= 60
+    assert len(names) == len(set(names)) and len(names) >= 180

@@ -208,7 +208,9 @@ async def test_session_cookie_is_httponly_and_samesite_strict(api: ApiFactory) -
     assert "httponly" in attributes
     assert attributes["samesite"].strip().lower() == "samesite=strict"
     assert attributes["path"].strip() == "Path=/"
-    bad = await client.post("/v1/session", json={"token": "wrong-token"})
+    # the jar now holds the cookie: a cookie-carrying POST must be same-origin (as a browser's)
+    own = {"Origin": str(client.make_url("")).rstrip("/")}
+    bad = await client.post("/v1/session", json={"token": "wrong-token"}, headers=own)
     assert bad.status == 401 and "Set-Cookie" not in bad.headers
 
 

@@ -105,7 +105,7 @@ def test_slow_consumer_is_closed_and_others_keep_receiving() -> None:
     assert delivered == 20
     assert closed == [SLOW_CONSUMER] and slow.closed_reason == SLOW_CONSUMER
     assert slow not in hub.subscriptions and hub.slow_consumers == 1
-    assert slow.pending == 5  # never grew past its bound
+    assert slow.pending == 0 and slow.pending_bytes == 0  # dropped: it would never read them
 
 
 def test_event_frames_are_encoded_once_per_wire() -> None:
@@ -143,3 +143,40 @@ def test_a_replay_larger_than_the_live_bound_still_succeeds() -> None:
     assert [f["seq"] for f in frames(sub)] == list(range(1, 31))
     publish(hub, "a")  # live delivery is bounded again
     assert sub.pending == 1
+
+
+def test_live_pushes_are_bounded_in_bytes_too() -> None:
+    hub = Hub(buffer_size=100, queue_limit=1_000)
+    sub = hub.open(WIRE)
+    sub.byte_limit, sub.burst_bytes = 1_000, 4_000
+    assert sub.push(b"x" * 600) and sub.pending_bytes == 600
+    assert not sub.push(b"y" * 401)  # 1,001 bytes: over, though far under 1,000 frames
+    assert sub.closed_reason == SLOW_CONSUMER
+    assert sub.pending == 0 and sub.pending_bytes == 0  # what it held is let go
+
+
+async def test_reading_frees_the_byte_budget() -> None:
+    sub = Hub(buffer_size=10, queue_limit=1_000).open(WIRE)
+    sub.byte_limit = 1_000
+    for _ in range(10):  # 10 x 900 bytes through a 1,000-byte queue: fine when read
+        assert sub.push(b"z" * 900)
+        assert await sub.get() == [b"z" * 900]
+    assert sub.closed_reason is None and sub.pending_bytes == 0
+
+
+def test_snapshots_and_replays_count_and_are_capped() -> None:
+    hub = Hub(buffer_size=1_000, queue_limit=1_000)
+    for i in range(50):
+        hub.publish(
+            EventType.CREATED, "t", f"j{i}", "u", b'{"id":"%d","pad":"%s"}' % (i, b"p" * 90)
+        )
+    sub = hub.open(WIRE)
+    sub.byte_limit, sub.burst_bytes = 1_000, 3_000
+    hub.subscribe(sub, jobs=["j1", "j2"])  # a small snapshot may pass the live bound
+    assert sub.closed_reason is None and 0 < sub.pending_bytes <= 3_000
+    hub.subscribe(sub, user="u")  # 50 snapshots of ~130 bytes: over the burst cap
+    assert sub.closed_reason == SLOW_CONSUMER and sub.pending_bytes == 0
+    again = hub.open(WIRE)
+    again.byte_limit, again.burst_bytes = 1_000, 2_000
+    hub.subscribe(again, everything=True, since=0)  # a replay of 50 ~55-byte events: capped
+    assert again.closed_reason == SLOW_CONSUMER
