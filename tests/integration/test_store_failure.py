@@ -24,17 +24,20 @@ async def healthy(client: TestClient[Any, Any], timeout: float = 30) -> None:
 
 
 async def assert_refused(client: TestClient[Any, Any], job_id: str, before: dict[str, Any]) -> None:
-    """Every kind of change is refused with 503, and nothing moved."""
-    cancel = await client.post(f"/v1/jobs/{job_id}/cancel", json={}, headers=ADMIN)
+    """Every kind of change is refused with 503, and nothing moved. (Sent together: against a
+    hung Redis each waits out the socket timeout.)"""
+    cancel, submit, patch, legacy = await asyncio.gather(
+        client.post(f"/v1/jobs/{job_id}/cancel", json={}, headers=ADMIN),
+        client.post("/v1/jobs", json={"role": "premium"}),
+        client.patch("/v1/config", json={"error_rate": 0.5}, headers=ADMIN),
+        client.post(f"/cancel/{job_id}", json={}, headers=ADMIN),
+    )
     assert cancel.status == 503, await cancel.text()
     assert int(cancel.headers["Retry-After"]) >= 1
     body = await cancel.json()
     assert body["error"]["code"] == "store_unavailable" and body["error"]["message"]
-    submit = await client.post("/v1/jobs", json={"role": "premium"})
     assert submit.status == 503
-    patch = await client.patch("/v1/config", json={"error_rate": 0.5}, headers=ADMIN)
     assert patch.status == 503
-    legacy = await client.post(f"/cancel/{job_id}", json={}, headers=ADMIN)
     assert legacy.status == 503 and (await legacy.json())["status"] == "failed"
     # memory is not ahead of the store: the job, the config and the list are as they were
     assert await (await client.get(f"/v1/jobs/{job_id}")).json() == before
