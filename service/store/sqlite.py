@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import logging
 import os
 import sqlite3
@@ -368,9 +369,9 @@ class SQLiteStore:
         keys: dict[tuple[str, str], str | None] = {}
         seq, ordinal = self._seq, self._next_ordinal
         results: list[Committed | Exception] = []
-        inserts: list[tuple[object, ...]] = []
-        updates: list[tuple[object, ...]] = []
-        deletes: list[tuple[int]] = []
+        inserts: list[tuple[int, str, str | None, str | None, bytes, int]] = []
+        updates: list[tuple[bytes, int, int, str]] = []
+        deletes: list[int] = []
         events: list[tuple[object, ...]] = []
         for change, _ in batch.changes:
             job_id = change.job.id
@@ -406,11 +407,11 @@ class SQLiteStore:
                     (entry.ordinal, job_id, change.idempotency_key, change.request_hash, data, seq)
                 )
             elif change.event is EventType.DELETED:
-                deletes.append((entry.ordinal,))
+                deletes.append(entry.ordinal)
                 if entry.idempotency_key is not None:
                     keys[(entry.user_id, entry.idempotency_key)] = None
             else:
-                updates.append((data, seq, entry.ordinal))
+                updates.append((data, seq, entry.ordinal, job_id))
             created = change.expect == 0
             key = change.idempotency_key if created else None
             digest = change.request_hash if created else None
@@ -420,20 +421,31 @@ class SQLiteStore:
                     seq, change.event, change.at, change.job, data, entry.ordinal, key, digest
                 )
             )
+        # a job changed twice in one batch is written once, in its last state
+        rows: dict[int, tuple[object, ...]] = {row[0]: row for row in inserts}
+        for data, version, at_ordinal, job_id in updates:
+            first = rows.get(at_ordinal)
+            if first is None:
+                rows[at_ordinal] = (at_ordinal, job_id, None, None, data, version)
+            else:
+                rows[at_ordinal] = (*first[:4], data, version)
+        inserted = {row[0] for row in inserts}
+        gone = []  # deleted rows that exist on disk (not those born in this very batch)
+        for at_ordinal in deletes:
+            rows.pop(at_ordinal, None)
+            if at_ordinal not in inserted:
+                gone.append(at_ordinal)
         conn.execute("BEGIN IMMEDIATE")
         try:
-            if inserts:
-                conn.executemany(
-                    "INSERT INTO jobs (ordinal, id, idempotency_key, request_hash, data, version)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    inserts,
-                )
-            if updates:
-                conn.executemany("UPDATE jobs SET data = ?, version = ? WHERE ordinal = ?", updates)
-            if deletes:
-                conn.executemany("DELETE FROM jobs WHERE ordinal = ?", deletes)
+            # multi-row statements: one call into SQLite (and one GIL hand-off) per chunk, not
+            # per row; per-row executemany let the event loop's thread starve this one
+            _many(conn, _UPSERT_JOBS, list(rows.values()))
+            _many(conn, _INSERT_EVENTS, events)
+            for start in range(0, len(gone), _CHUNK):
+                chunk = gone[start : start + _CHUNK]
+                marks = ",".join("?" * len(chunk))
+                conn.execute(f"DELETE FROM jobs WHERE ordinal IN ({marks})", chunk)
             if events:
-                conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?)", events)
                 conn.execute("DELETE FROM events WHERE seq <= ?", (seq - self._event_buffer,))
             if batch.hits:
                 conn.executemany("INSERT INTO rate_hits (user_id, at) VALUES (?, ?)", batch.hits)
@@ -473,6 +485,31 @@ class SQLiteStore:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+_CHUNK = 400  # rows per statement: 7 columns x 400 stays far below SQLite's 32,766 variables
+_UPSERT_JOBS = (
+    "INSERT INTO jobs (ordinal, id, idempotency_key, request_hash, data, version) VALUES {}"
+    " ON CONFLICT(ordinal) DO UPDATE SET data = excluded.data, version = excluded.version",
+    6,
+)
+_INSERT_EVENTS = ("INSERT INTO events VALUES {}", 7)
+
+
+def _many(
+    conn: sqlite3.Connection, statement: tuple[str, int], rows: list[tuple[object, ...]]
+) -> None:
+    """Run a multi-row VALUES statement over `rows`, in chunks."""
+    template, width = statement
+    for start in range(0, len(rows), _CHUNK):
+        chunk = rows[start : start + _CHUNK]
+        conn.execute(template.format(_values(width, len(chunk))), [v for row in chunk for v in row])
+
+
+@functools.cache
+def _values(width: int, count: int) -> str:
+    one = "(" + ",".join("?" * width) + ")"
+    return ",".join([one] * count)
 
 
 def _script(conn: sqlite3.Connection, script: str) -> None:
