@@ -113,7 +113,7 @@ def test_the_signature_is_pinned() -> None:
 def test_a_cookie_survives_a_restart_but_not_a_new_token() -> None:
     cookie = opened_at(NOW)
     assert checked_at(NOW, Auth(TOKEN), cookie)  # another instance, the same token
-    assert not checked_at(NOW, Auth("another-token"), cookie)
+    assert not checked_at(NOW, Auth("another-admin-token"), cookie)
 
 
 def test_tampered_or_malformed_cookies_are_refused() -> None:

@@ -167,9 +167,8 @@ async def test_reading_frees_the_byte_budget() -> None:
 def test_snapshots_and_replays_count_and_are_capped() -> None:
     hub = Hub(buffer_size=1_000, queue_limit=1_000)
     for i in range(50):
-        hub.publish(
-            EventType.CREATED, "t", f"j{i}", "u", b'{"id":"%d","pad":"%s"}' % (i, b"p" * 90)
-        )
+        job = b'{"id":"%d","pad":"%s"}' % (i, b"p" * 90)
+        hub.publish(Published(hub.seq + 1, EventType.CREATED, "t", f"j{i}", "u", job))
     sub = hub.open(WIRE)
     sub.byte_limit, sub.burst_bytes = 1_000, 3_000
     hub.subscribe(sub, jobs=["j1", "j2"])  # a small snapshot may pass the live bound
