@@ -1,7 +1,9 @@
-"""The service's error vocabulary: each names its HTTP status and a stable code.
+"""The service's error vocabulary: what went wrong, as a stable code and a message.
 
-Raised by the domain and the handlers alike; one middleware turns them into
-`{"error": {"code", "message", "details"}}`.
+Raised by the domain (JobService) and the handlers alike. They name no HTTP status: each
+transport maps them in one table (v1: `service/api/_http.py` HTTP_STATUS, whose error
+middleware answers `{"error": {"code", "message", "details"}}`; the seed-era routes:
+`service/api/compat.py`, in their old words; the WebSocket answers with the code).
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ from typing import Any
 
 
 class ServiceError(Exception):
-    status = 400
     code = "bad_request"
 
     def __init__(self, message: str, **details: Any) -> None:
@@ -28,35 +29,35 @@ class InvalidJSON(ServiceError):
 
 
 class Unauthorized(ServiceError):
-    status, code = 401, "unauthorized"
+    code = "unauthorized"
 
 
 class Forbidden(ServiceError):
-    status, code = 403, "forbidden"
+    code = "forbidden"
 
 
 class NotFound(ServiceError):
-    status, code = 404, "not_found"
+    code = "not_found"
 
 
 class Conflict(ServiceError):
-    status, code = 409, "conflict"
+    code = "conflict"
 
 
 class UnsupportedMediaType(ServiceError):
-    status, code = 415, "unsupported_media_type"
+    code = "unsupported_media_type"
 
 
 class ValidationFailed(ServiceError):
-    status, code = 422, "validation_error"
+    code = "validation_error"
 
 
 class IdempotencyKeyReused(ServiceError):
-    status, code = 422, "idempotency_key_reused"
+    code = "idempotency_key_reused"
 
 
 class RateLimited(ServiceError):
-    status, code = 429, "rate_limited"
+    code = "rate_limited"
 
     def __init__(self, message: str, *, limit: int, remaining: int, reset_s: float) -> None:
         super().__init__(message, limit=limit, retry_after_s=reset_s)
@@ -66,9 +67,9 @@ class RateLimited(ServiceError):
 
 
 class Unavailable(ServiceError):
-    """503: the server can't take this now (connection cap, shutting down); retry later."""
+    """The server can't take this now (connection cap, shutting down); retry later."""
 
-    status, code = 503, "unavailable"
+    code = "unavailable"
 
     def __init__(self, message: str, *, retry_after_s: float, **details: Any) -> None:
         super().__init__(message, retry_after_s=retry_after_s, **details)

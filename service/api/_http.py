@@ -8,7 +8,7 @@ import math
 import re
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import msgspec
 from aiohttp import web
@@ -16,9 +16,14 @@ from aiohttp.typedefs import Handler, Middleware
 
 from ..appkeys import FAULTS, SERVICE
 from ..errors import (
+    Conflict,
+    Forbidden,
+    IdempotencyKeyReused,
     InvalidJSON,
+    NotFound,
     RateLimited,
     ServiceError,
+    Unauthorized,
     Unavailable,
     UnsupportedMediaType,
     ValidationFailed,
@@ -48,6 +53,30 @@ HTTP_CODES = {
     500: "internal_error",
     503: "unavailable",
 }
+
+
+# The one table from the domain's errors to HTTP statuses (the first match along the MRO).
+HTTP_STATUS: Final[dict[type[ServiceError], int]] = {
+    Unauthorized: 401,
+    Forbidden: 403,
+    NotFound: 404,
+    Conflict: 409,
+    UnsupportedMediaType: 415,
+    ValidationFailed: 422,
+    IdempotencyKeyReused: 422,
+    RateLimited: 429,
+    Unavailable: 503,
+    ServiceError: 400,  # BadRequest, InvalidJSON, and anything not named above
+}
+
+
+def http_status(exc: ServiceError) -> int:
+    """The HTTP status a domain error is answered with."""
+    for kind in type(exc).__mro__:
+        status = HTTP_STATUS.get(kind)
+        if status is not None:
+            return status
+    return 400
 
 
 def json_response(
@@ -155,7 +184,7 @@ def _error_response_for(request: web.Request, exc: Exception) -> web.Response | 
         legacy_error = getattr(request.match_info.handler, "legacy_error", None)
         if legacy_error is not None:  # the seed-era routes answer in their own shape
             return legacy_error(exc)  # type: ignore[no-any-return]
-        return error_response(exc.status, exc.code, exc.message, exc.details, headers)
+        return error_response(http_status(exc), exc.code, exc.message, exc.details, headers)
     if isinstance(exc, StoreUnavailable):
         retry = str(max(1, math.ceil(exc.retry_after_s)))
         return error_response(503, "store_unavailable", exc.reason, headers={"Retry-After": retry})

@@ -66,7 +66,7 @@ from ..models import CancelRequest, Role, Status, SubmitRequest
 from ..ratelimit import Decision
 from ..settings import ConfigPatch
 from ..store import StoreUnavailable
-from ._http import field_of, injected_fault, json_response, read_json
+from ._http import field_of, http_status, injected_fault, json_response, read_json
 from .jobs import hint_headers
 
 # GET /status `status`: only the four words client A knows; non-final states poll on.
@@ -189,10 +189,11 @@ def legacy_error(exc: ServiceError) -> web.Response:
         return failed(429, "Rate limit exceeded", _rate_headers(exc))
     if isinstance(exc, NotFound):
         return failed(404, NOT_FOUND)
-    if exc.status == 401:
+    status = http_status(exc)
+    if status == 401:
         return failed(401, UNAUTHORIZED)
     # the seed servers knew one client-error status: 409/415/422 read as 400
-    return failed(exc.status if exc.status in (403, 413, 503) else 400, exc.message)
+    return failed(status if status in (403, 413, 503) else 400, exc.message)
 
 
 def _rate_headers(exc: RateLimited) -> dict[str, str]:
