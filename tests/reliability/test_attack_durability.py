@@ -397,7 +397,7 @@ async def test_sqlite_locked_db_answers_503_and_changes_nothing(
         "translate": ("POST", "/translate", {"json": {"role": "free"}}),
         "start": ("POST", "/start", {}),
         "legacy-cancel": ("POST", f"/cancel/{stuck}", {"json": {}, "headers": ADMIN}),
-        "legacy-process": ("POST", "/process", {}),
+        "legacy-process": ("POST", "/process", {"headers": ADMIN}),
     }
     method, path, kwargs = calls[route]
     conn = sqlite3.connect(server.db, timeout=10, isolation_level=None)

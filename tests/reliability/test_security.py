@@ -224,9 +224,13 @@ def session_cookie(client: Any) -> dict[str, str]:
 
 
 async def is_admin(client: Any, headers: dict[str, str]) -> bool:
-    """Asked two ways: the session route, and an admin-only route."""
+    """Asked two ways: the session route, and an admin-only route (sent as the dashboard
+    sends it: same origin, JSON; a cookie mutation from elsewhere is refused anyway)."""
     state = await (await client.get("/v1/session", headers=headers)).json()
-    patch = await client.patch("/v1/config", json={"workers": 4}, headers=headers)
+    own = str(client.make_url("/")).rstrip("/")
+    patch = await client.patch(
+        "/v1/config", json={"workers": 4}, headers={**headers, "Origin": own}
+    )
     assert patch.status in (200, 401), await patch.text()
     assert state["admin"] is (patch.status == 200)
     return bool(state["admin"])
@@ -237,7 +241,9 @@ async def test_logout_revokes_the_cookie_even_where_a_copy_is_kept(api: ApiFacto
     await login(client)
     cookie = session_cookie(client)
     assert await is_admin(client, cookie)
-    resp = await client.delete("/v1/session", headers=cookie)
+    own = str(client.make_url("/")).rstrip("/")  # as the dashboard logs out: same origin, JSON
+    same_origin = {**cookie, "Origin": own, "Content-Type": "application/json"}
+    resp = await client.delete("/v1/session", headers=same_origin)
     assert resp.status == 204
     assert f"{COOKIE}=" in resp.headers["Set-Cookie"]  # the browser is told to drop it
     client.session.cookie_jar.clear()
