@@ -22,10 +22,11 @@ import time
 import urllib.request
 from pathlib import Path
 
+from deploy.redis_server import RedisServer
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
-REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
 
 def free_port() -> int:
@@ -66,10 +67,10 @@ class Cluster:
         self.admin_token = admin_token or secrets.token_urlsafe(24)
         self.env = env or {}
         self.appendfsync = appendfsync
-        self.redis_socket = str(directory / "redis.sock")
         self.backend_ports = [free_port() for _ in range(processes)]
         self.backends: list[subprocess.Popen[bytes] | None] = [None] * processes
-        self.redis: subprocess.Popen[bytes] | None = None
+        self.redis_server: RedisServer | None = None
+        self.redis: subprocess.Popen[bytes] | None = None  # its process, for signals
         self.nginx: subprocess.Popen[bytes] | None = None
 
     @property
@@ -78,7 +79,7 @@ class Cluster:
 
     @property
     def redis_url(self) -> str:
-        return f"unix://{self.redis_socket}"
+        return f"unix://{self.dir / 'redis.sock'}"
 
     def backend_url(self, index: int) -> str:
         return f"http://127.0.0.1:{self.backend_ports[index]}"
@@ -90,39 +91,11 @@ class Cluster:
         self.start_nginx()
 
     def start_redis(self) -> None:
-        self.redis = subprocess.Popen(
-            [
-                REDIS_SERVER,
-                "--port",
-                "0",
-                "--unixsocket",
-                self.redis_socket,
-                "--unixsocketperm",
-                "700",
-                "--dir",
-                str(self.dir),
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                self.appendfsync,
-                "--loglevel",
-                "warning",
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.socket(socket.AF_UNIX) as sock:
-                    sock.connect(self.redis_socket)
-                    sock.sendall(b"PING\r\n")
-                    if sock.recv(16).startswith(b"+PONG"):
-                        return
-            except OSError:
-                time.sleep(0.02)
-        raise RuntimeError("redis-server did not start")
+        if self.redis_server is not None:  # a restart: the old one is dead or is stopped now
+            self.redis_server.stop()
+        server = RedisServer(self.dir, appendonly=True, appendfsync=self.appendfsync)
+        server.start()
+        self.redis_server, self.redis = server, server.proc
 
     def start_backend(self, index: int) -> None:
         env = {
@@ -179,10 +152,9 @@ class Cluster:
                     proc.wait()
         if self.nginx is not None and self.nginx.stderr is not None:
             self.nginx.stderr.close()
-        if self.redis is not None and self.redis.poll() is None:
-            self.redis.send_signal(signal.SIGTERM)
-            self.redis.wait(timeout=15)
-        self.nginx, self.redis = None, None
+        if self.redis_server is not None:
+            self.redis_server.stop()
+        self.nginx, self.redis, self.redis_server = None, None, None
         self.backends = [None] * len(self.backends)
 
 

@@ -17,9 +17,9 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
+from deploy.redis_server import RedisServer
 from service.app import create_app
 from service.settings import Settings
-from tests.redis_server import RedisServer
 
 ADMIN_TOKEN = "test-admin-token"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}

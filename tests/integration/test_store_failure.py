@@ -13,8 +13,8 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
+from deploy.redis_server import RedisServer
 from tests.conftest import ADMIN, make_settings, wait_for_status
-from tests.redis_server import RedisServer
 
 
 async def healthy(client: TestClient[Any, Any], timeout: float = 30) -> None:

@@ -1,7 +1,8 @@
-"""A real redis-server for the tests: unix socket in a temp dir, stopped by PID.
+"""A real redis-server on a unix socket in a directory of ours, stopped by its PID.
 
-`make test` installs the Debian package; without it (and in CI) these tests fail rather than
-skip, so a green run always means both backends were tested.
+Used by `make cluster` (deploy/cluster.py) and by the tests. `make test` installs the Debian
+package; without it the Redis tests fail rather than skip, so a green run always means both
+backends were tested.
 """
 
 from __future__ import annotations
@@ -18,12 +19,16 @@ REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
 class RedisServer:
     """One redis-server process. `appendonly` makes every acknowledged write survive a kill
-    of Redis itself (fsync every second; `always` for the tests that kill Redis)."""
+    of Redis itself, within `appendfsync` (`always`: every write; `everysec`: up to a second
+    on a power cut)."""
 
-    def __init__(self, directory: Path, *, appendonly: bool = False) -> None:
+    def __init__(
+        self, directory: Path, *, appendonly: bool = False, appendfsync: str = "always"
+    ) -> None:
         self.directory = directory
         self.socket = str(directory / "redis.sock")
         self.appendonly = appendonly
+        self.appendfsync = appendfsync
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -39,7 +44,7 @@ class RedisServer:
             "--dir", str(self.directory),
             "--save", "",
             "--appendonly", "yes" if self.appendonly else "no",
-            "--appendfsync", "always",
+            "--appendfsync", self.appendfsync,
             "--daemonize", "no",
             "--loglevel", "warning",
         ]  # fmt: skip
