@@ -28,6 +28,8 @@ class Broker:
         self._buffer: deque[Published] = deque(maxlen=buffer_size)
 
     def append(self, pub: Published) -> None:
+        if pub.seq <= self.seq:
+            return  # already history (replayed on a load): the buffer stays in seq order
         self.seq = pub.seq
         self._buffer.append(pub)
 

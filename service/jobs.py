@@ -163,11 +163,11 @@ class JobService:
             interrupted = [r.job.id for r in self._records.values() if _running(r)]
             await asyncio.gather(*(self.interrupted(job_id) for job_id in interrupted))
 
-    def _add(self, stored: StoredJob) -> Record:
+    def _add(self, stored: StoredJob, data: bytes | None = None) -> Record:
         job = stored.job
         record = Record(
             job,
-            self._encoder.encode(job),
+            self._encoder.encode(job) if data is None else data,
             stored.ordinal,
             stored.version,
             stored.idempotency_key,
@@ -184,12 +184,17 @@ class JobService:
     def _on_commit(self, events: list[Committed]) -> None:
         for committed in events:
             record = self._apply(committed)
+            if record is None:  # older than what the read model has: history, not news
+                self.hub.remember(_published(committed))
+                continue
             self.hub.publish(_published(committed))
-            if record is not None:
-                self.dispatcher.job_changed(record, committed.type)
+            self.dispatcher.job_changed(record, committed.type)
 
     def _apply(self, committed: Committed) -> Record | None:
         job = committed.job
+        known = self._records.get(job.id)
+        if known is not None and committed.seq <= known.version:
+            return None  # already applied (a job loaded in a state newer than this event)
         if committed.type is EventType.CREATED:
             stored = StoredJob(
                 job,
@@ -198,10 +203,10 @@ class JobService:
                 committed.idempotency_key,
                 committed.request_hash,
             )
-            return self._add(stored)
-        record = self._records.get(job.id)
-        if record is None or committed.seq <= record.version:
-            return None  # already known (loaded after this event was written)
+            return self._add(stored, committed.data)
+        record = known
+        if record is None:
+            return None  # deleted already (an event from before a load that missed the job)
         if committed.type is EventType.DELETED:
             del self._records[job.id]
             if record.idempotency_key is not None:
