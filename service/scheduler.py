@@ -178,12 +178,13 @@ class Scheduler:
         if self.service.store.shared:
             self._loops.append(asyncio.create_task(self._lease_loop(), name="leases"))
         self._loops.append(asyncio.create_task(self._dispatch_loop(), name="dispatch"))
+        self._loops.append(asyncio.create_task(self._expiry_loop(), name="expiry"))
 
     async def stop(self) -> None:
         """Stop workers and attempts. On a private store the interrupted jobs stay processing
         and are requeued at the next start; on a shared one they are handed back at once, so
         another process takes them over without waiting for the lease to run out."""
-        tasks = [*self._loops, *self._tasks]
+        tasks = [*self._loops, *(self._tasks | set(self._attempts.values()))]
         running = list(self._attempts)
         for task in tasks:
             task.cancel()
@@ -280,6 +281,15 @@ class Scheduler:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._retry_wake.wait(), wait)
 
+    async def _expiry_loop(self) -> None:
+        """Finished jobs go JOB_TTL after they finished (swept every tenth of it, at most
+        every minute), so nothing is kept forever."""
+        while True:
+            ttl = self.service.config.job_ttl_s
+            await self.service.clock.sleep(max(0.05, min(60.0, ttl / 10)))
+            with contextlib.suppress(StoreUnavailable):
+                await self.service.cleanup(older_than_s=self.service.config.job_ttl_s)
+
     async def _lease_loop(self) -> None:
         """Renew our leases; put back jobs whose lease ran out (their process died)."""
         store, clock = self.service.store, self.service.clock
@@ -326,11 +336,13 @@ class Scheduler:
                 return Plan(duration, stuck_at=rng.uniform(0.3, 0.9))
 
     async def _attempt(self, record: Record, attempt: int, plan: Plan) -> None:
-        stop_at = plan.fail_at if plan.fail_at is not None else plan.stuck_at
-        await self._progress(record, attempt, plan.duration_s, 1.0 if stop_at is None else stop_at)
-        if plan.stuck_at is not None:
-            await asyncio.Event().wait()  # until cancelled
         service = self.service
+        try:
+            # a watchdog, as a real service has: an attempt past its deadline fails (timeout)
+            async with asyncio.timeout(service.config.attempt_timeout_s):
+                await self._simulate(record, attempt, plan)
+        except TimeoutError:
+            plan = Plan(plan.duration_s, fail_at=1.0, error_code="timeout", retryable=True)
         if plan.fail_at is None:
             await _persist(service.complete, record, attempt)
             return
@@ -348,6 +360,19 @@ class Scheduler:
             )
 
         await _persist(fail)
+
+    async def _simulate(self, record: Record, attempt: int, plan: Plan) -> None:
+        """The attempt's simulated work: progress until its end, or until it hangs."""
+        stop_at = plan.fail_at if plan.fail_at is not None else plan.stuck_at
+        await self._progress(record, attempt, plan.duration_s, 1.0 if stop_at is None else stop_at)
+        if plan.stuck_at is not None:
+            # a hung remote holds no worker of ours: the slot goes to the next job, and the
+            # watchdog (or a cancel) ends this attempt
+            task = asyncio.current_task()
+            if task in self._tasks:
+                self._tasks.discard(task)
+                self._has_work.set()
+            await asyncio.Event().wait()
 
     async def _progress(self, record: Record, attempt: int, duration: float, until: float) -> None:
         """Sleep through the attempt, reporting progress in bounded steps."""

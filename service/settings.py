@@ -33,6 +33,7 @@ Attempts = Annotated[int, Meta(ge=1, le=100)]
 Workers = Annotated[int, Meta(ge=1, le=10_000)]
 Stall = Annotated[float, Meta(ge=0, le=60)]
 Bound = Annotated[int, Meta(ge=1, le=10_000_000)]
+Deadline = Annotated[float, Meta(gt=0, le=365 * 86_400)]
 
 
 def doc(description: str, unit: str = "") -> Meta:
@@ -64,6 +65,12 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
         Rate, doc("chance that a job read gets an injected stall or 5xx (0 to 1)", "fraction")
     ] = 0.0
     fault_stall_s: Annotated[Stall, doc("how long an injected stall lasts", "s")] = 2.0
+    attempt_timeout_s: Annotated[
+        Deadline, doc("an attempt still running after this fails with error timeout", "s")
+    ] = 3600.0
+    job_ttl_s: Annotated[
+        Deadline, doc("finished jobs are deleted this long after they finished", "s")
+    ] = 7 * 86_400.0
 
 
 class ConfigPatch(msgspec.Struct, forbid_unknown_fields=True):
@@ -79,6 +86,8 @@ class ConfigPatch(msgspec.Struct, forbid_unknown_fields=True):
     auto_process: bool | msgspec.UnsetType = msgspec.UNSET
     fault_rate: Rate | msgspec.UnsetType = msgspec.UNSET
     fault_stall_s: Stall | msgspec.UnsetType = msgspec.UNSET
+    attempt_timeout_s: Deadline | msgspec.UnsetType = msgspec.UNSET
+    job_ttl_s: Deadline | msgspec.UnsetType = msgspec.UNSET
 
     def apply(self, config: Config) -> Config:
         changes = {k: v for k, v in msgspec.structs.asdict(self).items() if v is not msgspec.UNSET}
