@@ -274,9 +274,17 @@ class Scheduler:
         clock = self.service.clock
         while True:
             self._retry_wake.clear()
+            due = []
             while self._retries and self._retries[0][0] <= clock.now():
-                _, job_id = heapq.heappop(self._retries)
-                await _persist(self.service.requeue, job_id)
+                due.append(heapq.heappop(self._retries)[1])
+            if due:  # together: one group commit (or one pipeline) for all that are due
+                results = await asyncio.gather(
+                    *(_persist(self.service.requeue, job_id) for job_id in due),
+                    return_exceptions=True,
+                )
+                for error in results:
+                    if isinstance(error, Exception):  # a bug, not the store: say so, go on
+                        log.error("requeueing a failed job crashed", exc_info=error)
             wait = self._retries[0][0] - clock.now() if self._retries else None
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._retry_wake.wait(), wait)
@@ -287,19 +295,27 @@ class Scheduler:
         while True:
             ttl = self.service.config.job_ttl_s
             await self.service.clock.sleep(max(0.05, min(60.0, ttl / 10)))
-            with contextlib.suppress(StoreUnavailable):
+            try:
                 await self.service.cleanup(older_than_s=self.service.config.job_ttl_s)
+            except StoreUnavailable:
+                pass  # the next sweep tries again
+            except Exception:
+                log.exception("expiring finished jobs failed; the next sweep tries again")
 
     async def _lease_loop(self) -> None:
         """Renew our leases; put back jobs whose lease ran out (their process died)."""
         store, clock = self.service.store, self.service.clock
         while True:
             await asyncio.sleep(self.lease_s / 3)
-            with contextlib.suppress(StoreUnavailable):
+            try:
                 await store.renew_leases(list(self._attempts), self.lease_s, clock.now())
                 for job_id in await store.expired_leases(clock.now()):
                     if job_id not in self._attempts:
                         await self.service.interrupted(job_id)
+            except StoreUnavailable:
+                pass  # the next round tries again
+            except Exception:
+                log.exception("taking over expired leases failed; the next round tries again")
 
     # ---- one attempt -----------------------------------------------------------
 
