@@ -110,7 +110,14 @@ def dubsim(port: int | None = None, **flags: Any) -> Proc:
     """Start `python -m service` with these settings (flag names as in service/settings.py),
     on `port` (a restart on the same port) or a free one."""
     port = port or free_port()
-    settings = {"db": ":memory:", "admin_token": TOKEN, "heartbeat_s": 600, **flags}
+    settings = {
+        "db": ":memory:",
+        "admin_token": TOKEN,
+        "heartbeat_s": 600,
+        "premium_rate_limit": 1_000_000,  # quotas out of the way: the benches measure speed
+        "max_in_flight": 10_000_000,
+        **flags,
+    }
     argv = [PYTHON, "-m", "service", "--port", str(port)]
     for name, value in settings.items():
         argv += ["--" + name.replace("_", "-"), str(value)]

@@ -143,6 +143,7 @@ class JobService:
         self._records: dict[str, Record] = {}  # insertion order = submission order
         self._keys: dict[tuple[str, str], str] = {}  # (user, Idempotency-Key) -> job id
         self._encoder = msgspec.json.Encoder()
+        self._in_flight: dict[str, int] = {}  # user -> jobs not yet terminal
         self.submitted: dict[Role, int] = {Role.FREE: 0, Role.PREMIUM: 0}
         self.rate_limited = 0
 
@@ -174,6 +175,8 @@ class JobService:
             stored.request_hash,
         )
         self._records[job.id] = record
+        if not job.status.terminal:
+            self._count(job.user_id, +1)
         self.hub.track(job.id, job.user_id, record.data)
         if stored.idempotency_key is not None:
             self._keys[(job.user_id, stored.idempotency_key)] = job.id
@@ -207,12 +210,23 @@ class JobService:
         record = known
         if record is None:
             return None  # deleted already (an event from before a load that missed the job)
+        if record.job.status.terminal != job.status.terminal:  # finished, or retried by an admin
+            self._count(job.user_id, -1 if job.status.terminal else +1)
         if committed.type is EventType.DELETED:
+            if not record.job.status.terminal:
+                self._count(job.user_id, -1)
             del self._records[job.id]
             if record.idempotency_key is not None:
                 self._keys.pop((job.user_id, record.idempotency_key), None)
         record.job, record.data, record.version = job, committed.data, committed.seq
         return record
+
+    def _count(self, user_id: str, delta: int) -> None:
+        left = self._in_flight.get(user_id, 0) + delta
+        if left > 0:
+            self._in_flight[user_id] = left
+        else:
+            self._in_flight.pop(user_id, None)
 
     def _on_config(self, config: Config) -> None:
         self.config = config
@@ -308,18 +322,29 @@ class JobService:
             existing = self._keys.get((user_id, idempotency_key))
             if existing is not None and existing in self._records:
                 return self._replay(existing, request_hash), False, None
-        decision = None
         now = self.clock.now()
-        if request.role is Role.FREE:
-            decision = await self.store.rate_hit(user_id, self.config.rate_limit, now)
-            if not decision.allowed:
-                self.rate_limited += 1
-                raise RateLimited(
-                    f"free plan: at most {decision.limit} submissions per hour",
-                    limit=decision.limit,
-                    remaining=decision.remaining,
-                    reset_s=decision.reset_s,
-                )
+        config = self.config
+        if self._in_flight.get(user_id, 0) >= config.max_in_flight:
+            self.rate_limited += 1
+            raise RateLimited(
+                f"at most {config.max_in_flight} unfinished jobs per user; wait for some to finish",
+                limit=config.max_in_flight,
+                remaining=0,
+                reset_s=max(1.0, config.translation_delay),
+            )
+        # every plan has a window: premium is faster and larger, not unlimited
+        premium = request.role is Role.PREMIUM
+        window = f"premium:{user_id}" if premium else user_id
+        limit = config.premium_rate_limit if premium else config.rate_limit
+        decision = await self.store.rate_hit(window, limit, now)
+        if not decision.allowed:
+            self.rate_limited += 1
+            raise RateLimited(
+                f"{request.role} plan: at most {decision.limit} submissions per hour",
+                limit=decision.limit,
+                remaining=decision.remaining,
+                reset_s=decision.reset_s,
+            )
         job = Job(
             id=_new_id(),
             user_id=user_id,

@@ -34,6 +34,7 @@ Workers = Annotated[int, Meta(ge=1, le=10_000)]
 Stall = Annotated[float, Meta(ge=0, le=60)]
 Bound = Annotated[int, Meta(ge=1, le=10_000_000)]
 Deadline = Annotated[float, Meta(gt=0, le=365 * 86_400)]
+InFlight = Annotated[int, Meta(ge=1, le=10_000_000)]
 
 
 def doc(description: str, unit: str = "") -> Meta:
@@ -50,6 +51,12 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     translation_delay: Annotated[Delay, doc("how long one attempt of a job takes", "s")] = 15.0
     error_rate: Annotated[Rate, doc("chance that an attempt fails (0 to 1)", "fraction")] = 0.2
     rate_limit: Annotated[Limit, doc("submissions a free user may make in any hour", "jobs/h")] = 5
+    premium_rate_limit: Annotated[
+        Limit, doc("submissions a premium user may make in any hour", "jobs/h")
+    ] = 1_000
+    max_in_flight: Annotated[
+        InFlight, doc("unfinished jobs one user may have at once (either plan)", "jobs")
+    ] = 1_000
     premium_speedup: Annotated[
         Speedup, doc("premium jobs take this fraction of TRANSLATION_DELAY", "factor")
     ] = 0.5
@@ -79,6 +86,8 @@ class ConfigPatch(msgspec.Struct, forbid_unknown_fields=True):
     translation_delay: Delay | msgspec.UnsetType = msgspec.UNSET
     error_rate: Rate | msgspec.UnsetType = msgspec.UNSET
     rate_limit: Limit | msgspec.UnsetType = msgspec.UNSET
+    premium_rate_limit: Limit | msgspec.UnsetType = msgspec.UNSET
+    max_in_flight: InFlight | msgspec.UnsetType = msgspec.UNSET
     premium_speedup: Speedup | msgspec.UnsetType = msgspec.UNSET
     max_attempts: Attempts | msgspec.UnsetType = msgspec.UNSET
     retry_delay: Delay | msgspec.UnsetType = msgspec.UNSET

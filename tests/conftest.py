@@ -34,6 +34,9 @@ TEST_SETTINGS: dict[str, Any] = {
     "error_rate": 0.0,
     "seed": 7,
     "heartbeat_s": 5.0,
+    # quotas out of the way unless a test is about them (tests/integration/test_quotas.py)
+    "premium_rate_limit": 1_000_000,
+    "max_in_flight": 1_000_000,
 }
 
 

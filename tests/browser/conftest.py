@@ -68,6 +68,8 @@ class Server:
             "translation-delay": 1,
             "error-rate": 0,
             "rate-limit": 1000,
+            "premium-rate-limit": 1_000_000,  # the 5,000-job test submits premium jobs
+            "max-in-flight": 1_000_000,
             "workers": 4,
             **flags,
         }
