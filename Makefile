@@ -71,7 +71,7 @@ bench: $(STAMP)
 	$(PY) -m bench
 
 # Mutation testing over the core's pure parts against their unit tests (setup.cfg [mutmut]).
-# About a minute on 2 cores; not part of `make test`. docs/mutation.md keeps the figures.
+# Over an hour on 2 cores with the core modules; not part of `make test`. docs/mutation.md keeps the figures.
 .PHONY: mutation
 mutation: $(STAMP)
 	rm -rf mutants
