@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import logging
 import os
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Final, Protocol
@@ -50,6 +51,8 @@ from .store import (
     StoredJob,
     VersionConflict,
 )
+
+log = logging.getLogger(__name__)
 
 # The only legal moves.
 TRANSITIONS: Final[dict[Status, frozenset[Status]]] = {
@@ -191,7 +194,10 @@ class JobService:
                 self.hub.remember(_published(committed))
                 continue
             self.hub.publish(_published(committed))
-            self.dispatcher.job_changed(record, committed.type)
+            try:
+                self.dispatcher.job_changed(record, committed.type)
+            except Exception:  # the read model and the stream stay right for the others
+                log.exception("applying committed changes failed (scheduler)")
 
     def _apply(self, committed: Committed) -> Record | None:
         job = committed.job

@@ -438,7 +438,13 @@ class RedisStore:
                 continue
             self._tail_failure, backoff = None, 0.05
             for _, entries in answer:
-                self._apply(entries)
+                try:
+                    self._apply(entries)
+                except Exception:  # a bug downstream must not stop the tail (every commit waits)
+                    log.exception("applying committed changes failed")
+                    self._last_id = entries[-1][0].decode()
+                    self._applied = int(self._last_id.split("-")[0])
+                    self._wake_waiters()
 
     def _apply(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
         committed: list[Committed] = []

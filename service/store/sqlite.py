@@ -279,7 +279,10 @@ class SQLiteStore:
     def _deliver(self, batch: _Batch, results: list[Committed | Exception]) -> None:
         committed = [r for r in results if isinstance(r, Committed)]
         if committed:
-            self._on_commit(committed)
+            try:
+                self._on_commit(committed)
+            except Exception:  # a bug downstream: the batch is durable, its callers are told
+                log.exception("applying committed changes failed")
         for (_, future), result in zip(batch.changes, results, strict=True):
             if future.done():
                 continue

@@ -117,11 +117,16 @@ async def test_a_submitted_job_is_pending_stamped_and_prioritised_by_plan(
     assert msgspec.json.decode(premium.data) == msgspec.to_builtins(premium.job)
 
 
-async def test_only_free_submissions_get_a_rate_decision(service: JobService) -> None:
+async def test_each_plan_gets_its_own_rate_decision(service: JobService) -> None:
     _, _, decision = await service.submit("u", SubmitRequest(role=Role.FREE))
     assert decision is not None and decision.allowed and decision.limit == 100
-    _, _, none = await service.submit("u", SubmitRequest(role=Role.PREMIUM))
-    assert none is None
+    assert decision.remaining == 99
+    _, _, premium = await service.submit("u", SubmitRequest(role=Role.PREMIUM))
+    # premium has a window of its own (PREMIUM_RATE_LIMIT), not the free one's
+    assert premium is not None and premium.allowed
+    assert premium.limit == service.config.premium_rate_limit and premium.remaining == (
+        service.config.premium_rate_limit - 1
+    )
 
 
 async def test_max_attempts_is_the_config_at_submission(service: JobService) -> None:

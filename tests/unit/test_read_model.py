@@ -2,6 +2,7 @@
 a job's newer state from Redis, then tails the stream from before it) is history for resume,
 never a step back for the job, its ETag or the hub's snapshot."""
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import msgspec
@@ -42,3 +43,34 @@ async def test_a_stale_event_is_history_not_a_step_back(service: JobService) -> 
     # and history stays in seq order: nothing was appended behind the newest event
     seqs = [pub.seq for pub in service.hub.broker.recent()]
     assert seqs == sorted(set(seqs)) and seqs[-1] == record.version
+
+
+async def test_a_crash_downstream_of_a_commit_does_not_hang_the_store(
+    service: JobService, caplog: pytest.LogCaptureFixture
+) -> None:
+    """If applying a committed change raises (a bug in a subscriber of the read model), the
+    writer lives on: the caller is answered (the change is durable) and later commits work."""
+
+    class Exploding:
+        def job_changed(self, record: object, event: object) -> None:
+            raise RuntimeError("a bug in a consumer")
+
+        async def start_now(self, count: int) -> list[object]:
+            return []
+
+        def config_changed(self) -> None:
+            pass
+
+        def poll_hint(self, record: object) -> None:
+            return None
+
+    service.dispatcher = Exploding()  # type: ignore[assignment]
+    first, created, _ = await asyncio.wait_for(
+        service.submit("u", SubmitRequest(role=Role.PREMIUM)), 10
+    )
+    assert created and "applying committed changes failed" in caplog.text
+    second, created, _ = await asyncio.wait_for(
+        service.submit("u", SubmitRequest(role=Role.PREMIUM)), 10
+    )
+    assert created and second.job.id != first.job.id
+    assert service.store.health() is None
