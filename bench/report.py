@@ -420,17 +420,9 @@ def kill_rounds(doc: dict[str, Any]) -> list[str]:
 
 
 def main() -> None:
-    names = [
-        "wait_lag",
-        "fanout",
-        "rest",
-        "lifecycle",
-        "slow_consumer",
-        "lifecycle_redis",
-        "cross_lag",
-        "kill_rounds",
-    ]
-    docs = {name: _load(name) for name in names}
+    from bench.__main__ import ORDER  # the one list of benchmarks
+
+    docs = {name: _load(name) for name in ORDER}
     lines = [
         "# Benchmarks",
         "",
@@ -456,7 +448,7 @@ def main() -> None:
         "cross_lag": cross_lag,
         "kill_rounds": kill_rounds,
     }
-    for name in names:
+    for name in ORDER:
         doc = docs[name]
         if doc is not None:
             lines += sections[name](doc)
