@@ -62,6 +62,18 @@ class Committed(msgspec.Struct):
     request_hash: str | None = None
 
 
+class Doc(msgspec.Struct):
+    """A small durable document beside the jobs: an API key, a webhook endpoint, an asset.
+
+    Features that are not jobs keep their state here, so that they are durable on SQLite and
+    shared by every process on Redis without a table or a key layout of their own.
+    """
+
+    id: str
+    body: bytes  # the owner's encoding (JSON)
+    version: int  # starts at 1, +1 per write: the compare-and-set token
+
+
 class Loaded(msgspec.Struct):
     jobs: list[StoredJob]
     seq: int  # the last committed seq
@@ -128,6 +140,21 @@ class Store(Protocol):
 
     async def expired_leases(self, now: float) -> list[str]:
         """Jobs whose processing lease ran out: their process died (shared backends)."""
+
+    async def put_doc(
+        self, kind: str, doc_id: str, body: bytes | None, expect: int | None = None
+    ) -> int:
+        """Durably write (`body`) or delete (`None`) the document `kind`/`doc_id`.
+
+        `expect`: None writes unconditionally, 0 requires that it does not exist, n that it is
+        at version n (VersionConflict otherwise). Returns the new version (0 once deleted).
+        Raises VersionConflict or StoreUnavailable (nothing changed)."""
+
+    async def get_doc(self, kind: str, doc_id: str) -> Doc | None:
+        """The committed document, read from the store (every process sees every write)."""
+
+    async def docs(self, kind: str) -> list[Doc]:
+        """Every committed document of `kind`, in id order."""
 
     def health(self) -> str | None:
         """None when commits succeed; otherwise why they don't."""

@@ -11,6 +11,7 @@ Layout (all keys under `dubsim:`):
     leases            sorted set: job id -> when its processing lease runs out
     config            the runtime config (JSON)
     hits:<user>       sorted set: the user's free-plan submissions in the last hour
+    doc:<kind>        hash: document id -> body; docv:<kind> hash: id -> version
 
 A change is one Lua script: check the job's version, take the next seq, write the job and
 append its event to the stream, atomically, so two processes can never both move a job.
@@ -49,6 +50,7 @@ from ..settings import Config
 from .base import (
     Change,
     Committed,
+    Doc,
     DuplicateSubmission,
     Loaded,
     OnCommit,
@@ -138,6 +140,24 @@ return seq
 """
 )
 
+# a document write, compare-and-set on its version (ARGV[3]: '' unconditional; ARGV[2]: '' deletes)
+_PUT_DOC = (
+    _EXPIRED
+    + """
+local id, body, expect, delete = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local current = tonumber(redis.call('HGET', KEYS[2], id) or '0')
+if expect ~= '' and tonumber(expect) ~= current then return -1 end
+if delete == '1' then
+  redis.call('HDEL', KEYS[1], id)
+  redis.call('HDEL', KEYS[2], id)
+  return 0
+end
+redis.call('HSET', KEYS[1], id, body)
+redis.call('HSET', KEYS[2], id, current + 1)
+return current + 1
+"""
+)
+
 # a moving window: at most ARGV[2] hits within ARGV[3] seconds before ARGV[1]
 _RATE_HIT = (
     _EXPIRED
@@ -198,7 +218,7 @@ class RedisStore:
             self._redis = aioredis.from_url(self._url, **options)
             self._tail_conn = aioredis.from_url(self._url, **options)
             await self._redis.ping()
-            for script in (_COMMIT, _SAVE_CONFIG, _RATE_HIT):
+            for script in (_COMMIT, _SAVE_CONFIG, _RATE_HIT, _PUT_DOC):
                 await self._redis.script_load(script)
             loaded = await self._load()
         except (RedisError, OSError, ValueError) as exc:
@@ -234,6 +254,42 @@ class RedisStore:
             [self._encoder.encode(config), self._event_buffer],
         )
         await self._applied_up_to(int(seq))
+
+    async def put_doc(
+        self, kind: str, doc_id: str, body: bytes | None, expect: int | None = None
+    ) -> int:
+        version = await self._call(
+            _PUT_DOC,
+            [f"{P}doc:{kind}", f"{P}docv:{kind}"],
+            [doc_id, body or b"", "" if expect is None else expect, "1" if body is None else "0"],
+        )
+        if int(version) < 0:
+            raise VersionConflict(f"{kind}/{doc_id}")
+        return int(version)
+
+    async def get_doc(self, kind: str, doc_id: str) -> Doc | None:
+        try:
+            async with self._client().pipeline(transaction=True) as pipe:
+                pipe.hget(f"{P}doc:{kind}", doc_id)
+                pipe.hget(f"{P}docv:{kind}", doc_id)
+                body, version = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise self._unavailable(exc) from exc
+        return None if body is None or version is None else Doc(doc_id, body, int(version))
+
+    async def docs(self, kind: str) -> list[Doc]:
+        try:
+            async with self._client().pipeline(transaction=True) as pipe:
+                pipe.hgetall(f"{P}doc:{kind}")
+                pipe.hgetall(f"{P}docv:{kind}")
+                bodies, versions = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise self._unavailable(exc) from exc
+        return [
+            Doc(key.decode(), body, int(versions[key]))
+            for key, body in sorted(bodies.items())
+            if key in versions
+        ]
 
     async def sync(self) -> None:
         try:

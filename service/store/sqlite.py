@@ -39,6 +39,7 @@ from ..settings import Config
 from .base import (
     Change,
     Committed,
+    Doc,
     DuplicateSubmission,
     Loaded,
     OnCommit,
@@ -72,6 +73,10 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS rate_hits (user_id TEXT NOT NULL, at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS rate_hits_at ON rate_hits (at);
+CREATE TABLE IF NOT EXISTS docs (
+    kind TEXT NOT NULL, id TEXT NOT NULL, version INTEGER NOT NULL, body BLOB NOT NULL,
+    PRIMARY KEY (kind, id)
+);
 """
 RATE_WINDOW_S = 3600.0
 SCHEMA_VERSION = 2
@@ -95,18 +100,23 @@ UPDATE jobs SET version = max(1, coalesce((SELECT value FROM meta WHERE key = 's
 """
 
 
+_DocWrite = tuple[str, str, bytes | None, int | None]  # kind, id, body (None: delete), expect
+_Outcome = tuple[list[Committed | Exception], list[int | Exception]]  # per change, per doc
+
+
 class _Batch:
-    __slots__ = ("changes", "config", "hits", "probe", "waiters")
+    __slots__ = ("changes", "config", "docs", "hits", "probe", "waiters")
 
     def __init__(self) -> None:
         self.changes: list[tuple[Change, asyncio.Future[int]]] = []
+        self.docs: list[tuple[_DocWrite, asyncio.Future[int]]] = []
         self.hits: list[tuple[str, float]] = []
         self.config: bytes | None = None
         self.waiters: list[asyncio.Future[None]] = []  # config saves and flushes
         self.probe = False
 
     def __bool__(self) -> bool:
-        return bool(self.changes or self.hits or self.waiters or self.probe) or (
+        return bool(self.changes or self.docs or self.hits or self.waiters or self.probe) or (
             self.config is not None
         )
 
@@ -146,6 +156,8 @@ class SQLiteStore:
         self._keys: dict[tuple[str, str], str] = {}  # (user, idempotency key) -> job id
         self._seq = 0
         self._next_ordinal = 1
+        self._doc_versions: dict[tuple[str, str], int] = {}  # writer thread's, like _jobs
+        self._docs: dict[str, dict[str, Doc]] = {}  # the event loop's copy, for reads
 
     # ---- the Store protocol ----------------------------------------------------
 
@@ -176,6 +188,20 @@ class SQLiteStore:
     async def save_config(self, config: Config) -> None:
         self._batch.config = self._encoder.encode(config)
         await self._flush()
+
+    async def put_doc(
+        self, kind: str, doc_id: str, body: bytes | None, expect: int | None = None
+    ) -> int:
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._batch.docs.append(((kind, doc_id, body, expect), future))
+        self._wake.set()
+        return await future
+
+    async def get_doc(self, kind: str, doc_id: str) -> Doc | None:
+        return self._docs.get(kind, {}).get(doc_id)
+
+    async def docs(self, kind: str) -> list[Doc]:
+        return [doc for _, doc in sorted(self._docs.get(kind, {}).items())]
 
     async def sync(self) -> None:
         return None  # one process: everything committed is applied before commit() returns
@@ -272,11 +298,28 @@ class SQLiteStore:
         for _, future in batch.changes:
             if not future.done():
                 future.set_exception(error)
+        for _, written in batch.docs:
+            if not written.done():
+                written.set_exception(error)
         for waiter in batch.waiters:
             if not waiter.done():
                 waiter.set_exception(error)
 
-    def _deliver(self, batch: _Batch, results: list[Committed | Exception]) -> None:
+    def _deliver(self, batch: _Batch, outcome: _Outcome) -> None:
+        results, doc_results = outcome
+        for ((kind, doc_id, body, _), future), done in zip(batch.docs, doc_results, strict=True):
+            if isinstance(done, int):
+                of_kind = self._docs.setdefault(kind, {})
+                if body is None:
+                    of_kind.pop(doc_id, None)
+                else:
+                    of_kind[doc_id] = Doc(doc_id, body, done)
+            if future.done():
+                continue
+            if isinstance(done, int):
+                future.set_result(done)
+            else:
+                future.set_exception(done)
         committed = [r for r in results if isinstance(r, Committed)]
         if committed:
             try:
@@ -361,9 +404,12 @@ class SQLiteStore:
             self._window.record(user, at)
         row = conn.execute("SELECT value FROM settings WHERE key = 'config'").fetchone()
         config = msgspec.json.decode(row[0], type=Config) if row else None
+        for kind, doc_id, ver, body in conn.execute("SELECT kind, id, version, body FROM docs"):
+            self._doc_versions[(kind, doc_id)] = ver
+            self._docs.setdefault(kind, {})[doc_id] = Doc(doc_id, bytes(body), ver)
         return Loaded(jobs=jobs, seq=self._seq, events=events, config=config)
 
-    def _write_sync(self, batch: _Batch) -> list[Committed | Exception]:
+    def _write_sync(self, batch: _Batch) -> _Outcome:
         conn = self._conn
         if conn is None:
             raise RuntimeError("store is not open")
@@ -424,6 +470,16 @@ class SQLiteStore:
                     seq, change.event, change.at, change.job, data, entry.ordinal, key, digest
                 )
             )
+        doc_versions: dict[tuple[str, str], int] = {}
+        doc_results: list[int | Exception] = []
+        for (kind, doc_id, body, expect), _ in batch.docs:
+            pair = (kind, doc_id)
+            now_at = doc_versions.get(pair, self._doc_versions.get(pair, 0))
+            if expect is not None and expect != now_at:
+                doc_results.append(VersionConflict(f"{kind}/{doc_id}"))
+                continue
+            doc_versions[pair] = 0 if body is None else now_at + 1
+            doc_results.append(doc_versions[pair])
         # a job changed twice in one batch is written once, in its last state
         rows: dict[int, tuple[object, ...]] = {row[0]: row for row in inserts}
         for data, version, at_ordinal, job_id in updates:
@@ -453,6 +509,18 @@ class SQLiteStore:
             if batch.hits:
                 conn.executemany("INSERT INTO rate_hits (user_id, at) VALUES (?, ?)", batch.hits)
                 conn.execute("DELETE FROM rate_hits WHERE at <= ?", (time.time() - RATE_WINDOW_S,))
+            for ((kind, doc_id, body, _), _), written in zip(batch.docs, doc_results, strict=True):
+                if not isinstance(written, int):
+                    continue
+                if body is None:
+                    conn.execute("DELETE FROM docs WHERE kind = ? AND id = ?", (kind, doc_id))
+                else:
+                    conn.execute(
+                        "INSERT INTO docs (kind, id, version, body) VALUES (?, ?, ?, ?)"
+                        " ON CONFLICT(kind, id) DO UPDATE SET version = excluded.version,"
+                        " body = excluded.body",
+                        (kind, doc_id, written, body),
+                    )
             if batch.config is not None:
                 conn.execute(
                     "INSERT INTO settings (key, value) VALUES ('config', ?)"
@@ -481,8 +549,13 @@ class SQLiteStore:
                 self._keys.pop(pair, None)
             else:
                 self._keys[pair] = owner
+        for pair, version in doc_versions.items():
+            if version == 0:
+                self._doc_versions.pop(pair, None)
+            else:
+                self._doc_versions[pair] = version
         self._seq, self._next_ordinal = seq, ordinal
-        return results
+        return results, doc_results
 
     def _close_sync(self) -> None:
         if self._conn is not None:

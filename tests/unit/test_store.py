@@ -251,3 +251,48 @@ async def test_older_files_are_migrated(tmp_path: Path, schema: int) -> None:
         ("old", 7, Status.CANCELLED),
         ("new", 8, Status.PENDING),
     ]
+
+
+# ---- documents: small durable records beside the jobs (keys, webhooks, assets) ----------
+
+
+async def test_documents_are_compare_and_set_and_survive_a_reopen(open_store: Opener) -> None:
+    store, _ = await open_store()
+    assert await store.get_doc("keys", "k1") is None
+    assert await store.put_doc("keys", "k1", b'{"a":1}', expect=0) == 1
+    with pytest.raises(VersionConflict):  # "must not exist", but it does
+        await store.put_doc("keys", "k1", b'{"a":2}', expect=0)
+    with pytest.raises(VersionConflict):  # decided on a version that is gone
+        await store.put_doc("keys", "k1", b'{"a":2}', expect=7)
+    assert await store.put_doc("keys", "k1", b'{"a":2}', expect=1) == 2
+    assert await store.put_doc("keys", "k0", b"zero") == 1  # unconditional
+    assert await store.put_doc("hooks", "k1", b"other kind") == 1
+    doc = await store.get_doc("keys", "k1")
+    assert doc is not None and (doc.id, doc.body, doc.version) == ("k1", b'{"a":2}', 2)
+    assert [(d.id, d.body) for d in await store.docs("keys")] == [
+        ("k0", b"zero"),
+        ("k1", b'{"a":2}'),
+    ]
+    assert await store.put_doc("keys", "k0", None) == 0  # delete
+    assert await store.get_doc("keys", "k0") is None
+    await store.close()
+
+    again, _ = await open_store()
+    assert [(d.id, d.body, d.version) for d in await again.docs("keys")] == [("k1", b'{"a":2}', 2)]
+    assert [d.body for d in await again.docs("hooks")] == [b"other kind"]
+    assert await again.docs("nothing") == []
+    await again.close()
+
+
+async def test_racing_document_writes_only_one_wins(open_store: Opener) -> None:
+    store, _ = await open_store()
+    await store.put_doc("lease", "endpoint-1", b"free", expect=0)
+    results = await asyncio.gather(
+        *(store.put_doc("lease", "endpoint-1", f"owner {i}".encode(), expect=1) for i in range(5)),
+        return_exceptions=True,
+    )
+    assert sorted(type(r).__name__ for r in results) == ["VersionConflict"] * 4 + ["int"]
+    doc = await store.get_doc("lease", "endpoint-1")
+    winner = next(i for i, r in enumerate(results) if r == 2)
+    assert doc is not None and doc.body == f"owner {winner}".encode() and doc.version == 2
+    await store.close()
