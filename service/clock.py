@@ -213,6 +213,7 @@ class VirtualClock:
         if self._store is not None and self._store.shared:
             await self._acknowledge()
             await self._wait_for_others(target)
+            await self._store.sync()  # and what they committed meanwhile is applied here
         return self._now
 
     async def run_until(self, target: float) -> None:

@@ -184,3 +184,41 @@ async def test_three_days_of_sleeps_take_well_under_the_real_time(api: ApiFactor
         assert (await job(client, job_id))["status"] == "completed"
     finished = sorted([(await job(client, i))["finished_at"] for i in ids])
     assert finished[2].startswith("2030-01-03T00:00:00")
+
+
+async def test_two_processes_on_one_redis_share_one_virtual_time(
+    aiohttp_client: Any, redis_url: str
+) -> None:
+    from service.app import create_app
+    from tests.conftest import make_settings
+
+    def settings(start: str) -> Any:
+        return make_settings(
+            redis_url=redis_url,
+            clock="virtual",
+            clock_start=start,
+            attempt_timeout_s=10 * 86_400,
+            workers=1,
+        )
+
+    first = await aiohttp_client(create_app(settings("2030-01-01T00:00:00+00:00")))
+    # the second adopts the service's time, whatever its own CLOCK_START says
+    second = await aiohttp_client(create_app(settings("2040-06-01T00:00:00+00:00")))
+    for client in (first, second):
+        state = await (await client.get("/v1/clock")).json()
+        assert state == {"mode": "virtual", "now": "2030-01-01T00:00:00.000Z"}
+
+    # two hour-long jobs, one worker each: wherever each runs, the advance on one process
+    # moves both, and returns once both have run what came due
+    ids = [await submit(first, scenario={"duration_s": 3600}) for _ in range(2)]
+    await advance(second, 3599)
+    for client in (first, second):
+        assert (await (await client.get("/v1/clock")).json())["now"] == "2030-01-01T00:59:59.000Z"
+        for job_id in ids:
+            assert (await job(client, job_id))["status"] == "processing"
+    await advance(second, 1)
+    for client in (first, second):
+        for job_id in ids:
+            done = await job(client, job_id)
+            assert done["status"] == "completed"
+            assert done["finished_at"] == "2030-01-01T01:00:00.000Z"
