@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from typing import Any
 
+import aiohttp
 import pytest
 
 from service.api._gate import GATE
@@ -64,26 +66,36 @@ async def test_a_bad_wait_is_refused_and_creates_nothing(api: ApiFactory, value:
     assert listing["jobs"] == []
 
 
-async def test_a_disconnected_client_holds_nothing(api: ApiFactory) -> None:
-    client = await api()
+async def test_a_disconnected_client_holds_nothing(server_process: Any) -> None:
+    # a real server process: aiohttp's test server cancels a handler whose client went away,
+    # the production runner does not, so only a real one shows the wait letting go by itself
+    server = server_process(db=":memory:")
     body = json.dumps({"scenario": {"outcome": "stuck"}}).encode()
-    _, writer = await asyncio.open_connection(client.host, client.port)
+    _, writer = await asyncio.open_connection("127.0.0.1", server.port)
     writer.write(
         b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
         b"Prefer: wait=60\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
     )
     await writer.drain()
-    gate = client.server.app[GATE]
-    async with asyncio.timeout(20):
-        while gate.open != 1:
-            await asyncio.sleep(0.01)
-    # the job exists (durable) while its submitter waits
-    listing = await (await client.get("/v1/jobs", headers=ADMIN)).json()
-    assert len(listing["jobs"]) == 1
-    writer.close()
-    async with asyncio.timeout(20):  # released long before the 60 s
-        while gate.open != 0:
-            await asyncio.sleep(0.01)
+    async with aiohttp.ClientSession() as session:
+        async with asyncio.timeout(20):
+            while await waiting(session, server.url) != 1:
+                await asyncio.sleep(0.02)
+        # the job exists (durable) while its submitter waits
+        async with session.get(server.url + "/v1/jobs", headers=ADMIN) as resp:
+            assert len((await resp.json())["jobs"]) == 1
+        writer.close()
+        async with asyncio.timeout(20):  # let go long before the 60 s
+            while await waiting(session, server.url) != 0:
+                await asyncio.sleep(0.02)
+
+
+async def waiting(session: aiohttp.ClientSession, url: str) -> float:
+    """Open waits (long polls and Prefer: wait), from the server's /metrics."""
+    async with session.get(url + "/metrics") as resp:
+        text = await resp.text()
+    found = re.search(r'dubsim_subscribers\{transport="poll"\} ([0-9.]+)', text)
+    return float(found.group(1)) if found else 0.0
 
 
 async def test_shutdown_ends_the_wait(api: ApiFactory) -> None:
