@@ -77,6 +77,7 @@ class Scheduler:
         self._retries: list[tuple[float, str]] = []  # (due, job id)
         self._has_work = asyncio.Event()
         self._retry_wake = asyncio.Event()
+        self._expiry_wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()  # starting or running: counts to WORKERS
         self._loops: list[asyncio.Task[None]] = []
         self._attempts: dict[str, asyncio.Task[None]] = {}
@@ -168,6 +169,7 @@ class Scheduler:
 
     def config_changed(self) -> None:
         self._has_work.set()  # more (or fewer) workers, or auto_process switched
+        self._expiry_wake.set()  # JOB_TTL_S may have changed
 
     # ---- lifecycle -------------------------------------------------------------
 
@@ -293,10 +295,22 @@ class Scheduler:
 
     async def _expiry_loop(self) -> None:
         """Finished jobs go JOB_TTL after they finished (swept every tenth of it, at most
-        every minute), so nothing is kept forever."""
+        every minute), so nothing is kept forever. Nothing can expire before the oldest
+        finished job does, so the loop sleeps until then (a virtual clock's long advance
+        wakes it a few times, not once a minute); a config change wakes it to look again."""
+        clock = self.service.clock
         while True:
+            self._expiry_wake.clear()
             ttl = self.service.config.job_ttl_s
-            await self.service.clock.sleep(max(0.05, min(60.0, ttl / 10)))
+            finished = [
+                parse_iso(r.job.finished_at or r.job.created_at)
+                for r in self.service.records()
+                if r.job.status.terminal
+            ]
+            due = (min(finished) if finished else clock.now()) + ttl
+            wait = max(max(0.05, min(60.0, ttl / 10)), due - clock.now())
+            if await clock.wait(self._expiry_wake, wait):
+                continue
             try:
                 await self.service.cleanup(older_than_s=self.service.config.job_ttl_s)
             except StoreUnavailable:
