@@ -222,3 +222,18 @@ async def test_two_processes_on_one_redis_share_one_virtual_time(
             done = await job(client, job_id)
             assert done["status"] == "completed"
             assert done["finished_at"] == "2030-01-01T01:00:00.000Z"
+
+
+async def test_a_restart_keeps_the_virtual_time(aiohttp_client: Any, tmp_path: Any) -> None:
+    from service.app import create_app
+    from tests.conftest import make_settings
+
+    def settings(start: str) -> Any:
+        return make_settings(db=str(tmp_path / "v.db"), clock="virtual", clock_start=start)
+
+    first = await aiohttp_client(create_app(settings("2030-01-01T00:00:00+00:00")))
+    await advance(first, 3600)
+    await first.close()
+    # the stored time wins over CLOCK_START: time never goes back under the stored jobs
+    second = await aiohttp_client(create_app(settings("2020-01-01T00:00:00+00:00")))
+    assert (await (await second.get("/v1/clock")).json())["now"] == "2030-01-01T01:00:00.000Z"
