@@ -153,6 +153,9 @@ class VirtualClock:
         return self._now
 
     async def sleep(self, seconds: float) -> None:
+        if seconds <= 0:  # its time has come: no advance needed
+            await asyncio.sleep(0)
+            return
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         task = asyncio.current_task()
@@ -169,6 +172,9 @@ class VirtualClock:
     async def wait(self, event: asyncio.Event, seconds: float | None) -> bool:
         if event.is_set():
             return True
+        if seconds is not None and seconds <= 0:
+            await asyncio.sleep(0)
+            return event.is_set()
         waiter = asyncio.ensure_future(event.wait())
         entry = None
         if seconds is not None:
@@ -187,7 +193,7 @@ class VirtualClock:
     @contextlib.asynccontextmanager
     async def timeout(self, seconds: float) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
-        async with asyncio.timeout(None) as scope:
+        async with asyncio.timeout(loop.time() if seconds <= 0 else None) as scope:
             # registering is not waiting: the task goes on running until it waits on the clock
             entry = self._push(seconds, lambda: scope.reschedule(loop.time()), None, rest=False)
             entry.task = asyncio.current_task()

@@ -100,17 +100,34 @@ async def _wait_for_outcome(request: web.Request, record: Record, wait: float) -
         return True  # no wait asked for: nothing to hold
     if gate.closing or gate.open >= gate.limit:
         return False
+    hub, service, job_id = request.app[HUB], request.app[SERVICE], record.job.id
     with gate.enter("wait"):
-        waiting = asyncio.ensure_future(
-            _wait_for_change(request, record.job.id, wait, terminal_only=True)
-        )
-        gone = asyncio.ensure_future(_disconnected(request))
+        sub = hub.open(POLL_WIRE, limit=1_000)
         try:
-            await asyncio.wait([waiting, gone], return_when=asyncio.FIRST_COMPLETED)
+            # subscribe first, then look: a change before this is in the read model, one
+            # after it reaches the subscription, so the outcome can't slip between the two
+            hub.subscribe(sub, jobs=[job_id], since=hub.seq)
+
+            async def outcome() -> None:
+                while True:
+                    current = service.find(job_id)
+                    if current is None or current.job.status.terminal:
+                        return
+                    if not await sub.get():  # closed (shutdown): answer with the job as it is
+                        return
+
+            waiting = asyncio.ensure_future(outcome())
+            gone = asyncio.ensure_future(_disconnected(request))
+            try:
+                await asyncio.wait(
+                    [waiting, gone], timeout=wait, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                for task in (waiting, gone):
+                    task.cancel()
+                await asyncio.gather(waiting, gone, return_exceptions=True)
         finally:
-            for task in (waiting, gone):
-                task.cancel()
-            await asyncio.gather(waiting, gone, return_exceptions=True)
+            hub.unsubscribe_all(sub)
     return True
 
 
