@@ -1,4 +1,4 @@
-"""`dubsim listen` and `dubsim trigger` as real subprocesses against a real server.
+"""`dubsim listen` (a real subprocess) and `dubsim trigger` against a real server.
 
 The receiver is a real aiohttp server that checks every signature with its own HMAC (the
 Standard Webhooks rule, written out here: base64(hmac_sha256(base64decode(secret[6:]),
@@ -11,18 +11,22 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
+import io
 import json
 import os
 import signal
 import sys
+import threading
 from typing import Any
 
 import pytest
 from aiohttp import WSCloseCode, web
 from aiohttp.test_utils import TestClient, TestServer
 
+from client.__main__ import main
 from service.appkeys import SOCKETS
 from tests.conftest import ADMIN_TOKEN, ROOT, ApiFactory
 
@@ -92,13 +96,20 @@ def env() -> dict[str, str]:
     return {**os.environ, "DUBSIM_TOKEN": ADMIN_TOKEN, "PYTHONUNBUFFERED": "1"}
 
 
+_CLI = threading.Lock()  # redirect_stdout is process-wide: one in-process CLI run at a time
+
+
 async def dubsim(url: str, *args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "client", "--url", url, *args,
-        cwd=ROOT, env=env(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    return proc.returncode or 0, out.decode(), err.decode()
+    """The CLI's own entry point, in a thread (a subprocess per call costs seconds on a loaded
+    machine; `listen` below runs as a real subprocess)."""
+
+    def run() -> tuple[int, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        with _CLI, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(["--url", url, "--token", ADMIN_TOKEN, *args])
+        return code, out.getvalue(), err.getvalue()
+
+    return await asyncio.wait_for(asyncio.to_thread(run), 60)
 
 
 async def start_listen(url: str, target: str, *extra: str) -> asyncio.subprocess.Process:
@@ -130,9 +141,11 @@ async def test_trigger_makes_every_event_and_listen_forwards_it_signed(
     # --since 0: everything from the start, so nothing depends on when the socket is up
     listen = await start_listen(url, target, "--secret", SECRET, "--since", "0")
     try:
-        for kind in EVENT_TYPES:
-            code, out, err = await dubsim(url, "trigger", kind, "--json")
+        # all at once (nine CLI processes); each must make its own event happen
+        results = await asyncio.gather(*(dubsim(url, "trigger", k, "--json") for k in EVENT_TYPES))
+        for kind, (code, out, err) in zip(EVENT_TYPES, results, strict=True):
             assert code == 0, err
+            assert json.loads(out)["event_type"] == kind
             job_id = json.loads(out)["id"]
             await recv.until(lambda job_id=job_id, kind=kind: recv.seen(job_id, kind))
     finally:
@@ -211,14 +224,13 @@ async def test_listen_with_an_event_filter_and_a_wrong_receiver_secret(
 async def test_bad_listen_arguments_exit_2(api: ApiFactory) -> None:
     client: TestClient[Any, Any] = await api()
     url = str(client.make_url("")).rstrip("/")
-    for args in (
-        ["--secret", "nope"],
-        ["--events", "job.exploded"],
-    ):
-        code, _, err = await dubsim(url, "listen", "--forward-to", "http://127.0.0.1:9/x", *args)
+    bad = [
+        ["--forward-to", "http://127.0.0.1:9/x", "--secret", "nope"],
+        ["--forward-to", "http://127.0.0.1:9/x", "--events", "job.exploded"],
+        ["--forward-to", "ftp://x"],
+    ]
+    for code, _, err in await asyncio.gather(*(dubsim(url, "listen", *args) for args in bad)):
         assert code == 2, err
-    code, _, _ = await dubsim(url, "listen", "--forward-to", "ftp://x")
-    assert code == 2
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
@@ -227,17 +239,18 @@ async def test_clock_commands(api: ApiFactory) -> None:
         clock="virtual", clock_start="2030-01-01T00:00:00+00:00"
     )
     url = str(client.make_url("")).rstrip("/")
-    code, out, err = await dubsim(url, "clock", "--json")
-    assert code == 0, err
-    assert json.loads(out) == {
-        "now": "2030-01-01T00:00:00.000Z",
-        "mode": "virtual",
-        "advanced_s": None,
-    }
     code, out, err = await dubsim(url, "clock", "advance", "3600")
     assert code == 0, err
     assert out.strip() == "2030-01-01T01:00:00.000Z, moved on 3600 s"
-    code, out, err = await dubsim(url, "clock")
-    assert out.strip() == "2030-01-01T01:00:00.000Z (virtual)"
-    code, _, err = await dubsim(url, "clock", "advance", "-5")
-    assert code == 2, err
+    shown, plain, refused = await asyncio.gather(
+        dubsim(url, "clock", "--json"), dubsim(url, "clock"), dubsim(url, "clock", "advance", "-5")
+    )
+    assert shown[0] == 0, shown[2]
+    assert json.loads(shown[1]) == {
+        "now": "2030-01-01T01:00:00.000Z",
+        "mode": "virtual",
+        "advanced_s": None,
+    }
+    assert plain[1].strip() == "2030-01-01T01:00:00.000Z (virtual)"
+    assert refused[0] == 2, refused[2]
+    assert "seconds" in refused[2]
