@@ -27,6 +27,7 @@ from aiohttp import WSCloseCode, web
 from aiohttp.test_utils import TestClient, TestServer
 
 from client.__main__ import main
+from service.api._gate import GATE
 from service.appkeys import SOCKETS
 from tests.conftest import ADMIN_TOKEN, ROOT, ApiFactory
 
@@ -175,11 +176,20 @@ async def test_listen_resumes_after_a_dropped_socket_without_a_gap(
         await recv.until(lambda: recv.seen(first_id, "job.completed"))
         sockets = [ws for ws in client.app[SOCKETS] if isinstance(ws, web.WebSocketResponse)]
         assert sockets
-        for ws in sockets:  # the server cuts listen's socket ...
+        gate = client.app[GATE]
+        gate.closing = True  # no new socket for now: listen's reconnects get 503 ...
+        for ws in sockets:  # ... the server cuts listen's socket ...
             await ws.close(code=WSCloseCode.SERVICE_RESTART)
-        # ... and a job runs while it reconnects
+        # ... and a whole job runs while it is away
         second = await client.post("/v1/jobs", json={"scenario": {"duration_s": 0.1}})
         second_id = (await second.json())["id"]
+        async with asyncio.timeout(30):
+            while (await (await client.get(f"/v1/jobs/{second_id}")).json())["status"] != (
+                "completed"
+            ):
+                await asyncio.sleep(0.05)
+        assert not recv.seen(second_id, "job.created")
+        gate.closing = False  # back: it resumes after the last seq it saw
         await recv.until(lambda: recv.seen(second_id, "job.completed"))
     finally:
         await stop(listen)
