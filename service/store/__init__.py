@@ -38,5 +38,9 @@ def store_from_settings(settings: Settings, now: Callable[[], float] = time.time
     if settings.redis_url:
         from .redis import RedisStore  # imported lazily: redis is only needed for this backend
 
-        return RedisStore(settings.redis_url, event_buffer=settings.event_buffer)
+        return RedisStore(
+            settings.redis_url,
+            event_buffer=settings.event_buffer,
+            expire_windows=settings.clock == "real",
+        )
     return SQLiteStore(settings.db, event_buffer=settings.event_buffer, now=now)

@@ -237,3 +237,28 @@ async def test_a_restart_keeps_the_virtual_time(aiohttp_client: Any, tmp_path: A
     # the stored time wins over CLOCK_START: time never goes back under the stored jobs
     second = await aiohttp_client(create_app(settings("2020-01-01T00:00:00+00:00")))
     assert (await (await second.get("/v1/clock")).json())["now"] == "2030-01-01T01:00:00.000Z"
+
+
+async def test_redis_rate_windows_expire_in_real_time_only_under_a_real_clock(
+    aiohttp_client: Any, redis_url: str
+) -> None:
+    import redis.asyncio as aioredis
+
+    from service.app import create_app
+    from tests.conftest import make_settings
+
+    real = await aiohttp_client(create_app(make_settings(redis_url=redis_url)))
+    await submit(real, scenario={"outcome": "stuck"})
+    await real.close()
+    conn = aioredis.from_url(redis_url)
+    try:
+        assert 0 < await conn.ttl("dubsim:hits:alice") <= 3600
+        await conn.flushall()
+        virtual_app = await aiohttp_client(
+            create_app(make_settings(redis_url=redis_url, clock="virtual"))
+        )
+        await submit(virtual_app, scenario={"outcome": "stuck"})
+        # a real expiry would forget hits the virtual window still holds
+        assert await conn.ttl("dubsim:hits:alice") == -1
+    finally:
+        await conn.aclose()
