@@ -35,6 +35,15 @@ from ._polling import Backoff, PollPolicy
 from ._stats import ClientStats
 from ._sync import Client, SyncEventStream
 from ._transport import AiohttpTransport, AsyncTransport, Request, Response, WebSocketConnection
+from ._webhooks import (
+    ClockState,
+    Delivery,
+    DeliveryAttempt,
+    SecretRotation,
+    Webhook,
+    WebhookVerificationError,
+    verify_webhook,
+)
 
 __all__ = [
     "APIError",
@@ -44,8 +53,11 @@ __all__ = [
     "Backoff",
     "Client",
     "ClientStats",
+    "ClockState",
     "Config",
     "Conflict",
+    "Delivery",
+    "DeliveryAttempt",
     "DubsimError",
     "ErrorInfo",
     "Event",
@@ -64,10 +76,14 @@ __all__ = [
     "Response",
     "Role",
     "Scenario",
+    "SecretRotation",
     "Status",
     "SyncEventStream",
     "TransportError",
     "Unauthorized",
     "WaitTimeout",
     "WebSocketConnection",
+    "Webhook",
+    "WebhookVerificationError",
+    "verify_webhook",
 ]

@@ -10,6 +10,9 @@ dubsim [--url URL] [--token T] [--user U] [--json] COMMAND ...
   cancel ID [--reason TEXT]          (admin)
   retry ID | process [--count N] | cleanup [--older-than S]   (admin)
   config [KEY=VALUE...]              show, or change (admin), the runtime settings
+  clock [advance SECONDS]            the server's time; move a virtual one on (admin)
+  listen --forward-to URL [--events T,T] [--secret whsec_...]   forward events, signed
+  trigger EVENT_TYPE                 make a job that produces that event now (prints its id)
 ```
 
 Options also come from DUBSIM_URL, DUBSIM_TOKEN and DUBSIM_USER. `--json` prints machine-readable
@@ -34,6 +37,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from . import _cli_webhooks
 from . import _render as render
 from ._async import DEFAULT_URL, AsyncClient
 from ._errors import APIError, JobError, TransportError, WaitTimeout
@@ -107,6 +111,8 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("config", parents=[common], help="show or change runtime settings")
     p.add_argument("changes", nargs="*", metavar="KEY=VALUE")
+
+    _cli_webhooks.add_parsers(sub, common)  # clock, listen, trigger
     return parser
 
 
@@ -116,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     err = Console(stderr=True)
     try:
         return asyncio.run(_run(args, err))
-    except _Usage as exc:
+    except (_Usage, _cli_webhooks.Usage) as exc:
         err.print(f"[red]usage:[/] {exc}")
         return EXIT_USAGE
     except WaitTimeout as exc:
@@ -331,6 +337,7 @@ _COMMANDS = {
     "process": _process,
     "cleanup": _cleanup,
     "config": _config,
+    **_cli_webhooks.COMMANDS,
 }
 
 

@@ -180,6 +180,72 @@ class Api:
         """PATCH /v1/config (admin)."""
         return self._json("PATCH", "/v1/config", dict(changes))
 
+    # ---- webhooks and the clock ---------------------------------------------------------
+
+    @staticmethod
+    def webhook_path(webhook_id: str, *rest: str) -> str:
+        """`/v1/webhooks/{id}[/...]` with every id escaped."""
+        if not webhook_id or not all(rest):
+            raise ValueError("ids must not be empty")
+        return "/v1/webhooks/" + "/".join(quote(part, safe="") for part in (webhook_id, *rest))
+
+    def _get(self, path: str, query: Sequence[tuple[str, str]] = ()) -> Request:
+        return Request("GET", self.url(path, query), self.headers(), None, self.timeout)
+
+    def create_webhook(
+        self, url: str, events: Sequence[str] | None, description: str | None
+    ) -> Request:
+        """POST /v1/webhooks."""
+        body: dict[str, Any] = {"url": url}
+        if events is not None:
+            body["events"] = list(events)
+        if description is not None:
+            body["description"] = description
+        return self._json("POST", "/v1/webhooks", body)
+
+    def list_webhooks(self) -> Request:
+        """GET /v1/webhooks."""
+        return self._get("/v1/webhooks")
+
+    def get_webhook(self, webhook_id: str) -> Request:
+        """GET /v1/webhooks/{id}."""
+        return self._get(self.webhook_path(webhook_id))
+
+    def update_webhook(self, webhook_id: str, fields: Mapping[str, Any]) -> Request:
+        """PATCH /v1/webhooks/{id}."""
+        return self._json("PATCH", self.webhook_path(webhook_id), dict(fields))
+
+    def delete_webhook(self, webhook_id: str) -> Request:
+        """DELETE /v1/webhooks/{id}."""
+        path = self.url(self.webhook_path(webhook_id))
+        return Request("DELETE", path, self.headers(), None, self.timeout)
+
+    def rotate_webhook_secret(self, webhook_id: str) -> Request:
+        """POST /v1/webhooks/{id}/rotate-secret."""
+        return self._json("POST", self.webhook_path(webhook_id, "rotate-secret"), {})
+
+    def webhook_deliveries(self, webhook_id: str, limit: int | None, status: str | None) -> Request:
+        """GET /v1/webhooks/{id}/deliveries."""
+        query = [(k, str(v)) for k, v in (("limit", limit), ("status", status)) if v is not None]
+        return self._get(self.webhook_path(webhook_id, "deliveries"), query)
+
+    def redeliver(self, webhook_id: str, delivery_id: str) -> Request:
+        """POST /v1/webhooks/{id}/deliveries/{delivery_id}/redeliver."""
+        path = self.webhook_path(webhook_id, "deliveries", delivery_id, "redeliver")
+        return self._json("POST", path, {})
+
+    def replay_webhook(self, webhook_id: str, since: Any) -> Request:
+        """POST /v1/webhooks/{id}/replay {since}."""
+        return self._json("POST", self.webhook_path(webhook_id, "replay"), {"since": since})
+
+    def clock(self) -> Request:
+        """GET /v1/clock."""
+        return self._get("/v1/clock")
+
+    def advance_clock(self, seconds: float) -> Request:
+        """POST /v1/clock/advance (admin; a server with CLOCK=virtual)."""
+        return self._json("POST", "/v1/clock/advance", {"seconds": seconds})
+
     def ws_url(self) -> str:
         """The WebSocket endpoint: `/v1/ws` on the same host, ws:// or wss://."""
         parts = urlsplit(self.base_url + "/v1/ws")

@@ -11,10 +11,11 @@ import logging
 import random
 import weakref
 from collections.abc import AsyncGenerator, Iterable, Mapping
+from datetime import datetime
 from types import TracebackType
 from typing import Any
 
-from ._api import Api, decode
+from ._api import Api, decode, error_from
 from ._errors import WaitTimeout
 from ._events import EventStream
 from ._flows import drive_async, poll_flow, request_flow
@@ -32,6 +33,15 @@ from ._stats import ClientStats
 from ._subscription import SharedSubscription
 from ._transport import AiohttpTransport, AsyncTransport, Request, Response, WebSocketConnection
 from ._wait import ProgressCallback, Tracker, outcome, wait_for_terminal
+from ._webhooks import (
+    ClockState,
+    Delivery,
+    DeliveryList,
+    Replay,
+    SecretRotation,
+    Webhook,
+    WebhookList,
+)
 
 __all__ = ["DEFAULT_URL", "AsyncClient"]
 
@@ -158,6 +168,10 @@ class AsyncClient:
             idempotent=idempotent,
         )
         response = await drive_async(flow, self._send)
+        if type_ is type(None):  # an answer without a body (204)
+            if not 200 <= response.status < 300:
+                raise error_from(response)
+            return None
         return decode(response, type_, job_id=job_id)
 
     async def _connect_ws(self) -> WebSocketConnection:
@@ -265,6 +279,86 @@ class AsyncClient:
         """
         config: Config = await self._call(self._api.update_config(changes), Config, idempotent=True)
         return config
+
+    # ---- webhooks and the clock ------------------------------------------------------
+
+    async def create_webhook(
+        self,
+        url: str,
+        events: Iterable[str] | None = None,
+        description: str | None = None,
+    ) -> Webhook:
+        """Register an endpoint for `events` (None: all). The answer carries its `secret`,
+        the only time it is shown: keep it to verify deliveries (`dubsim.verify_webhook`)."""
+        events = None if events is None else builtins.list(events)
+        request = self._api.create_webhook(url, events, description)
+        hook: Webhook = await self._call(request, Webhook, idempotent=False)
+        return hook
+
+    async def list_webhooks(self) -> builtins.list[Webhook]:
+        """Every endpoint this client may see (own; all for the admin)."""
+        page: WebhookList = await self._call(
+            self._api.list_webhooks(), WebhookList, idempotent=True
+        )
+        return page.webhooks
+
+    async def get_webhook(self, webhook_id: str) -> Webhook:
+        """One endpoint (without its secret)."""
+        hook: Webhook = await self._call(
+            self._api.get_webhook(webhook_id), Webhook, idempotent=True
+        )
+        return hook
+
+    async def update_webhook(self, webhook_id: str, **fields: Any) -> Webhook:
+        """Change an endpoint, e.g. `update_webhook(id, events=["job.completed"])`."""
+        request = self._api.update_webhook(webhook_id, fields)
+        hook: Webhook = await self._call(request, Webhook, idempotent=True)
+        return hook
+
+    async def delete_webhook(self, webhook_id: str) -> None:
+        """Remove an endpoint; nothing more is delivered to it."""
+        await self._call(self._api.delete_webhook(webhook_id), type(None), idempotent=False)
+
+    async def rotate_webhook_secret(self, webhook_id: str) -> SecretRotation:
+        """A new secret; deliveries carry both signatures until the old one expires."""
+        request = self._api.rotate_webhook_secret(webhook_id)
+        rotation: SecretRotation = await self._call(request, SecretRotation, idempotent=False)
+        return rotation
+
+    async def webhook_deliveries(
+        self, webhook_id: str, limit: int | None = None, status: str | None = None
+    ) -> builtins.list[Delivery]:
+        """The endpoint's recent deliveries (newest first), with every attempt."""
+        request = self._api.webhook_deliveries(webhook_id, limit, status)
+        page: DeliveryList = await self._call(request, DeliveryList, idempotent=True)
+        return page.deliveries
+
+    async def redeliver(self, webhook_id: str, delivery_id: str) -> Delivery:
+        """Send one delivery again (queued: the answer is the delivery as queued)."""
+        request = self._api.redeliver(webhook_id, delivery_id)
+        delivery: Delivery = await self._call(request, Delivery, idempotent=False)
+        return delivery
+
+    async def replay_webhook(self, webhook_id: str, since: Any) -> int:
+        """Queue again every event since `since` (as the server takes it: a seq or an ISO
+        time; a datetime is sent as ISO 8601); returns how many were queued."""
+        if isinstance(since, datetime):
+            since = since.isoformat()
+        request = self._api.replay_webhook(webhook_id, since)
+        replay: Replay = await self._call(request, Replay, idempotent=False)
+        return replay.queued
+
+    async def clock(self) -> ClockState:
+        """The server's time, and whether it is real or virtual."""
+        state: ClockState = await self._call(self._api.clock(), ClockState, idempotent=True)
+        return state
+
+    async def advance_clock(self, seconds: float) -> ClockState:
+        """Move a virtual clock on (admin; CLOCK=virtual, else Conflict). Returns once what
+        came due has run (docs/testing-integrations.md says exactly what that means)."""
+        request = self._api.advance_clock(seconds)
+        state: ClockState = await self._call(request, ClockState, idempotent=False)
+        return state
 
     # ---- live ------------------------------------------------------------------------
 

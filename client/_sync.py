@@ -23,6 +23,7 @@ from ._polling import PollPolicy, Random
 from ._stats import ClientStats
 from ._transport import AsyncTransport
 from ._wait import ProgressCallback
+from ._webhooks import ClockState, Delivery, SecretRotation, Webhook
 
 __all__ = ["Client", "SyncEventStream"]
 
@@ -297,6 +298,56 @@ class Client:
     def update_config(self, **changes: Any) -> Config:
         """See AsyncClient.update_config."""
         return self._run(self._async.update_config(**changes))
+
+    # ---- webhooks and the clock ------------------------------------------------------
+
+    def create_webhook(
+        self, url: str, events: Iterable[str] | None = None, description: str | None = None
+    ) -> Webhook:
+        """See AsyncClient.create_webhook."""
+        return self._run(self._async.create_webhook(url, events, description))
+
+    def list_webhooks(self) -> builtins.list[Webhook]:
+        """See AsyncClient.list_webhooks."""
+        return self._run(self._async.list_webhooks())
+
+    def get_webhook(self, webhook_id: str) -> Webhook:
+        """See AsyncClient.get_webhook."""
+        return self._run(self._async.get_webhook(webhook_id))
+
+    def update_webhook(self, webhook_id: str, **fields: Any) -> Webhook:
+        """See AsyncClient.update_webhook."""
+        return self._run(self._async.update_webhook(webhook_id, **fields))
+
+    def delete_webhook(self, webhook_id: str) -> None:
+        """See AsyncClient.delete_webhook."""
+        self._run(self._async.delete_webhook(webhook_id))
+
+    def rotate_webhook_secret(self, webhook_id: str) -> SecretRotation:
+        """See AsyncClient.rotate_webhook_secret."""
+        return self._run(self._async.rotate_webhook_secret(webhook_id))
+
+    def webhook_deliveries(
+        self, webhook_id: str, limit: int | None = None, status: str | None = None
+    ) -> builtins.list[Delivery]:
+        """See AsyncClient.webhook_deliveries."""
+        return self._run(self._async.webhook_deliveries(webhook_id, limit, status))
+
+    def redeliver(self, webhook_id: str, delivery_id: str) -> Delivery:
+        """See AsyncClient.redeliver."""
+        return self._run(self._async.redeliver(webhook_id, delivery_id))
+
+    def replay_webhook(self, webhook_id: str, since: Any) -> int:
+        """See AsyncClient.replay_webhook."""
+        return self._run(self._async.replay_webhook(webhook_id, since))
+
+    def clock(self) -> ClockState:
+        """See AsyncClient.clock."""
+        return self._run(self._async.clock())
+
+    def advance_clock(self, seconds: float) -> ClockState:
+        """See AsyncClient.advance_clock."""
+        return self._run(self._async.advance_clock(seconds))
 
     def events(
         self,

@@ -11,8 +11,9 @@ from aiohttp import web
 from . import api
 from .api._http import http_middleware
 from .api.stream import close_streams
-from .appkeys import AUTH, FAULTS, HUB, METRICS, SCHEDULER, SERVICE, SETTINGS, SOCKETS
+from .appkeys import AUTH, CLOCK, FAULTS, HUB, METRICS, SCHEDULER, SERVICE, SETTINGS, SOCKETS
 from .auth import Auth
+from .clock import RealClock, VirtualClock
 from .hub import Hub
 from .jobs import JobService
 from .metrics import Metrics
@@ -28,7 +29,10 @@ def create_app(settings: Settings) -> web.Application:
     if not settings.admin_token:
         raise ValueError("settings.admin_token is required (python -m service makes one)")
     hub = Hub(buffer_size=settings.event_buffer, queue_limit=settings.subscriber_queue)
-    service = JobService(store_from_settings(settings), hub, settings.config)
+    start = settings.clock_start.timestamp() if settings.clock_start is not None else None
+    clock = VirtualClock(start) if settings.clock == "virtual" else RealClock()
+    store = store_from_settings(settings, clock.now)
+    service = JobService(store, hub, settings.config, clock=clock)
     scheduler = Scheduler(service, settings.seed, lease_s=settings.lease_s)
     metrics = Metrics(service, hub)
 
@@ -40,7 +44,8 @@ def create_app(settings: Settings) -> web.Application:
     app[SERVICE] = service
     app[SCHEDULER] = scheduler
     app[METRICS] = metrics
-    app[AUTH] = Auth(settings.admin_token)
+    app[AUTH] = Auth(settings.admin_token, clock=clock.now)
+    app[CLOCK] = clock
     app[FAULTS] = random.Random(settings.seed)
     app[SOCKETS] = weakref.WeakSet()
     api.setup(app)
@@ -50,9 +55,14 @@ def create_app(settings: Settings) -> web.Application:
 
 
 async def _run_service(app: web.Application) -> AsyncIterator[None]:
-    service, scheduler = app[SERVICE], app[SCHEDULER]
-    await service.open()
+    service, scheduler, clock = app[SERVICE], app[SCHEDULER], app[CLOCK]
+    # a virtual clock adopts the stored time (shared by every process) before jobs load
+    await service.open(clock.attach if isinstance(clock, VirtualClock) else None)
+    if isinstance(clock, VirtualClock):
+        clock.start()
     scheduler.start()
     yield
     await scheduler.stop()
+    if isinstance(clock, VirtualClock):
+        await clock.stop()
     await service.store.close()

@@ -97,7 +97,12 @@ class Auth:
     dropped the cookie by then, and the session expires after SESSION_TTL_S regardless.
     """
 
-    def __init__(self, admin_token: str, throttle: Throttle | None = None) -> None:
+    def __init__(
+        self,
+        admin_token: str,
+        throttle: Throttle | None = None,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
         if not admin_token:
             raise ValueError("an admin token is required")
         if len(admin_token) < MIN_ADMIN_TOKEN:
@@ -105,7 +110,9 @@ class Auth:
         self._token = admin_token.encode()
         self._key = hmac.new(self._token, b"dubsim session cookie v1", hashlib.sha256).digest()
         self._revoked: dict[str, float] = {}  # nonce -> expiry
-        self.throttle = throttle or Throttle()
+        # the service's clock (sessions expire in its time); read late, so tests can patch time
+        self.clock: Callable[[], float] = clock or (lambda: time.time())
+        self.throttle = throttle or Throttle(clock=self.clock)
 
     def token_ok(self, token: str) -> bool:
         return hmac.compare_digest(token.encode("utf-8", "surrogatepass"), self._token)
@@ -119,13 +126,13 @@ class Auth:
         return ok
 
     def open_session(self) -> str:
-        payload = f"{int(time.time() + SESSION_TTL_S)}.{secrets.token_urlsafe(16)}"
+        payload = f"{int(self.clock() + SESSION_TTL_S)}.{secrets.token_urlsafe(16)}"
         return f"{payload}.{self._sign(payload)}"
 
     def close_session(self, cookie: str) -> None:
         parsed = self._verify(cookie)
         if parsed is not None:
-            now = time.time()
+            now = self.clock()
             self._revoked = {n: exp for n, exp in self._revoked.items() if exp > now}
             self._revoked[parsed[1]] = parsed[0]
 
@@ -147,7 +154,7 @@ class Auth:
         expected = self._sign(f"{expiry}.{nonce}").encode()
         if not hmac.compare_digest(signature.encode(), expected):
             return None
-        if int(expiry) <= time.time():
+        if int(expiry) <= self.clock():
             return None
         return float(expiry), nonce
 

@@ -152,9 +152,13 @@ class JobService:
 
     # ---- lifecycle -------------------------------------------------------------
 
-    async def open(self) -> None:
-        """Load what the store has; on a private store, requeue attempts a restart interrupted."""
+    async def open(self, on_store: Callable[[Store], Awaitable[None]] | None = None) -> None:
+        """Load what the store has; on a private store, requeue attempts a restart interrupted.
+        `on_store` runs once the store is open, before anything is decided (a virtual clock
+        adopts the stored time there)."""
         loaded = await self.store.open(self._on_commit, self._on_config)
+        if on_store is not None:
+            await on_store(self.store)
         if loaded.config is not None:
             self.config = loaded.config
         for stored in sorted(loaded.jobs, key=lambda s: s.ordinal):

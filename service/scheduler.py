@@ -15,7 +15,9 @@ import contextlib
 import functools
 import heapq
 import logging
+import math
 import random
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Final
 
@@ -75,6 +77,7 @@ class Scheduler:
         self._retries: list[tuple[float, str]] = []  # (due, job id)
         self._has_work = asyncio.Event()
         self._retry_wake = asyncio.Event()
+        self._expiry_wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()  # starting or running: counts to WORKERS
         self._loops: list[asyncio.Task[None]] = []
         self._attempts: dict[str, asyncio.Task[None]] = {}
@@ -166,6 +169,7 @@ class Scheduler:
 
     def config_changed(self) -> None:
         self._has_work.set()  # more (or fewer) workers, or auto_process switched
+        self._expiry_wake.set()  # JOB_TTL_S may have changed
 
     # ---- lifecycle -------------------------------------------------------------
 
@@ -216,6 +220,7 @@ class Scheduler:
 
     def _spawn(self, work: Coroutine[None, None, None], job_id: str | None = None) -> None:
         task = asyncio.create_task(work)
+        self.service.clock.busy(task)  # a virtual clock's advance waits for it to settle
         self._tasks.add(task)
         if job_id is not None:
             self._attempts[job_id] = task
@@ -286,15 +291,26 @@ class Scheduler:
                     if isinstance(error, Exception):  # a bug, not the store: say so, go on
                         log.error("requeueing a failed job crashed", exc_info=error)
             wait = self._retries[0][0] - clock.now() if self._retries else None
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._retry_wake.wait(), wait)
+            await clock.wait(self._retry_wake, wait)
 
     async def _expiry_loop(self) -> None:
         """Finished jobs go JOB_TTL after they finished (swept every tenth of it, at most
-        every minute), so nothing is kept forever."""
+        every minute), so nothing is kept forever. Nothing can expire before the oldest
+        finished job does, so the loop sleeps until then (a virtual clock's long advance
+        wakes it a few times, not once a minute); a config change wakes it to look again."""
+        clock = self.service.clock
         while True:
+            self._expiry_wake.clear()
             ttl = self.service.config.job_ttl_s
-            await self.service.clock.sleep(max(0.05, min(60.0, ttl / 10)))
+            finished = [
+                parse_iso(r.job.finished_at or r.job.created_at)
+                for r in self.service.records()
+                if r.job.status.terminal
+            ]
+            due = (min(finished) if finished else clock.now()) + ttl
+            wait = max(max(0.05, min(60.0, ttl / 10)), due - clock.now())
+            if await clock.wait(self._expiry_wake, wait):
+                continue
             try:
                 await self.service.cleanup(older_than_s=self.service.config.job_ttl_s)
             except StoreUnavailable:
@@ -303,13 +319,15 @@ class Scheduler:
                 log.exception("expiring finished jobs failed; the next sweep tries again")
 
     async def _lease_loop(self) -> None:
-        """Renew our leases; put back jobs whose lease ran out (their process died)."""
-        store, clock = self.service.store, self.service.clock
+        """Renew our leases; put back jobs whose lease ran out (their process died). A lease
+        is about a process being alive, which happens in real time: it reads the wall clock
+        (as the store does when it writes one), whatever the service's clock says."""
+        store = self.service.store
         while True:
             await asyncio.sleep(self.lease_s / 3)
             try:
-                await store.renew_leases(list(self._attempts), self.lease_s, clock.now())
-                for job_id in await store.expired_leases(clock.now()):
+                await store.renew_leases(list(self._attempts), self.lease_s, time.time())
+                for job_id in await store.expired_leases(time.time()):
                     if job_id not in self._attempts:
                         await self.service.interrupted(job_id)
             except StoreUnavailable:
@@ -355,7 +373,7 @@ class Scheduler:
         service = self.service
         try:
             # a watchdog, as a real service has: an attempt past its deadline fails (timeout)
-            async with asyncio.timeout(service.config.attempt_timeout_s):
+            async with service.clock.timeout(service.config.attempt_timeout_s):
                 await self._simulate(record, attempt, plan)
         except TimeoutError:
             plan = Plan(plan.duration_s, fail_at=1.0, error_code="timeout", retryable=True)
@@ -388,7 +406,7 @@ class Scheduler:
             if task in self._tasks:
                 self._tasks.discard(task)
                 self._has_work.set()
-            await asyncio.Event().wait()
+            await self.service.clock.sleep(math.inf)
 
     async def _progress(self, record: Record, attempt: int, duration: float, until: float) -> None:
         """Sleep through the attempt, reporting progress in bounded steps."""

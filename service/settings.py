@@ -18,8 +18,9 @@ import os
 import sys
 import typing
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta
@@ -170,6 +171,14 @@ class Settings(msgspec.Struct, kw_only=True):
         Annotated[float, Meta(gt=0, le=86_400)],
         doc("the window AUTH_FAILURES counts in", "s"),
     ] = 60.0
+    clock: Annotated[
+        Literal["real", "virtual"],
+        doc("real: the wall clock; virtual: time moves only on POST /v1/clock/advance (tests)"),
+    ] = "real"
+    clock_start: Annotated[
+        Annotated[datetime, Meta(tz=True)] | None,
+        doc("with CLOCK=virtual: the start time, ISO 8601 with a zone (unset: now)"),
+    ] = None
     config: Config = msgspec.field(default_factory=Config)
 
     @classmethod

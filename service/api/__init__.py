@@ -6,16 +6,18 @@ from aiohttp import web
 
 from ..appkeys import AUTH, SETTINGS
 from ..auth import Throttle
-from . import admin, compat, jobs, meta, stream
+from . import admin, clock, compat, jobs, meta, stream
 from ._gate import GATE, Gate
 
 
 def setup(app: web.Application) -> None:
     settings = app[SETTINGS]
     app[GATE] = Gate(settings.max_connections)
-    app[AUTH].throttle = Throttle(settings.auth_failures, settings.auth_window_s)
+    auth = app[AUTH]
+    auth.throttle = Throttle(settings.auth_failures, settings.auth_window_s, auth.clock)
     jobs.setup(app)
     admin.setup(app)
     stream.setup(app)
     compat.setup(app)
     meta.setup(app)
+    clock.setup(app)

@@ -20,6 +20,7 @@ from ._http import injected_fault, json_response, read_json
 MAX_WAIT_S: Final = 60.0
 MAX_PAGE: Final = 500
 MAX_IDEMPOTENCY_KEY: Final = 200
+DISCONNECT_CHECK_S: Final = 0.1  # how soon a Prefer: wait notices that its client is gone
 
 
 def _nothing(*_: object) -> bytes:
@@ -45,17 +46,96 @@ def job_headers(request: web.Request, record: Record) -> dict[str, str]:
 
 
 async def submit(request: web.Request) -> web.Response:
-    """POST /v1/jobs"""
+    """POST /v1/jobs [Prefer: wait=N]"""
     service = request.app[SERVICE]
     body = await read_json(request, SubmitRequest)
     key = request.headers.get("Idempotency-Key")
     if key is not None and not (0 < len(key) <= MAX_IDEMPOTENCY_KEY and key.isprintable()):
         raise BadRequest(f"Idempotency-Key must be 1..{MAX_IDEMPOTENCY_KEY} printable characters")
+    wait = _prefer_wait(request)  # checked before anything is created
     record, created, decision = await service.submit(user_id(request), body, key)
-    headers = {"Location": f"/v1/jobs/{record.job.id}", **job_headers(request, record)}
+    extra: dict[str, str] = {}
+    if wait is not None:
+        # the job is durable already: the wait only delays the answer, and holds nothing
+        # once the client has gone (or the server is shutting down)
+        applied = record.job.status.terminal
+        if not applied and await _wait_for_outcome(request, record, wait):
+            record, applied = service.find(record.job.id) or record, True
+        if applied:  # not when no slot was free (MAX_CONNECTIONS) or shutdown had begun
+            extra["Preference-Applied"] = f"wait={_show(wait)}"
+    headers = {"Location": f"/v1/jobs/{record.job.id}", **job_headers(request, record), **extra}
     if decision is not None:
         headers.update(decision.headers())
     return json_response(record.data, 201 if created else 200, headers)
+
+
+def _prefer_wait(request: web.Request) -> float | None:
+    """`Prefer: wait=N` (RFC 7240; other preferences are ignored): N in [0, 60] seconds."""
+    raw: str | None = None
+    for header in request.headers.getall("Prefer", []):
+        for preference in header.split(","):
+            name, _, value = preference.split(";")[0].strip().partition("=")
+            if name.strip().lower() == "wait":
+                raw = value.strip().strip('"')
+    if raw is None:
+        return None
+    try:
+        wait = float(raw)
+    except ValueError:
+        raise ValidationFailed("Prefer: wait must be a number of seconds", field="Prefer") from None
+    if not (0 <= wait <= MAX_WAIT_S) or math.isnan(wait):
+        raise ValidationFailed(f"Prefer: wait must be in [0, {MAX_WAIT_S:g}]", field="Prefer")
+    return wait
+
+
+def _show(seconds: float) -> str:
+    return str(int(seconds)) if seconds.is_integer() else str(seconds)
+
+
+async def _wait_for_outcome(request: web.Request, record: Record, wait: float) -> bool:
+    """Wait (at most `wait` s) until the job is terminal; False if the wait was not taken
+    (no slot free, or shutting down). Ends early when the client disconnects."""
+    gate = request.app[GATE]
+    if wait <= 0:
+        return True  # no wait asked for: nothing to hold
+    if gate.closing or gate.open >= gate.limit:
+        return False
+    hub, service, job_id = request.app[HUB], request.app[SERVICE], record.job.id
+    with gate.enter("wait"):
+        sub = hub.open(POLL_WIRE, limit=1_000)
+        try:
+            # subscribe first, then look: a change before this is in the read model, one
+            # after it reaches the subscription, so the outcome can't slip between the two
+            hub.subscribe(sub, jobs=[job_id], since=hub.seq)
+
+            async def outcome() -> None:
+                while True:
+                    current = service.find(job_id)
+                    if current is None or current.job.status.terminal:
+                        return
+                    if not await sub.get():  # closed (shutdown): answer with the job as it is
+                        return
+
+            waiting = asyncio.ensure_future(outcome())
+            gone = asyncio.ensure_future(_disconnected(request))
+            try:
+                await asyncio.wait(
+                    [waiting, gone], timeout=wait, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                for task in (waiting, gone):
+                    task.cancel()
+                await asyncio.gather(waiting, gone, return_exceptions=True)
+        finally:
+            hub.unsubscribe_all(sub)
+    return True
+
+
+async def _disconnected(request: web.Request) -> None:
+    """Return once the client's connection is gone (aiohttp does not cancel the handler)."""
+    # polled: aiohttp offers no hook for a lost connection once the body has been read
+    while request.transport is not None and not request.transport.is_closing():  # noqa: ASYNC110
+        await asyncio.sleep(DISCONNECT_CHECK_S)
 
 
 async def get_job(request: web.Request) -> web.StreamResponse:

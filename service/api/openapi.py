@@ -22,6 +22,7 @@ from ..models import (
     SubmitRequest,
 )
 from ..settings import Config, ConfigPatch
+from .clock import Advanced, AdvanceRequest, ClockState
 
 
 class Route(NamedTuple):
@@ -51,7 +52,12 @@ ROUTES: tuple[Route, ...] = (
         Job,
         201,
         (400, 413, 415, 422, 429),
-        params=(*_USER, ("Idempotency-Key", "header", {"type": "string", "maxLength": 200})),
+        params=(
+            *_USER,
+            ("Idempotency-Key", "header", {"type": "string", "maxLength": 200}),
+            # RFC 7240: answer once the job is terminal or after N s (Preference-Applied)
+            ("Prefer", "header", {"type": "string", "examples": ["wait=30"]}),
+        ),
         also_ok=200,  # an Idempotency-Key replay answers the existing job
     ),
     Route(
@@ -159,6 +165,17 @@ ROUTES: tuple[Route, ...] = (
         200,
         (400, 401, 404, 422, 503),
         content_type="text/event-stream",
+    ),
+    Route("get", "/v1/clock", "The service's clock: mode and now", None, ClockState),
+    Route(
+        "post",
+        "/v1/clock/advance",
+        "Move a virtual clock on (CLOCK=virtual; 409 on a real one)",
+        AdvanceRequest,
+        Advanced,
+        200,
+        (401, 409, 413, 415, 422, 429),
+        admin=True,
     ),
     Route("get", "/healthz", "Liveness", None, Health),
     Route("get", "/metrics", "Prometheus metrics", None, None, content_type="text/plain"),
@@ -286,6 +303,9 @@ def build() -> dict[str, Any]:
         Event,
         Health,
         ErrorBody,
+        ClockState,
+        AdvanceRequest,
+        Advanced,
     ]
     (_, components) = msgspec.json.schema_components(
         types, ref_template="#/components/schemas/{name}"

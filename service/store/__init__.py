@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 from ..settings import Settings
 from .base import (
     Change,
@@ -29,10 +32,15 @@ __all__ = [
 ]
 
 
-def store_from_settings(settings: Settings) -> Store:
-    """Redis when REDIS_URL is set (several processes, one service); else the SQLite file."""
+def store_from_settings(settings: Settings, now: Callable[[], float] = time.time) -> Store:
+    """Redis when REDIS_URL is set (several processes, one service); else the SQLite file.
+    `now` is the service's clock (SQLite keeps rate windows in its time)."""
     if settings.redis_url:
         from .redis import RedisStore  # imported lazily: redis is only needed for this backend
 
-        return RedisStore(settings.redis_url, event_buffer=settings.event_buffer)
-    return SQLiteStore(settings.db, event_buffer=settings.event_buffer)
+        return RedisStore(
+            settings.redis_url,
+            event_buffer=settings.event_buffer,
+            expire_windows=settings.clock == "real",
+        )
+    return SQLiteStore(settings.db, event_buffer=settings.event_buffer, now=now)

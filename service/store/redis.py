@@ -171,7 +171,7 @@ if count < limit then
   count = count + 1
   allowed = 1
 end
-redis.call('EXPIRE', KEYS[1], math.ceil(window))
+if ARGV[5] == '1' then redis.call('EXPIRE', KEYS[1], math.ceil(window)) end
 local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2] or ARGV[1]
 return {allowed, count, tostring(oldest)}
 """
@@ -183,8 +183,13 @@ class RedisStore:
 
     shared = True
 
-    def __init__(self, url: str, *, event_buffer: int = 10_000) -> None:
+    def __init__(
+        self, url: str, *, event_buffer: int = 10_000, expire_windows: bool = True
+    ) -> None:
         self._url = url
+        # a rate window's key expires with it (in real time); under a virtual clock the window
+        # is in virtual time, which no real expiry can follow: its old hits are trimmed instead
+        self._expire_windows = expire_windows
         self._event_buffer = event_buffer
         self._redis: aioredis.Redis | None = None
         self._tail_conn: aioredis.Redis | None = None
@@ -242,7 +247,7 @@ class RedisStore:
         allowed, count, oldest = await self._call(
             _RATE_HIT,
             [f"{P}hits:{user_id}"],
-            [repr(now), limit, RATE_WINDOW_S, member],
+            [repr(now), limit, RATE_WINDOW_S, member, "1" if self._expire_windows else "0"],
         )
         reset_s = max(0.0, float(oldest) + RATE_WINDOW_S - now) if count else 0.0
         return Decision(bool(allowed), limit, max(0, limit - int(count)), reset_s)

@@ -27,6 +27,7 @@ import logging
 import os
 import sqlite3
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import IO
 
@@ -138,8 +139,11 @@ class SQLiteStore:
 
     shared = False
 
-    def __init__(self, path: str, *, event_buffer: int = 10_000) -> None:
+    def __init__(
+        self, path: str, *, event_buffer: int = 10_000, now: Callable[[], float] = time.time
+    ) -> None:
         self._path = path
+        self._now = now  # the service's clock: rate windows are in its time
         self._event_buffer = event_buffer
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="sqlite")
         self._conn: sqlite3.Connection | None = None
@@ -150,7 +154,7 @@ class SQLiteStore:
         self._encoder = msgspec.json.Encoder()
         self._on_commit: OnCommit = lambda events: None
         self._failure: str | None = None
-        self._window = MovingWindow(RATE_WINDOW_S)
+        self._window = MovingWindow(RATE_WINDOW_S, now)
         # owned by the writer thread once open: the committed truth the CAS checks against
         self._jobs: dict[str, _Job] = {}
         self._keys: dict[tuple[str, str], str] = {}  # (user, idempotency key) -> job id
@@ -367,7 +371,7 @@ class SQLiteStore:
         if has_jobs and version <= 1:
             _script(conn, _MIGRATE_FROM_1)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        conn.execute("DELETE FROM rate_hits WHERE at <= ?", (time.time() - RATE_WINDOW_S,))
+        conn.execute("DELETE FROM rate_hits WHERE at <= ?", (self._now() - RATE_WINDOW_S,))
         conn.execute("COMMIT")
         self._conn = conn
         decoder = msgspec.json.Decoder(Job)
@@ -508,7 +512,7 @@ class SQLiteStore:
                 conn.execute("DELETE FROM events WHERE seq <= ?", (seq - self._event_buffer,))
             if batch.hits:
                 conn.executemany("INSERT INTO rate_hits (user_id, at) VALUES (?, ?)", batch.hits)
-                conn.execute("DELETE FROM rate_hits WHERE at <= ?", (time.time() - RATE_WINDOW_S,))
+                conn.execute("DELETE FROM rate_hits WHERE at <= ?", (self._now() - RATE_WINDOW_S,))
             for ((kind, doc_id, body, _), _), written in zip(batch.docs, doc_results, strict=True):
                 if not isinstance(written, int):
                     continue

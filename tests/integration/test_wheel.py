@@ -121,7 +121,7 @@ def test_wheel_holds_only_dubsim_with_the_dashboard(installed: Installed) -> Non
         assert f"dubsim/server/web/{name}" in names
     assert "dubsim/py.typed" in names and "dubsim/server/py.typed" in names
     core = sorted(r.split(">")[0].split("<")[0] for r in requires if "extra ==" not in r)
-    assert core == ["aiohttp", "msgspec", "rich"]  # a client-only install stays small
+    assert core == ["aiohttp", "msgspec", "rich", "standardwebhooks"]  # a client stays small
     assert any(r.startswith("aiohttp-sse") and 'extra == "server"' in r for r in requires)
 
 
