@@ -15,6 +15,7 @@ from .appkeys import AUTH, FAULTS, HUB, METRICS, SCHEDULER, SERVICE, SETTINGS, S
 from .auth import Auth
 from .hub import Hub
 from .jobs import JobService
+from .keys import KEYS, KeyRing
 from .metrics import Metrics
 from .scheduler import Scheduler
 from .settings import Settings
@@ -40,7 +41,8 @@ def create_app(settings: Settings) -> web.Application:
     app[SERVICE] = service
     app[SCHEDULER] = scheduler
     app[METRICS] = metrics
-    app[AUTH] = Auth(settings.admin_token)
+    app[AUTH] = Auth(settings.admin_token, store=service.store)
+    app[KEYS] = KeyRing(service.store)
     app[FAULTS] = random.Random(settings.seed)
     app[SOCKETS] = weakref.WeakSet()
     api.setup(app)

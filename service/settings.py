@@ -170,6 +170,13 @@ class Settings(msgspec.Struct, kw_only=True):
         Annotated[float, Meta(gt=0, le=86_400)],
         doc("the window AUTH_FAILURES counts in", "s"),
     ] = 60.0
+    auth: Annotated[
+        typing.Literal["open", "keys"],
+        doc(
+            "open: X-User-Id is trusted (local use); keys: every request needs an API key "
+            "(x-api-key) or the admin token"
+        ),
+    ] = "open"
     config: Config = msgspec.field(default_factory=Config)
 
     @classmethod
