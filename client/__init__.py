@@ -30,7 +30,7 @@ from ._errors import (
 )
 from ._events import EventStream
 from ._mock import MockServerSocket, MockTransport
-from ._models import Config, ErrorInfo, Event, Job, Role, Scenario, Status
+from ._models import ApiKey, Config, ErrorInfo, Event, Job, Role, Scenario, Status
 from ._polling import Backoff, PollPolicy
 from ._stats import ClientStats
 from ._sync import Client, SyncEventStream
@@ -39,6 +39,7 @@ from ._transport import AiohttpTransport, AsyncTransport, Request, Response, Web
 __all__ = [
     "APIError",
     "AiohttpTransport",
+    "ApiKey",
     "AsyncClient",
     "AsyncTransport",
     "Backoff",
