@@ -42,7 +42,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SCHEDULER] = scheduler
     app[METRICS] = metrics
     app[AUTH] = Auth(settings.admin_token, store=service.store)
-    app[KEYS] = KeyRing(service.store)
+    app[KEYS] = KeyRing(service.store, cache_s=settings.key_cache_s)
     app[FAULTS] = random.Random(settings.seed)
     app[SOCKETS] = weakref.WeakSet()
     api.setup(app)

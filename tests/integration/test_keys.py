@@ -4,6 +4,7 @@ process; one key's traffic can't use up another user's window."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from typing import Any
 
@@ -91,6 +92,23 @@ async def test_key_management_is_admin_only_and_validated(api: ApiFactory) -> No
     assert (await client.delete("/v1/keys/key_nope", headers=ADMIN)).status == 404
     listed = await (await client.get("/v1/keys", headers=ADMIN)).json()
     assert [k["user_id"] for k in listed["keys"]] == ["alice"]
+
+
+async def test_a_key_is_never_the_admin(api: ApiFactory) -> None:
+    from tests.reliability.test_security import ADMIN_ROUTES
+
+    client = await api(**KEYS_MODE)
+    alice = await make_key(client, "alice", "premium")
+    job_id = (await (await client.post("/v1/jobs", json={}, headers=as_key(alice))).json())["id"]
+    before = fingerprint(client.app)
+    assert len(ADMIN_ROUTES) >= 13
+    for method, path in ADMIN_ROUTES:
+        url = path.replace("{id}", job_id)
+        resp = await client.request(method, url, json={}, headers=as_key(alice))
+        assert resp.status == 401, (method, path, resp.status)
+    for url in ("/v1/events?all=1", "/v1/jobs?user=bob"):
+        assert (await client.get(url, headers=as_key(alice))).status in (401, 403), url
+    assert fingerprint(client.app) == before
 
 
 # ---- refused: no key, a wrong key, a revoked key, on every route family --------------------
@@ -270,24 +288,31 @@ async def test_last_used_is_recorded(api: ApiFactory) -> None:
 # ---- several processes on one Redis ---------------------------------------------------------
 
 
+@pytest.mark.parametrize("cache_s", [0.0, 1.0])
 async def test_a_revocation_on_one_process_refuses_the_key_on_another(
-    aiohttp_client: Any, redis_url: str
+    aiohttp_client: Any, redis_url: str, cache_s: float
 ) -> None:
-    settings = {"redis_url": redis_url, **KEYS_MODE}
+    settings = {"redis_url": redis_url, "key_cache_s": cache_s, **KEYS_MODE}
     a = await aiohttp_client(create_app(make_settings(**settings)))
     b = await aiohttp_client(create_app(make_settings(**settings)))
     alice = await make_key(a, "alice")
     made = await b.post("/v1/jobs", json={}, headers=as_key(alice))
     assert made.status == 201
     job_id = (await made.json())["id"]
-    assert (await b.get(f"/v1/jobs/{job_id}", headers=as_key(alice))).status == 200
+    for client in (a, b):  # both processes have checked (and, with a cache, kept) the key
+        assert (await client.get(f"/v1/jobs/{job_id}", headers=as_key(alice))).status == 200
     assert (await a.delete(f"/v1/keys/{alice['id']}", headers=ADMIN)).status == 200
-    # the very next request on B, with no wait: nothing is cached per process
-    assert (await b.get(f"/v1/jobs/{job_id}", headers=as_key(alice))).status == 401
+    # the revoking process: at once, whatever its cache
+    assert (await a.get(f"/v1/jobs/{job_id}", headers=as_key(alice))).status == 401
+    if cache_s == 0:  # no cache: the very next request on B, with no wait
+        assert (await b.get(f"/v1/jobs/{job_id}", headers=as_key(alice))).status == 401
+    else:  # within KEY_CACHE_S on B (waited for generously, not timed)
+        async with asyncio.timeout(30):
+            while (await b.get(f"/v1/jobs/{job_id}", headers=as_key(alice))).status != 401:
+                await asyncio.sleep(0.1)
     assert (await b.post("/v1/jobs", json={}, headers=as_key(alice))).status == 401
     with pytest.raises(WSServerHandshakeError):
         await b.ws_connect("/v1/ws", headers=as_key(alice))
-    assert (await b.get("/v1/keys", headers=ADMIN)).status == 200
     assert (await (await b.get("/v1/keys", headers=ADMIN)).json())["keys"] == []
 
 
