@@ -14,7 +14,7 @@ from typing import Final
 from aiohttp import web
 
 from .errors import BadRequest, Forbidden, RateLimited, Unauthorized
-from .keys import KEY_PREFIX, Identity
+from .keys import KEY_PREFIX, PLANS, Identity
 from .models import Role
 from .store.base import Store, StoreUnavailable, VersionConflict
 
@@ -281,6 +281,8 @@ def plan_for(request: web.Request, asked: Role | None) -> Role:
     identity: Identity | None = request.get(IDENTITY)
     if identity is None:
         return Role.FREE if asked is None else asked
+    if identity.plan not in PLANS:  # a key made for a plan since withdrawn
+        raise Forbidden(f"this API key's plan {identity.plan!r} is not offered any more")
     if asked is not None and asked != identity.role:
         raise Forbidden(f"this API key is on the {identity.plan} plan; a job can't ask for {asked}")
     return identity.role

@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestClient
 from service.api._guard import PUBLIC_ROUTES
 from service.app import create_app
 from service.appkeys import SERVICE
+from service.keys import KEYS
 from tests.conftest import ADMIN, ApiFactory, make_settings, wait_for_status
 from tests.reliability.conftest import fingerprint
 
@@ -364,3 +365,29 @@ async def test_a_keyed_job_runs_to_completion(api: ApiFactory) -> None:
     job = await (await client.post("/v1/jobs", json={}, headers=as_key(alice))).json()
     done = await wait_for_status(Keyed(), job["id"], {"completed"})  # type: ignore[arg-type]
     assert done["role"] == "premium"
+
+
+async def test_a_revocation_racing_a_last_used_write_stays_revoked(api: ApiFactory) -> None:
+    """The key's document is deleted between a lookup's read and its last_used_at write: the
+    write is on the read version, so it fails instead of bringing the key back."""
+    client = await api(**KEYS_MODE, key_cache_s=0)
+    alice = await make_key(client, "alice")
+    ring = client.app[KEYS]
+    real = ring.store
+
+    class RevokeAfterRead:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+        async def get_doc(self, kind: str, doc_id: str) -> Any:
+            doc = await real.get_doc(kind, doc_id)
+            await real.put_doc(kind, doc_id, None)  # the admin's DELETE lands right here
+            return doc
+
+    ring.store = RevokeAfterRead()  # type: ignore[assignment]
+    try:
+        assert await ring.lookup(alice["key"]) is not None  # read before the revocation
+    finally:
+        ring.store = real
+    assert await real.docs("apikey") == []
+    assert (await client.get("/v1/jobs", headers=as_key(alice))).status == 401
