@@ -13,9 +13,11 @@ dubsim [--url URL] [--token T] [--user U] [--json] COMMAND ...
   clock [advance SECONDS]            the server's time; move a virtual one on (admin)
   listen --forward-to URL [--events T,T] [--secret whsec_...]   forward events, signed
   trigger EVENT_TYPE                 make a job that produces that event now (prints its id)
+  keys create --user U [--plan P] [--name N] | keys list | keys revoke ID   API keys (admin)
 ```
 
-Options also come from DUBSIM_URL, DUBSIM_TOKEN and DUBSIM_USER. `--json` prints machine-readable
+Options also come from DUBSIM_URL, DUBSIM_TOKEN, DUBSIM_USER and DUBSIM_API_KEY (`--api-key`:
+a server with AUTH=keys). `--json` prints machine-readable
 output on stdout (progress goes to stderr, and only without --json).
 
 Exit codes: 0 success / completed, 1 a job failed or was cancelled (wins over 4), 2 usage or a
@@ -60,6 +62,9 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--url", default=argparse.SUPPRESS, help="server URL [DUBSIM_URL]")
     common.add_argument("--token", default=argparse.SUPPRESS, help="admin token [DUBSIM_TOKEN]")
     common.add_argument("--user", default=argparse.SUPPRESS, help="X-User-Id [DUBSIM_USER]")
+    common.add_argument(
+        "--api-key", default=argparse.SUPPRESS, help="API key (AUTH=keys) [DUBSIM_API_KEY]"
+    )
     common.add_argument(
         "--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output"
     )
@@ -113,6 +118,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("changes", nargs="*", metavar="KEY=VALUE")
 
     _cli_webhooks.add_parsers(sub, common)  # clock, listen, trigger
+    _add_keys_parser(sub, common)
     return parser
 
 
@@ -147,9 +153,10 @@ async def _run(args: argparse.Namespace, err: Console) -> int:
         url = "http://" + url  # `--url 127.0.0.1:4777`
     token = getattr(args, "token", None) or os.environ.get("DUBSIM_TOKEN") or None
     user = getattr(args, "user", None) or os.environ.get("DUBSIM_USER") or None
+    api_key = getattr(args, "api_key", None) or os.environ.get("DUBSIM_API_KEY") or None
     as_json = bool(getattr(args, "json", False))
     try:
-        client = AsyncClient(url, token=token, user_id=user)
+        client = AsyncClient(url, token=token, user_id=user, api_key=api_key)
     except ValueError as exc:
         raise _Usage(str(exc)) from exc
     out = Console(highlight=False)
@@ -339,6 +346,68 @@ _COMMANDS = {
     "config": _config,
     **_cli_webhooks.COMMANDS,
 }
+
+
+# ---- API keys (admin) ----------------------------------------------------------------
+
+
+def _add_keys_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    keys = sub.add_parser("keys", parents=[common], help="make, list and revoke API keys (admin)")
+    actions = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    # here --user names the key's user, not X-User-Id: the shared options without that one
+    bare = argparse.ArgumentParser(add_help=False)
+    bare.add_argument("--url", default=argparse.SUPPRESS, help="server URL [DUBSIM_URL]")
+    bare.add_argument("--token", default=argparse.SUPPRESS, help="admin token [DUBSIM_TOKEN]")
+    bare.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output"
+    )
+    p = actions.add_parser("create", parents=[bare], help="make a key (printed once)")
+    p.add_argument(
+        "--user", dest="key_user", metavar="USER", required=True, help="the user the key names"
+    )
+    p.add_argument("--plan", default="free", help="free (default) or premium")
+    p.add_argument("--name", help="a label to recognise it by")
+    actions.add_parser("list", parents=[common], help="every live key, without secrets")
+    p = actions.add_parser("revoke", parents=[common], help="revoke a key at once")
+    p.add_argument("id", metavar="ID")
+
+
+async def _keys(
+    client: AsyncClient, args: argparse.Namespace, as_json: bool, out: Console, err: Console
+) -> int:
+    if args.keys_command == "create":
+        made = await client.create_key(args.key_user, args.plan, args.name)
+        if as_json:
+            render.print_json(made)
+        else:
+            out.print(made.key, soft_wrap=True)
+            err.print(f"key {made.id} for {made.user_id} ({made.plan}): shown once, store it now")
+        return EXIT_OK
+    if args.keys_command == "list":
+        keys = await client.list_keys()
+        if as_json:
+            render.print_json(keys)
+        else:
+            table = Table(title="API keys")
+            for column in ("id", "key", "user", "plan", "name", "created", "last used"):
+                table.add_column(column, no_wrap=column in ("id", "key"))
+            for key in keys:
+                when = [
+                    t.strftime("%Y-%m-%d %H:%M") if t else "-"
+                    for t in (key.created_at, key.last_used_at)
+                ]
+                table.add_row(key.id, key.prefix, key.user_id, key.plan, key.name or "-", *when)
+            out.print(table)
+        return EXIT_OK
+    revoked = await client.revoke_key(args.id)
+    if as_json:
+        render.print_json(revoked)
+    else:
+        out.print(f"revoked {revoked.id} ({revoked.prefix}, {revoked.user_id})")
+    return EXIT_OK
+
+
+_COMMANDS["keys"] = _keys
 
 
 # ---- input -------------------------------------------------------------------------

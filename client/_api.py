@@ -44,6 +44,7 @@ class Api:
         token: str | None = None,
         user_id: str | None = None,
         timeout: float = 10.0,
+        api_key: str | None = None,
     ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -52,6 +53,7 @@ class Api:
         self.token = token
         self.user_id = user_id
         self.timeout = timeout
+        self.api_key = api_key
 
     # ---- building blocks --------------------------------------------------------
 
@@ -67,6 +69,8 @@ class Api:
             headers["x-user-id"] = user
         if self.token is not None:
             headers["authorization"] = f"Bearer {self.token}"
+        if self.api_key is not None:
+            headers["x-api-key"] = self.api_key
         if json_body:
             headers["content-type"] = "application/json"
         return headers
@@ -245,6 +249,26 @@ class Api:
     def advance_clock(self, seconds: float) -> Request:
         """POST /v1/clock/advance (admin; a server with CLOCK=virtual)."""
         return self._json("POST", "/v1/clock/advance", {"seconds": seconds})
+
+    # ---- API keys (admin) --------------------------------------------------------
+
+    def create_key(self, user_id: str, plan: str, name: str | None = None) -> Request:
+        """POST /v1/keys (admin)."""
+        body = {"user_id": user_id, "plan": plan}
+        if name is not None:
+            body["name"] = name
+        return self._json("POST", "/v1/keys", body)
+
+    def list_keys(self) -> Request:
+        """GET /v1/keys (admin)."""
+        return Request("GET", self.url("/v1/keys"), self.headers(), None, self.timeout)
+
+    def revoke_key(self, key_id: str) -> Request:
+        """DELETE /v1/keys/{id} (admin)."""
+        if not key_id:
+            raise ValueError("key_id must not be empty")
+        url = self.url("/v1/keys/" + quote(key_id, safe=""))
+        return Request("DELETE", url, self.headers(), None, self.timeout)
 
     def ws_url(self) -> str:
         """The WebSocket endpoint: `/v1/ws` on the same host, ws:// or wss://."""

@@ -20,10 +20,12 @@ from ._errors import WaitTimeout
 from ._events import EventStream
 from ._flows import drive_async, poll_flow, request_flow
 from ._models import (
+    ApiKey,
     CleanupResult,
     Config,
     Job,
     JobPage,
+    KeyList,
     ProcessResult,
     Role,
     Scenario,
@@ -64,9 +66,11 @@ class AsyncClient:
         job = await client.wait(job.id, timeout=60)
     ```
 
-    `token` is the admin token (cancel, retry, process, cleanup, update_config, `all` events);
-    `user_id` is sent as `X-User-Id`. `timeout` bounds each HTTP request; `policy` tunes
-    polling, retries and reconnects; `transport` replaces the network (see MockTransport).
+    `token` is the admin token (cancel, retry, process, cleanup, update_config, `all` events,
+    API keys); `user_id` is sent as `X-User-Id`; `api_key` (a server with AUTH=keys) as
+    `x-api-key`, on every request and the WebSocket upgrade: it names the user and the plan.
+    `timeout` bounds each HTTP request; `policy` tunes polling, retries and reconnects;
+    `transport` replaces the network (see MockTransport).
     """
 
     def __init__(
@@ -79,8 +83,9 @@ class AsyncClient:
         policy: PollPolicy | None = None,
         transport: AsyncTransport | None = None,
         rand: Random | None = None,
+        api_key: str | None = None,
     ) -> None:
-        self._api = Api(base_url, token=token, user_id=user_id, timeout=timeout)
+        self._api = Api(base_url, token=token, user_id=user_id, timeout=timeout, api_key=api_key)
         self._policy = policy or PollPolicy()
         self._transport: AsyncTransport = transport or AiohttpTransport()
         self._rand: Random = rand or random.random
@@ -359,6 +364,26 @@ class AsyncClient:
         request = self._api.advance_clock(seconds)
         state: ClockState = await self._call(request, ClockState, idempotent=False)
         return state
+
+    # ---- API keys (admin) ------------------------------------------------------------
+
+    async def create_key(self, user_id: str, plan: str = "free", name: str | None = None) -> ApiKey:
+        """Make an API key for `user_id` on `plan` (admin). The returned `key` is the only
+        time the secret is shown: store it now."""
+        made: ApiKey = await self._call(
+            self._api.create_key(user_id, plan, name), ApiKey, idempotent=False
+        )
+        return made
+
+    async def list_keys(self) -> builtins.list[ApiKey]:
+        """Every live API key (admin), without secrets."""
+        listed: KeyList = await self._call(self._api.list_keys(), KeyList, idempotent=True)
+        return listed.keys
+
+    async def revoke_key(self, key_id: str) -> ApiKey:
+        """Revoke an API key (admin): refused from its next request on, on every process."""
+        revoked: ApiKey = await self._call(self._api.revoke_key(key_id), ApiKey, idempotent=True)
+        return revoked
 
     # ---- live ------------------------------------------------------------------------
 

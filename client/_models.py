@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["Config", "ErrorInfo", "Event", "Job", "Role", "Scenario", "Status"]
+__all__ = ["ApiKey", "Config", "ErrorInfo", "Event", "Job", "Role", "Scenario", "Status"]
 
 
 class Status(enum.StrEnum):
@@ -146,3 +146,25 @@ class ErrorBody(msgspec.Struct, frozen=True):
     """`{"error": {...}}`: every error the server sends."""
 
     error: ErrorDetail
+
+
+# ---- API keys (AUTH=keys) ------------------------------------------------------------
+
+
+class ApiKey(msgspec.Struct, frozen=True):
+    """An API key as the admin sees it. `key` (the secret, `dsk_...`) is set only in the
+    answer to `create_key`: the server keeps its hash and never shows it again; `prefix`
+    (`dsk_ab12…`) recognises it in a listing."""
+
+    id: str
+    prefix: str
+    user_id: str
+    plan: str
+    created_at: datetime
+    name: str | None = None
+    last_used_at: datetime | None = None
+    key: str | None = None
+
+
+class KeyList(msgspec.Struct, frozen=True):
+    keys: list[ApiKey]

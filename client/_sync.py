@@ -18,7 +18,7 @@ from typing import Any, Generic, TypeVar
 
 from ._async import DEFAULT_URL, AsyncClient
 from ._events import EventStream
-from ._models import Config, Event, Job, Role, Scenario
+from ._models import ApiKey, Config, Event, Job, Role, Scenario
 from ._polling import PollPolicy, Random
 from ._stats import ClientStats
 from ._transport import AsyncTransport
@@ -180,6 +180,7 @@ class Client:
         policy: PollPolicy | None = None,
         transport: AsyncTransport | None = None,
         rand: Random | None = None,
+        api_key: str | None = None,
     ) -> None:
         self._async = AsyncClient(
             base_url,
@@ -189,6 +190,7 @@ class Client:
             policy=policy,
             transport=transport,
             rand=rand,
+            api_key=api_key,
         )
         self._portal = _Portal()
         self._lock = threading.Lock()
@@ -391,3 +393,17 @@ class Client:
         relay = _Relay(on_progress)
         source = self._async.as_completed(job_ids, timeout, relay.callback)
         return _SyncIterator(self._portal, source, relay)
+
+    # ---- API keys (admin) --------------------------------------------------------------
+
+    def create_key(self, user_id: str, plan: str = "free", name: str | None = None) -> ApiKey:
+        """See AsyncClient.create_key."""
+        return self._run(self._async.create_key(user_id, plan, name))
+
+    def list_keys(self) -> builtins.list[ApiKey]:
+        """See AsyncClient.list_keys."""
+        return self._run(self._async.list_keys())
+
+    def revoke_key(self, key_id: str) -> ApiKey:
+        """See AsyncClient.revoke_key."""
+        return self._run(self._async.revoke_key(key_id))

@@ -16,6 +16,7 @@ from .auth import Auth
 from .clock import RealClock, VirtualClock
 from .hub import Hub
 from .jobs import JobService
+from .keys import KEYS, KeyRing
 from .metrics import Metrics
 from .scheduler import Scheduler
 from .settings import Settings
@@ -44,8 +45,9 @@ def create_app(settings: Settings) -> web.Application:
     app[SERVICE] = service
     app[SCHEDULER] = scheduler
     app[METRICS] = metrics
-    app[AUTH] = Auth(settings.admin_token, clock=clock.now)
+    app[AUTH] = Auth(settings.admin_token, store=service.store, clock=clock.now)
     app[CLOCK] = clock
+    app[KEYS] = KeyRing(service.store, cache_s=settings.key_cache_s)
     app[FAULTS] = random.Random(settings.seed)
     app[SOCKETS] = weakref.WeakSet()
     api.setup(app)

@@ -1,4 +1,4 @@
-"""Who is asking: the admin token, users' ids, and the dashboard's cookie session."""
+"""Who is asking: the admin token, API keys, users' ids, and the dashboard's cookie session."""
 
 from __future__ import annotations
 
@@ -13,7 +13,10 @@ from typing import Final
 
 from aiohttp import web
 
-from .errors import BadRequest, RateLimited, Unauthorized
+from .errors import BadRequest, Forbidden, RateLimited, Unauthorized
+from .keys import KEY_PREFIX, PLANS, Identity
+from .models import Role
+from .store.base import Store, StoreUnavailable, VersionConflict
 
 USER_HEADER: Final = "X-User-Id"
 ANONYMOUS: Final = "anonymous"
@@ -22,6 +25,9 @@ SESSION_TTL_S: Final = 12 * 3600
 MAX_USER_ID: Final = 128
 MIN_ADMIN_TOKEN: Final = 16
 MAX_TRACKED_ADDRESSES: Final = 10_000
+KEY_HEADER: Final = "x-api-key"
+KEY_QUERY: Final = "api_key"  # WebSocket and SSE only: browsers can't set headers there
+REVOKED_SESSION: Final = "session_revoked"  # Store document kind: a logged-out nonce
 
 
 def ascii_digits(text: str) -> bool:
@@ -93,8 +99,14 @@ class Auth:
 
     A session is `expiry.nonce.signature`, signed with a key derived from the admin token: it
     survives a restart (the dashboard stays logged in) and dies when the token changes. A
-    logout revokes the nonce in memory only, so a restart forgets revocations; the browser has
-    dropped the cookie by then, and the session expires after SESSION_TTL_S regardless.
+    logout revokes the nonce durably, as a Store document (kind `session_revoked`, pruned once
+    the session would have expired), so it holds across a restart and on every process on
+    Redis: the guard reads the nonce's document before any request that carries the cookie
+    (`sync_session`), and a revocation it finds is remembered here until the session expires.
+
+    The admin-token throttle (`Throttle`) stays per process, on purpose: with N processes a
+    guesser gets N x AUTH_FAILURES tries per window, which against a token of at least 16
+    characters is no help, while sharing it would put a store write on every failed attempt.
     """
 
     def __init__(
@@ -102,6 +114,7 @@ class Auth:
         admin_token: str,
         throttle: Throttle | None = None,
         clock: Callable[[], float] | None = None,
+        store: Store | None = None,
     ) -> None:
         if not admin_token:
             raise ValueError("an admin token is required")
@@ -113,6 +126,7 @@ class Auth:
         # the service's clock (sessions expire in its time); read late, so tests can patch time
         self.clock: Callable[[], float] = clock or (lambda: time.time())
         self.throttle = throttle or Throttle(clock=self.clock)
+        self.store = store
 
     def token_ok(self, token: str) -> bool:
         return hmac.compare_digest(token.encode("utf-8", "surrogatepass"), self._token)
@@ -129,11 +143,32 @@ class Auth:
         payload = f"{int(self.clock() + SESSION_TTL_S)}.{secrets.token_urlsafe(16)}"
         return f"{payload}.{self._sign(payload)}"
 
-    def close_session(self, cookie: str) -> None:
+    async def close_session(self, cookie: str) -> None:
+        """Log out: the nonce is revoked here at once, and durably for every process."""
         parsed = self._verify(cookie)
-        if parsed is not None:
-            now = self.clock()
-            self._revoked = {n: exp for n, exp in self._revoked.items() if exp > now}
+        if parsed is None:
+            return
+        now = self.clock()
+        self._revoked = {n: exp for n, exp in self._revoked.items() if exp > now}
+        self._revoked[parsed[1]] = parsed[0]
+        if self.store is None:
+            return
+        body = str(parsed[0]).encode()
+        await self.store.put_doc(REVOKED_SESSION, parsed[1], body)
+        for doc in await self.store.docs(REVOKED_SESSION):  # forget the expired ones
+            try:
+                if float(doc.body) <= now:
+                    await self.store.put_doc(REVOKED_SESSION, doc.id, None, expect=doc.version)
+            except (ValueError, VersionConflict, StoreUnavailable):
+                pass
+
+    async def sync_session(self, cookie: str) -> None:
+        """Learn whether another process (or this one before a restart) revoked the cookie's
+        session: one store read, for requests that carry the cookie (the dashboard's)."""
+        parsed = self._verify(cookie)
+        if parsed is None or parsed[1] in self._revoked or self.store is None:
+            return
+        if await self.store.get_doc(REVOKED_SESSION, parsed[1]) is not None:
             self._revoked[parsed[1]] = parsed[0]
 
     def session_ok(self, cookie: str | None) -> bool:
@@ -166,7 +201,10 @@ class Auth:
             scheme, _, token = header.partition(" ")
             if scheme.lower() != "bearer":
                 return False
-            return self.attempt(request, token.strip())
+            token = token.strip()
+            if token.startswith(KEY_PREFIX):
+                return None  # an API key, not an attempt at the admin token
+            return self.attempt(request, token)
         if allow_query and "token" in request.query:
             return self.attempt(request, request.query["token"])
         return None
@@ -196,17 +234,64 @@ class Auth:
         return self.cookie_admin(request)
 
 
+IDENTITY = web.RequestKey("identity", Identity)
+"""Set by the guard on a request whose API key it has checked."""
+
+
+def presented_key(request: web.Request, *, allow_query: bool = False) -> str | None:
+    """The API key the request carries: `x-api-key`, `Authorization: Bearer dsk_...`, or
+    (`allow_query`: the WebSocket and SSE, which browsers open without headers) `?api_key=`."""
+    key = request.headers.get(KEY_HEADER)
+    if key is not None:
+        return key.strip()
+    header = request.headers.get("Authorization")
+    if header is not None:
+        scheme, _, token = header.partition(" ")
+        token = token.strip()
+        if scheme.lower() == "bearer" and token.startswith(KEY_PREFIX):
+            return token
+        return None
+    if allow_query:
+        return request.query.get(KEY_QUERY)
+    return None
+
+
 def user_id(request: web.Request, *, allow_query: bool = False) -> str:
-    """The caller's user id: `X-User-Id` (or `?user=` where headers can't be set)."""
+    """The caller's user id: the API key's user when a key was presented; otherwise
+    `X-User-Id` (or `?user=` where headers can't be set), which AUTH=open trusts as given.
+
+    With a key, an `X-User-Id` (or `?user=`) naming someone else is refused (403): the key
+    names the user, and a request that says otherwise is a mistake worth hearing about."""
     value = request.headers.get(USER_HEADER)
     if value is None and allow_query:
         value = request.query.get("user")
+    identity: Identity | None = request.get(IDENTITY)
+    if identity is not None:
+        if value is not None and value.strip() != identity.user_id:
+            raise Forbidden(
+                f"this API key belongs to user {identity.user_id!r}; {USER_HEADER} can't "
+                "name another"
+            )
+        return identity.user_id
     if value is None:
         return ANONYMOUS
     value = value.strip()
     if not value or len(value) > MAX_USER_ID or not value.isprintable():
         raise BadRequest(f"{USER_HEADER} must be 1..{MAX_USER_ID} printable characters")
     return value
+
+
+def plan_for(request: web.Request, asked: Role | None) -> Role:
+    """The plan a submission runs on: with an API key, the key's (a body asking for another
+    plan is refused, 403); otherwise what the body asked for (free by default)."""
+    identity: Identity | None = request.get(IDENTITY)
+    if identity is None:
+        return Role.FREE if asked is None else asked
+    if identity.plan not in PLANS:  # a key made for a plan since withdrawn
+        raise Forbidden(f"this API key's plan {identity.plan!r} is not offered any more")
+    if asked is not None and asked != identity.role:
+        raise Forbidden(f"this API key is on the {identity.plan} plan; a job can't ask for {asked}")
+    return identity.role
 
 
 def admin_only(handler: Handler) -> Handler:

@@ -179,6 +179,21 @@ class Settings(msgspec.Struct, kw_only=True):
         Annotated[datetime, Meta(tz=True)] | None,
         doc("with CLOCK=virtual: the start time, ISO 8601 with a zone (unset: now)"),
     ] = None
+    auth: Annotated[
+        Literal["open", "keys"],
+        doc(
+            "open: X-User-Id is trusted (local use); keys: every request needs an API key "
+            "(x-api-key) or the admin token"
+        ),
+    ] = "open"
+    key_cache_s: Annotated[
+        Annotated[float, Meta(ge=0, le=3600)],
+        doc(
+            "how long a process reuses an API key it has checked; a revocation reaches the "
+            "other processes within this (0: every request reads the store)",
+            "s",
+        ),
+    ] = 1.0
     config: Config = msgspec.field(default_factory=Config)
 
     @classmethod

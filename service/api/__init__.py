@@ -6,7 +6,7 @@ from aiohttp import web
 
 from ..appkeys import AUTH, SETTINGS
 from ..auth import Throttle
-from . import admin, clock, compat, jobs, meta, stream
+from . import admin, clock, compat, jobs, keys, meta, stream
 from ._gate import GATE, Gate
 
 
@@ -17,6 +17,7 @@ def setup(app: web.Application) -> None:
     auth.throttle = Throttle(settings.auth_failures, settings.auth_window_s, auth.clock)
     jobs.setup(app)
     admin.setup(app)
+    keys.setup(app)
     stream.setup(app)
     compat.setup(app)
     meta.setup(app)

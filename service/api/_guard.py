@@ -9,27 +9,91 @@
   (`Origin`, or `Sec-Fetch-Site: same-origin` when a browser sends no Origin) and a JSON
   body type, which no cross-site `<form>` or no-cors `fetch` can send. Otherwise 403.
   Clients that authenticate with the token in a header are not exposed to CSRF.
+- An API key that is presented (`x-api-key`, `Authorization: Bearer dsk_...`, or `?api_key=`
+  on the WebSocket and SSE) is looked up (`service.keys.KeyRing`): unknown or revoked is 401;
+  a good one sets the request's identity (`service.auth.IDENTITY`), which `user_id` and
+  `plan_for` then answer from. This holds in both modes.
+- AUTH=keys: a request with neither a good key nor the admin's token or session is 401 on
+  every route but PUBLIC_ROUTES, whatever its family (REST, WebSocket upgrade, SSE, long
+  poll, seed-era routes, and routes added later: deny is the default).
 """
 
 from __future__ import annotations
 
-from typing import Final
+from collections.abc import Coroutine
+from typing import Any, Final
 
 from aiohttp import web
 
 from ..appkeys import AUTH, SETTINGS
-from ..auth import COOKIE
+from ..auth import COOKIE, IDENTITY, presented_key
 from ..errors import Forbidden, Unauthorized
+from ..keys import KEYS
 
 SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
+# Open without a key in AUTH=keys: health and metrics (aggregates, no one's jobs), the API
+# description, the dashboard's files, and the session routes (logging in takes the admin
+# token). A route added later is closed unless it is named here.
+PUBLIC_ROUTES: Final = frozenset(
+    {"/healthz", "/metrics", "/openapi.json", "/", "/static/{name}", "/v1/session"}
+)
+# where a key may ride in the query string: what browsers open without setting headers
+KEY_IN_QUERY: Final = frozenset({"/v1/ws", "/v1/events"})
 
 
-def guard(request: web.Request) -> None:
-    """Raise the request's 401/403/429, or return to let it through."""
-    if "Authorization" in request.headers and not _websocket(request):
-        if not request.app[AUTH].bearer_admin(request):
-            raise Unauthorized("wrong credentials (Authorization: Bearer <admin token>)")
+def guard(request: web.Request) -> Coroutine[Any, Any, None] | None:
+    """Raise the request's 401/403/429, or return to let it through. A request that carries
+    an API key or the session cookie needs the store: then a coroutine to await."""
+    key = presented_key(request, allow_query=_route(request) in KEY_IN_QUERY)
+    if key is not None or COOKIE in request.cookies:
+        return _checked(request, key)
+    _check_admin(request)
+    _require_credential(request)
+    return None
+
+
+async def _checked(request: web.Request, key: str | None) -> None:
+    if key is not None:
+        identity = await request.app[KEYS].lookup(key)
+        if identity is None:
+            raise Unauthorized("unknown or revoked API key")
+        request[IDENTITY] = identity
+    cookie = request.cookies.get(COOKIE)
+    if cookie is not None:
+        await request.app[AUTH].sync_session(cookie)
+    _check_admin(request)
+    _require_credential(request)
+
+
+def _route(request: web.Request) -> str | None:
+    resource = request.match_info.route.resource
+    return None if resource is None else resource.canonical
+
+
+def _require_credential(request: web.Request) -> None:
+    """AUTH=keys: no anonymous caller gets past here (the admin and key holders do)."""
+    if request.app[SETTINGS].auth != "keys" or IDENTITY in request:
         return
+    if request.match_info.http_exception is not None:
+        return  # no such route (404/405): nothing to protect, and the answer says so
+    if _route(request) in PUBLIC_ROUTES:
+        return
+    if "Authorization" in request.headers:
+        return  # the admin token: checked already (a WebSocket checks it itself: 1008)
+    if _websocket(request) and "token" in request.query:
+        return  # the admin token where a browser can't set headers; the socket checks it
+    if request.app[AUTH].cookie_admin(request):
+        return
+    raise Unauthorized("an API key is required (x-api-key: <key>, or Authorization: Bearer <key>)")
+
+
+def _check_admin(request: web.Request) -> None:
+    if "Authorization" in request.headers and not _websocket(request):
+        admin = request.app[AUTH].bearer_admin(request)
+        if admin is False:
+            raise Unauthorized("wrong credentials (Authorization: Bearer <admin token>)")
+        if admin:
+            return
     if request.method in SAFE_METHODS or COOKIE not in request.cookies:
         return
     if not request.app[AUTH].cookie_admin(request):

@@ -33,6 +33,7 @@ from ..store import StoreUnavailable
 from ._guard import guard
 
 T = TypeVar("T")
+CHALLENGE: Final = 'Bearer realm="dubsim"'  # WWW-Authenticate on every 401
 log = logging.getLogger(__name__)
 
 _encoder = msgspec.json.Encoder()
@@ -154,7 +155,9 @@ def http_middleware(observe: Observe) -> Middleware:
         route = resource.canonical if resource is not None else "unmatched"
         start = time.perf_counter()
         try:
-            guard(request)
+            checking = guard(request)
+            if checking is not None:  # a key or a session cookie: the store is asked
+                await checking
             return await handler(request)
         except Exception as exc:
             response = _error_response_for(request, exc)
@@ -181,9 +184,14 @@ def _error_response_for(request: web.Request, exc: Exception) -> web.Response | 
                 "RateLimit-Remaining": str(exc.remaining),
                 "RateLimit-Reset": reset,
             }
+        if isinstance(exc, Unauthorized):
+            headers = {"WWW-Authenticate": CHALLENGE}
         legacy_error = getattr(request.match_info.handler, "legacy_error", None)
         if legacy_error is not None:  # the seed-era routes answer in their own shape
-            return legacy_error(exc)  # type: ignore[no-any-return]
+            legacy: web.Response = legacy_error(exc)
+            if headers and legacy.status == 401:
+                legacy.headers.update(headers)
+            return legacy
         return error_response(http_status(exc), exc.code, exc.message, exc.details, headers)
     if isinstance(exc, StoreUnavailable):
         retry = str(max(1, math.ceil(exc.retry_after_s)))

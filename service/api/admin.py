@@ -100,7 +100,7 @@ async def close_session(request: web.Request) -> web.Response:
     """DELETE /v1/session: log out."""
     sid = request.cookies.get(COOKIE)
     if sid is not None:
-        request.app[AUTH].close_session(sid)
+        await request.app[AUTH].close_session(sid)
     response = web.Response(status=204)
     response.del_cookie(COOKIE, path="/")
     return response

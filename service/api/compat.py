@@ -59,7 +59,7 @@ import msgspec
 from aiohttp import web
 
 from ..appkeys import AUTH, SERVICE
-from ..auth import user_id
+from ..auth import plan_for, user_id
 from ..errors import Conflict, NotFound, RateLimited, ServiceError
 from ..jobs import Record
 from ..models import CancelRequest, Role, Status, SubmitRequest
@@ -67,7 +67,7 @@ from ..ratelimit import Decision
 from ..settings import ConfigPatch
 from ..store import StoreUnavailable
 from ._http import field_of, http_status, injected_fault, json_response, read_json
-from .jobs import hint_headers
+from .jobs import hint_headers, submitted_plan
 
 # GET /status `status`: only the four words client A knows; non-final states poll on.
 STATUS_WORDS: Final[dict[Status, str]] = {
@@ -234,7 +234,7 @@ def _legacy_admin(handler: LegacyHandler) -> LegacyHandler:
 async def translate(request: web.Request) -> web.StreamResponse:
     """POST /translate {"role"} -> 201 {"job_id", "role", "priority"}"""
     body = await read_json(request, TranslateRequest, lenient_type=True)
-    record, decision = await _submit(request, body.role)
+    record, decision = await _submit(request, await submitted_plan(request, body.role))
     job = record.job
     return json_response(Submitted(job.id, job.role, job.priority), 201, _decision(decision))
 
@@ -242,7 +242,7 @@ async def translate(request: web.Request) -> web.StreamResponse:
 @_legacy
 async def start(request: web.Request) -> web.StreamResponse:
     """POST /start (client B, no body) -> 200 {"job_id"}: a free job for X-User-Id."""
-    record, decision = await _submit(request, Role.FREE)
+    record, decision = await _submit(request, plan_for(request, None))
     return json_response(Started(record.job.id), 200, _decision(decision))
 
 

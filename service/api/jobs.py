@@ -6,16 +6,17 @@ import asyncio
 import math
 from typing import Final, TypeVar
 
+import msgspec
 from aiohttp import web
 
 from ..appkeys import AUTH, HUB, SERVICE
-from ..auth import user_id
+from ..auth import IDENTITY, plan_for, user_id
 from ..errors import BadRequest, Forbidden, ValidationFailed
 from ..hub import Wire
 from ..jobs import Record
 from ..models import Role, Status, SubmitRequest
 from ._gate import GATE
-from ._http import injected_fault, json_response, read_json
+from ._http import decode_json, injected_fault, json_response, read_json
 
 MAX_WAIT_S: Final = 60.0
 MAX_PAGE: Final = 500
@@ -53,7 +54,11 @@ async def submit(request: web.Request) -> web.Response:
     if key is not None and not (0 < len(key) <= MAX_IDEMPOTENCY_KEY and key.isprintable()):
         raise BadRequest(f"Idempotency-Key must be 1..{MAX_IDEMPOTENCY_KEY} printable characters")
     wait = _prefer_wait(request)  # checked before anything is created
-    record, created, decision = await service.submit(user_id(request), body, key)
+    user = user_id(request)
+    role = await submitted_plan(request, body.role)
+    if role is not body.role:
+        body = msgspec.structs.replace(body, role=role)
+    record, created, decision = await service.submit(user, body, key)
     extra: dict[str, str] = {}
     if wait is not None:
         # the job is durable already: the wait only delays the answer, and holds nothing
@@ -136,6 +141,21 @@ async def _disconnected(request: web.Request) -> None:
     # polled: aiohttp offers no hook for a lost connection once the body has been read
     while request.transport is not None and not request.transport.is_closing():  # noqa: ASYNC110
         await asyncio.sleep(DISCONNECT_CHECK_S)
+
+
+class _AskedPlan(msgspec.Struct):
+    role: Role | None = None
+
+
+async def submitted_plan(request: web.Request, parsed: Role) -> Role:
+    """The plan a submission runs on. Without an API key, what the body said (`parsed`,
+    free when it said nothing); with one, the key's plan, and a body `role` naming another
+    plan is refused (403): the plan is what the key was issued for, not what a body claims."""
+    if IDENTITY not in request:
+        return parsed
+    raw = await request.read()  # read already: aiohttp keeps the body
+    asked = decode_json(raw, _AskedPlan).role if raw.strip() else None
+    return plan_for(request, asked)
 
 
 async def get_job(request: web.Request) -> web.StreamResponse:

@@ -6,6 +6,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 
+from ..keys import CreateKey, KeyInfo, KeyList, NewKey
 from ..models import (
     CancelRequest,
     CleanupRequest,
@@ -155,6 +156,28 @@ ROUTES: tuple[Route, ...] = (
         (401, 413, 415, 422, 429),
     ),
     Route("get", "/v1/session", "Is this session admin?", None, SessionState),
+    Route(
+        "post",
+        "/v1/keys",
+        "Make an API key (shown once)",
+        CreateKey,
+        NewKey,
+        201,
+        (401, 413, 415, 422, 429),
+        admin=True,
+    ),
+    Route("get", "/v1/keys", "List API keys (no secrets)", None, KeyList, 200, (401,), admin=True),
+    Route(
+        "delete",
+        "/v1/keys/{id}",
+        "Revoke an API key, at once, everywhere",
+        None,
+        KeyInfo,
+        200,
+        (401, 404),
+        admin=True,
+        params=_ID,
+    ),
     Route("delete", "/v1/session", "Log out", None, None, 204),
     Route(
         "get",
@@ -300,6 +323,10 @@ def build() -> dict[str, Any]:
         ConfigPatch,
         SessionRequest,
         SessionState,
+        CreateKey,
+        NewKey,
+        KeyList,
+        KeyInfo,
         Event,
         Health,
         ErrorBody,
@@ -376,6 +403,7 @@ def build() -> dict[str, Any]:
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer"},
                 "cookie": {"type": "apiKey", "in": "cookie", "name": "dubsim_session"},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"},
             },
         },
     }

@@ -20,6 +20,9 @@ ADMIN_ROUTES_KNOWN = {
     ("POST", "/config"),
     ("POST", "/process"),
     ("POST", "/process_jobs"),
+    ("POST", "/v1/keys"),
+    ("GET", "/v1/keys"),
+    ("DELETE", "/v1/keys/{id}"),
 }
 
 

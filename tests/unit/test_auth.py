@@ -138,30 +138,30 @@ def test_tampered_or_malformed_cookies_are_refused() -> None:
         assert not checked_at(NOW, auth, bad), bad
 
 
-def test_logout_revokes_that_session_only_and_a_forged_one_revokes_nothing() -> None:
+async def test_logout_revokes_that_session_only_and_a_forged_one_revokes_nothing() -> None:
     auth = Auth(TOKEN)
     one, two = opened_at(NOW, auth), opened_at(NOW, auth)
     expiry, nonce, _ = two.split(".")
     with mock.patch("service.auth.time") as clock:
         clock.time.return_value = NOW
-        auth.close_session(f"{expiry}.{nonce}.{'0' * 64}")  # forged: not a logout of two
-        auth.close_session("garbage")
+        await auth.close_session(f"{expiry}.{nonce}.{'0' * 64}")  # forged: not a logout of two
+        await auth.close_session("garbage")
         assert auth.session_ok(two)
-        auth.close_session(one)
+        await auth.close_session(one)
         assert not auth.session_ok(one)
         assert auth.session_ok(two)
-        auth.close_session(two)
+        await auth.close_session(two)
         assert not auth.session_ok(two)
 
 
-def test_revocations_are_forgotten_once_their_cookie_has_expired() -> None:
+async def test_revocations_are_forgotten_once_their_cookie_has_expired() -> None:
     auth = Auth(TOKEN)
     old = opened_at(NOW, auth)
     with mock.patch("service.auth.time") as clock:
         clock.time.return_value = NOW
-        auth.close_session(old)
+        await auth.close_session(old)
         clock.time.return_value = NOW + TTL  # the old cookie's expiry: it is dead anyway
-        auth.close_session(opened_at(NOW + TTL, auth))
+        await auth.close_session(opened_at(NOW + TTL, auth))
     assert old.split(".")[1] not in auth._revoked  # memory stays bounded
     assert len(auth._revoked) == 1
 
