@@ -10,11 +10,14 @@ from aiohttp import web
 
 from . import api
 from .api._http import http_middleware
+from .api.media import MEDIA
 from .api.stream import close_streams
 from .appkeys import AUTH, FAULTS, HUB, METRICS, SCHEDULER, SERVICE, SETTINGS, SOCKETS
 from .auth import Auth
 from .hub import Hub
 from .jobs import JobService
+from .links import Links
+from .media import Media
 from .metrics import Metrics
 from .scheduler import Scheduler
 from .settings import Settings
@@ -31,6 +34,10 @@ def create_app(settings: Settings) -> web.Application:
     service = JobService(store_from_settings(settings), hub, settings.config)
     scheduler = Scheduler(service, settings.seed, lease_s=settings.lease_s)
     metrics = Metrics(service, hub)
+    media = Media(settings, service, Links(settings.admin_token))
+    service.prepare = media.prepare  # a job with a video is a media job (docs/media.md)
+    service.result_link = media.result_url
+    scheduler.runner = media
 
     app = web.Application(
         client_max_size=MAX_BODY, middlewares=[http_middleware(metrics.latency.observe)]
@@ -40,6 +47,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SERVICE] = service
     app[SCHEDULER] = scheduler
     app[METRICS] = metrics
+    app[MEDIA] = media
     app[AUTH] = Auth(settings.admin_token)
     app[FAULTS] = random.Random(settings.seed)
     app[SOCKETS] = weakref.WeakSet()

@@ -6,7 +6,7 @@ from aiohttp import web
 
 from ..appkeys import AUTH, SETTINGS
 from ..auth import Throttle
-from . import admin, compat, jobs, meta, stream
+from . import admin, compat, jobs, media, meta, stream
 from ._gate import GATE, Gate
 
 
@@ -19,3 +19,4 @@ def setup(app: web.Application) -> None:
     stream.setup(app)
     compat.setup(app)
     meta.setup(app)
+    media.setup(app)
