@@ -346,6 +346,14 @@ class JobService:
                 remaining=0,
                 reset_s=max(1.0, config.translation_delay),
             )
+        # a media job's video is checked (a URL fetched) before the rate window counts it:
+        # a refused video changes nothing
+        video: AssetVideo | msgspec.UnsetType = msgspec.UNSET
+        if request.video is not None:
+            if self.prepare is None:
+                raise ValidationFailed("this server takes no media jobs", field="video")
+            video = await self.prepare(user_id, request) or msgspec.UNSET
+            now = self.clock.now()  # a URL fetch takes a while
         # every plan has a window: premium is faster and larger, not unlimited
         premium = request.role is Role.PREMIUM
         window = f"premium:{user_id}" if premium else user_id
@@ -359,12 +367,6 @@ class JobService:
                 remaining=decision.remaining,
                 reset_s=decision.reset_s,
             )
-        video: AssetVideo | msgspec.UnsetType = msgspec.UNSET
-        if request.video is not None:
-            if self.prepare is None:
-                raise ValidationFailed("this server takes no media jobs", field="video")
-            video = await self.prepare(user_id, request) or msgspec.UNSET
-            now = self.clock.now()  # a URL fetch takes a while
         job = Job(
             id=_new_id(),
             user_id=user_id,

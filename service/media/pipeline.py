@@ -136,12 +136,11 @@ class Attempt:
             shutil.rmtree(self.work, ignore_errors=True)  # a few small files: quick
 
     async def _begin(self, stage: Stage) -> None:
-        if stage is self.stop_at:
+        await self.reporter.begin(stage)
+        if stage is self.stop_at:  # the job shows the stage it failed (or hangs) in
             if self.plan.stuck_at is not None:
-                await self.reporter.begin(stage)
                 raise Stuck(stage)
             raise _ScriptedFailure(stage)
-        await self.reporter.begin(stage)
 
     async def _stages(self, source: Path) -> Plan:
         media, job, work = self.media, self.record.job, self.work

@@ -39,8 +39,22 @@ def ffprobe(path: Path | bytes) -> dict[str, Any]:
 def pcm(path: Path) -> bytes:
     """The audio, decoded to 8 kHz mono 16-bit: to tell whether two tracks differ."""
     out = subprocess.run(
-        ["ffmpeg", "-v", "error", "-i", str(path), "-map", "0:a:0", "-ac", "1", "-ar", "8000"]
-        + ["-f", "s16le", "-"],
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-i",
+            str(path),
+            "-map",
+            "0:a:0",
+            "-ac",
+            "1",
+            "-ar",
+            "8000",
+            "-f",
+            "s16le",
+            "-",
+        ],
         capture_output=True,
         check=True,
         timeout=30,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import re
 from pathlib import Path
@@ -25,6 +26,14 @@ def seconds(match: tuple[str, ...]) -> float:
     return h * 3600 + m * 60 + s + ms / 1000
 
 
+def read(path: Path) -> bytes:
+    return path.read_bytes()
+
+
+def listing(path: Path) -> list[str]:
+    return sorted(p.name for p in path.iterdir())
+
+
 def parse_captions(text: str, sep: str) -> list[tuple[float, float, str]]:
     """(start, end, text) of each cue; fails on anything malformed."""
     cues = []
@@ -41,7 +50,7 @@ def parse_captions(text: str, sep: str) -> list[tuple[float, float, str]]:
 
 
 async def upload(client: TestClient[Any, Any], path: Path, **kw: Any) -> Any:
-    resp = await client.post("/v1/assets", data=path.read_bytes(), headers=ALICE, **kw)
+    resp = await client.post("/v1/assets", data=read(path), headers=ALICE, **kw)
     assert resp.status == 201, await resp.text()
     return await resp.json()
 
@@ -103,9 +112,7 @@ async def test_a_media_job_dubs_the_video_and_writes_captions(
 
     # Range: exactly the bytes asked for; ETag revalidates
     etag = resp.headers["ETag"]
-    part = await client.get(
-        f"{result.path}?{result.query}", headers={"Range": "bytes=100-1099"}
-    )
+    part = await client.get(f"{result.path}?{result.query}", headers={"Range": "bytes=100-1099"})
     assert part.status == 206 and await part.read() == mp4[100:1100]
     assert part.headers["Content-Range"] == f"bytes 100-1099/{len(mp4)}"
     same = await client.get(f"{result.path}?{result.query}", headers={"If-None-Match": etag})
@@ -121,7 +128,7 @@ async def test_a_media_job_dubs_the_video_and_writes_captions(
         assert cues and cues[0][0] == pytest.approx(0.0, abs=0.1)
         assert cues[-1][1] == pytest.approx(3.0, abs=0.1)  # they cover the speech
         assert all(a < b for a, b, _ in cues)
-        assert all(c[1] <= d[0] for c, d in zip(cues, cues[1:], strict=False))
+        assert all(c[1] <= d[0] for c, d in itertools.pairwise(cues))
         assert any(ch in text for ch in "äöüßÄÖÜ") or "Willkommen" in text or "Schritt" in text
 
 
@@ -195,7 +202,7 @@ async def test_plain_jobs_get_a_placeholder_and_409_until_completed(
     srt = await (await client.get(f"/v1/jobs/{job['id']}/captions.srt", headers=ALICE)).text()
     cues = parse_captions(srt, ",")
     assert cues and cues[-1][1] == pytest.approx(float(probed["format"]["duration"]), abs=0.1)
-    assert list(tmp_path.iterdir()) == []  # plain jobs write nothing
+    assert listing(tmp_path) == []  # plain jobs write nothing
 
 
 async def test_files_go_with_the_job(api: ApiFactory, inputs: Inputs, tmp_path: Path) -> None:
