@@ -19,6 +19,7 @@ from typing import Final
 from ..errors import ValidationFailed
 
 TOOLS: Final = ("ffmpeg", "ffprobe", "espeak-ng")
+NICE: Final = 10  # the tools' scheduling priority (nice), relative to the default 0
 STDERR_TAIL: Final = 2000  # bytes of a failed tool's stderr kept for the log and the error
 
 
@@ -89,6 +90,10 @@ class Tools:
                 start_new_session=True,  # its own process group: one kill ends all of it
             )
             self.running.add(proc.pid)
+            # below the server's priority: on a busy machine the event loop gets the CPU
+            # first, and the media work takes what is left
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, proc.pid, NICE)
             try:
                 out, err = await _communicate(proc, on_line)
             except BaseException:
