@@ -46,12 +46,18 @@ async def until(
             await asyncio.sleep(0.02)
 
 
+def read(path: Path) -> bytes:
+    return path.read_bytes()
+
+
 def mixing(job: dict[str, Any]) -> bool:
     return job.get("stage") == "mix" and job.get("stage_progress", 0) > 0
 
 
-async def media_job(client: TestClient[Any, Any], inputs: Inputs, **extra: Any) -> dict[str, Any]:
-    resp = await client.post("/v1/assets", data=inputs.ok.read_bytes(), headers=ALICE)
+async def media_job(
+    client: TestClient[Any, Any], inputs: Inputs, video: Path | None = None, **extra: Any
+) -> dict[str, Any]:
+    resp = await client.post("/v1/assets", data=read(video or inputs.ok), headers=ALICE)
     asset = await resp.json()
     body = {"video": {"type": "asset_id", "asset_id": asset["id"]}, **extra}
     resp = await client.post("/v1/jobs", json=body, headers=ALICE)
@@ -63,7 +69,8 @@ async def test_cancel_mid_mix_kills_ffmpeg_and_leaves_no_partial_file(
     api: ApiFactory, inputs: Inputs, tmp_path: Path
 ) -> None:
     client = await api(media_dir=str(tmp_path), media_realtime=True)
-    job = await media_job(client, inputs)
+    # a 60 s input mixed in real time: only a kill ends that ffmpeg within the waits below
+    job = await media_job(client, inputs, inputs.long)
     await until(client, "", job["id"], mixing)
     job_dir = tmp_path / "jobs" / job["id"]
     assert tools_under(job_dir), "ffmpeg should be mixing now"
