@@ -221,3 +221,29 @@ async def test_files_go_with_the_job(api: ApiFactory, inputs: Inputs, tmp_path: 
     async with asyncio.timeout(10):
         while job_dir.exists():
             await asyncio.sleep(0.02)
+
+
+async def test_with_redis_any_process_serves_any_result(
+    aiohttp_client: Any, redis_url: str, inputs: Inputs, tmp_path: Path
+) -> None:
+    from service.app import create_app
+    from tests.conftest import make_settings
+
+    def app() -> Any:
+        return create_app(make_settings(redis_url=redis_url, media_dir=str(tmp_path)))
+
+    one, two = await aiohttp_client(app()), await aiohttp_client(app())
+    asset = await upload(one, inputs.ok)
+    # the asset uploaded through one process is known to the other (a Store document)
+    assert (await (await two.get(f"/v1/assets/{asset['id']}", headers=ALICE)).json()) == asset
+    job, _ = await submit(two, {"video": {"type": "asset_id", "asset_id": asset["id"]}})
+    done = await wait_for_status(one, job["id"], {"completed"}, timeout=60)
+    link = urlsplit(done["result_url"])
+    bodies = []
+    for client in (one, two):
+        resp = await client.get(f"{link.path}?{link.query}")
+        assert resp.status == 200
+        bodies.append(await resp.read())
+        vtt = await client.get(f"/v1/jobs/{job['id']}/captions.vtt", headers=ALICE)
+        assert vtt.status == 200
+    assert bodies[0] == bodies[1] and len(bodies[0]) > 1000
