@@ -20,7 +20,7 @@ class Inputs:
     no_audio: Path
     corrupt: Path
     truncated: Path  # the first half of an MP4 whose index is at its end
-    long: Path  # 60 s but tiny (32x24, 5 fps): a real-time mix that outlasts any test wait
+    long: Path  # 60 s but tiny (32x24, 5 fps, sound for 2 s): a real-time mix outlasting waits
 
 
 def ffmpeg(*args: str) -> None:
@@ -106,7 +106,8 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Inputs:
     long = root / "long.mp4"
     ffmpeg(
         *("-f", "lavfi", "-i", "color=c=gray:s=32x24:r=5:d=60"),
-        *("-f", "lavfi", "-i", "sine=f=300:sample_rate=8000:d=60"),
+        *("-f", "lavfi", "-i", "sine=f=300:sample_rate=8000:d=2"),  # then silence: one line
+        *("-af", "apad", "-t", "60"),
         *("-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"),
         *("-c:a", "aac", "-b:a", "16k"),
         str(long),
