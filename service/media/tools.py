@@ -2,7 +2,9 @@
 
 Every tool runs in its own process group (a new session), under one semaphore per service
 (`MEDIA_WORKERS`). A cancelled caller kills the whole group at once (SIGKILL) and reaps it
-before the CancelledError goes on, so a cancel leaves no process behind. ffmpeg's progress
+before the CancelledError goes on, so a cancel leaves no process behind; and a tool gets
+SIGKILL when the server dies (Linux parent-death signal, set by `setpriv`), so a crash leaves
+none either. ffmpeg's progress
 comes from its `-progress pipe:1` output (`out_time_us=` lines), not from a timer.
 """
 
@@ -48,6 +50,9 @@ class Tools:
 
     def __init__(self, workers: int | None = None) -> None:
         self.paths: dict[str, str | None] = {name: shutil.which(name) for name in TOOLS}
+        # util-linux's setpriv execs the tool with a parent-death signal: if this process is
+        # killed (-9), its tools die with it instead of working on for nobody
+        self.reaper = shutil.which("setpriv")
         self.workers = workers or default_workers()
         self._slots = asyncio.Semaphore(self.workers)
         self.running: set[int] = set()  # pids of the process groups alive now
@@ -81,9 +86,11 @@ class Tools:
             self.require()
             raise MediaUnavailable(f"{tool} is not installed")
         async with self._slots:
+            argv = [path, *args]
+            if self.reaper is not None:
+                argv = [self.reaper, "--pdeathsig", "KILL", *argv]
             proc = await asyncio.create_subprocess_exec(
-                path,
-                *args,
+                *argv,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
