@@ -133,7 +133,8 @@ class Attempt:
             self.reporter.task.cancel()
             with contextlib.suppress(BaseException):
                 await self.reporter.task
-            shutil.rmtree(self.work, ignore_errors=True)  # a few small files: quick
+            # off the loop, and finished even if this task is cancelled again meanwhile
+            await asyncio.shield(asyncio.to_thread(shutil.rmtree, self.work, True))
 
     async def _begin(self, stage: Stage) -> None:
         await self.reporter.begin(stage)
