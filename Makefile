@@ -18,7 +18,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP) $(RUN_STAMP)
 
+# media jobs need ffmpeg and espeak-ng: installed when missing and we are root; without them
+# the server still runs (media jobs answer 422 media_unavailable), hence the leading `-`
 run: $(RUN_STAMP)
+	-$(MAKE) --no-print-directory system-deps DEBS="ffmpeg espeak-ng"
 	$(VENV)/bin/dubsim-server
 
 # The README's settings table is generated from service/settings.py (a test checks it).

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from . import api
 from .api._http import http_middleware
+from .api.media import MEDIA
 from .api.stream import close_streams
 from .appkeys import AUTH, CLOCK, FAULTS, HUB, METRICS, SCHEDULER, SERVICE, SETTINGS, SOCKETS
 from .auth import Auth
@@ -17,6 +18,8 @@ from .clock import RealClock, VirtualClock
 from .hub import Hub
 from .jobs import JobService
 from .keys import KEYS, KeyRing
+from .links import Links
+from .media import Media
 from .metrics import Metrics
 from .scheduler import Scheduler
 from .settings import Settings
@@ -36,6 +39,10 @@ def create_app(settings: Settings) -> web.Application:
     service = JobService(store, hub, settings.config, clock=clock)
     scheduler = Scheduler(service, settings.seed, lease_s=settings.lease_s)
     metrics = Metrics(service, hub)
+    media = Media(settings, service, Links(settings.admin_token))
+    service.prepare = media.prepare  # a job with a video is a media job (docs/media.md)
+    service.result_link = media.result_url
+    scheduler.runner = media
 
     app = web.Application(
         client_max_size=MAX_BODY, middlewares=[http_middleware(metrics.latency.observe)]
@@ -45,6 +52,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SERVICE] = service
     app[SCHEDULER] = scheduler
     app[METRICS] = metrics
+    app[MEDIA] = media
     app[AUTH] = Auth(settings.admin_token, store=service.store, clock=clock.now)
     app[CLOCK] = clock
     app[KEYS] = KeyRing(service.store, cache_s=settings.key_cache_s)

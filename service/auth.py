@@ -256,6 +256,10 @@ def presented_key(request: web.Request, *, allow_query: bool = False) -> str | N
     return None
 
 
+# set by the guard in AUTH=keys: then X-User-Id names nobody
+KEYS_ONLY = web.RequestKey("keys_only", bool)
+
+
 def user_id(request: web.Request, *, allow_query: bool = False) -> str:
     """The caller's user id: the API key's user when a key was presented; otherwise
     `X-User-Id` (or `?user=` where headers can't be set), which AUTH=open trusts as given.
@@ -273,8 +277,8 @@ def user_id(request: web.Request, *, allow_query: bool = False) -> str:
                 "name another"
             )
         return identity.user_id
-    if value is None:
-        return ANONYMOUS
+    if value is None or KEYS_ONLY in request:
+        return ANONYMOUS  # AUTH=keys: a user is named by a key, never by a header
     value = value.strip()
     if not value or len(value) > MAX_USER_ID or not value.isprintable():
         raise BadRequest(f"{USER_HEADER} must be 1..{MAX_USER_ID} printable characters")

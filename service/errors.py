@@ -44,6 +44,16 @@ class Conflict(ServiceError):
     code = "conflict"
 
 
+class PayloadTooLarge(ServiceError):
+    code = "payload_too_large"
+
+
+class Gone(ServiceError):
+    """It existed, and is no more (a media result whose file was removed)."""
+
+    code = "gone"
+
+
 class UnsupportedMediaType(ServiceError):
     code = "unsupported_media_type"
 

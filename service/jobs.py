@@ -28,13 +28,15 @@ from typing import Final, Protocol
 import msgspec
 
 from .clock import Clock, RealClock
-from .errors import Conflict, IdempotencyKeyReused, NotFound, RateLimited
+from .errors import Conflict, IdempotencyKeyReused, NotFound, RateLimited, ValidationFailed
 from .hub import Hub, Published
 from .models import (
+    AssetVideo,
     EventType,
     Job,
     JobError,
     Role,
+    Stage,
     Status,
     SubmitRequest,
     iso_ms,
@@ -127,6 +129,10 @@ class _NoDispatcher:
 
 
 Decide = Callable[[Record], Change | None]
+# media jobs (service/media/): the video of a submission as an asset (None: a plain job), and
+# the result link of a completed job
+Prepare = Callable[[str, SubmitRequest], Awaitable[AssetVideo | None]]
+ResultLink = Callable[[Job], str]
 
 
 class JobService:
@@ -143,6 +149,8 @@ class JobService:
         self.config = config
         self.clock = clock or RealClock()
         self.dispatcher: Dispatcher = _NoDispatcher()
+        self.prepare: Prepare | None = None
+        self.result_link: ResultLink | None = None
         self._records: dict[str, Record] = {}  # insertion order = submission order
         self._keys: dict[tuple[str, str], str] = {}  # (user, Idempotency-Key) -> job id
         self._encoder = msgspec.json.Encoder()
@@ -342,6 +350,14 @@ class JobService:
                 remaining=0,
                 reset_s=max(1.0, config.translation_delay),
             )
+        # a media job's video is checked (a URL fetched) before the rate window counts it:
+        # a refused video changes nothing
+        video: AssetVideo | msgspec.UnsetType = msgspec.UNSET
+        if request.video is not None:
+            if self.prepare is None:
+                raise ValidationFailed("this server takes no media jobs", field="video")
+            video = await self.prepare(user_id, request) or msgspec.UNSET
+            now = self.clock.now()  # a URL fetch takes a while
         # every plan has a window: premium is faster and larger, not unlimited
         premium = request.role is Role.PREMIUM
         window = f"premium:{user_id}" if premium else user_id
@@ -368,6 +384,7 @@ class JobService:
             created_at=iso_ms(now),
             updated_at=iso_ms(now),
             scenario=request.scenario,
+            video=video,
         )
         change = Change(job, EventType.CREATED, iso_us(now), 0, idempotency_key, request_hash)
         try:
@@ -484,21 +501,47 @@ class JobService:
                 eta=None if duration_s is None else iso_ms(now + duration_s),
                 error=None,
                 not_before=None,
+                stage=msgspec.UNSET,  # a media job's stages start over
+                stage_progress=msgspec.UNSET,
             )
             change.lease_s = lease_s
             return change
 
         return await self._by_id(record.job.id, decide)
 
-    async def report_progress(self, record: Record, progress: int, attempt: int) -> None:
+    async def report_progress(
+        self,
+        record: Record,
+        progress: int,
+        attempt: int,
+        *,
+        stage: Stage | None = None,
+        stage_progress: int = 0,
+    ) -> None:
+        """Progress of a running attempt; media jobs also say which stage and how far in it."""
+
         def decide(current: Record) -> Change | None:
             job = current.job
             if job.status is not Status.PROCESSING or job.attempt != attempt:
                 return None
-            if progress <= job.progress:
-                return None
+            if stage is None:
+                if progress <= job.progress:
+                    return None
+                return self._move(
+                    current, Status.PROCESSING, EventType.PROGRESS, progress=min(progress, 99)
+                )
+            if isinstance(job.stage, Stage) and isinstance(job.stage_progress, int):
+                order = list(Stage)
+                was = (order.index(job.stage), job.stage_progress)
+                if (order.index(stage), stage_progress) <= was:
+                    return None  # late news of an earlier point
             return self._move(
-                current, Status.PROCESSING, EventType.PROGRESS, progress=min(progress, 99)
+                current,
+                Status.PROCESSING,
+                EventType.PROGRESS,
+                progress=max(job.progress, min(progress, 99)),
+                stage=stage,
+                stage_progress=min(max(stage_progress, 0), 100),
             )
 
         await self._by_id(record.job.id, decide)
@@ -515,7 +558,9 @@ class JobService:
                 progress=100,
                 finished=True,
                 eta=None,
-                result_url=f"/v1/jobs/{job_id}/result.{current.job.target_language}.vtt",
+                result_url=self.result_link(current.job)
+                if self.result_link is not None
+                else f"/v1/jobs/{job_id}/result.{current.job.target_language}.vtt",
             )
 
         return await self._by_id(record.job.id, decide)

@@ -74,12 +74,42 @@ Language = Annotated[
 Reason = Annotated[str, Meta(max_length=500)]
 
 
+class Stage(enum.StrEnum):
+    """The stages of a media job's attempt, in order (docs/media.md)."""
+
+    PROBE = "probe"
+    EXTRACT = "extract"
+    TRANSCRIBE = "transcribe"
+    TRANSLATE = "translate"
+    SYNTHESIZE = "synthesize"
+    MIX = "mix"
+    WRITE = "write"
+
+
 class Scenario(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=False):
     """A scripted job: overrides chance for this job only."""
 
     duration_s: Seconds | None = None
     outcome: Outcome = Outcome.COMPLETED
     fail_attempts: Annotated[int, Meta(ge=0, le=100)] = 0
+    # media jobs: the stage at which a scripted failure (or a stuck attempt) happens;
+    # absent from the JSON unless given, so plain jobs look as before
+    fail_stage: Stage | msgspec.UnsetType = msgspec.UNSET
+
+
+class AssetVideo(msgspec.Struct, tag_field="type", tag="asset_id", forbid_unknown_fields=True):
+    """A job's input video: an asset uploaded with POST /v1/assets."""
+
+    asset_id: Annotated[str, Meta(min_length=1, max_length=64)]
+
+
+class UrlVideo(msgspec.Struct, tag_field="type", tag="url", forbid_unknown_fields=True):
+    """A job's input video fetched from a URL (http or https) at submission."""
+
+    url: Annotated[str, Meta(min_length=1, max_length=2048)]
+
+
+VideoInput = AssetVideo | UrlVideo
 
 
 class JobError(msgspec.Struct):
@@ -109,6 +139,11 @@ class Job(msgspec.Struct):
     scenario: Scenario | None = None
     result_url: str | None = None
     not_before: str | None = None  # a failed job's retry is due then (retries are data)
+    # media jobs only (absent from plain jobs' JSON): the input, as an asset (a URL input is
+    # fetched into one at submission), and where the running attempt is
+    video: AssetVideo | msgspec.UnsetType = msgspec.UNSET
+    stage: Stage | msgspec.UnsetType = msgspec.UNSET
+    stage_progress: int | msgspec.UnsetType = msgspec.UNSET
 
 
 class Event(msgspec.Struct):
@@ -127,6 +162,7 @@ class SubmitRequest(msgspec.Struct, forbid_unknown_fields=True):
     role: Role = Role.FREE
     target_language: Language = "es"
     scenario: Scenario | None = None
+    video: VideoInput | None = None  # a media job (docs/media.md); none: pure simulation
 
 
 class CancelRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -171,6 +207,21 @@ class Health(msgspec.Struct):
     seq: int
     uptime_s: float
     reason: str | None = None  # why the store refuses writes, while it does
+
+
+class Asset(msgspec.Struct):
+    """An uploaded (or fetched) input video, checked by ffprobe."""
+
+    id: str
+    url: str  # where its metadata is read: /v1/assets/{id}
+    duration_s: float
+    width: int
+    height: int
+    video_codec: str
+    audio_codec: str
+    size: int  # bytes
+    user_id: str = ""
+    created_at: str = ""
 
 
 class ErrorDetail(msgspec.Struct):

@@ -19,7 +19,7 @@ import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Final
+from typing import Final, Protocol
 
 import msgspec
 
@@ -44,6 +44,7 @@ ERROR_MESSAGES: Final = {
     "timeout": "the translation backend did not answer in time",
     "internal_error": "the translation backend reported an internal error",
     "unexpected_failure": "the attempt ended unexpectedly",
+    "media_error": "processing the video failed (ffmpeg or espeak-ng reported an error)",
 }
 
 
@@ -55,6 +56,20 @@ class Plan(msgspec.Struct, frozen=True):
     error_code: str = "internal_error"
     retryable: bool = True
     stuck_at: float | None = None  # fraction at which it hangs forever
+
+
+class AttemptRunner(Protocol):
+    """Real work for some jobs (media jobs: service/media/) instead of the timer.
+
+    `run` does the attempt, reporting through JobService, and returns the plan to conclude
+    it with (the one given: completed or its scripted failure; or a failure of its own).
+    `release()` gives the attempt's worker slot back (a hung attempt calls it)."""
+
+    def handles(self, record: Record) -> bool: ...
+    async def run(
+        self, record: Record, attempt: int, plan: Plan, release: Callable[[], None]
+    ) -> Plan: ...
+    def job_deleted(self, job_id: str) -> None: ...
 
 
 class Scheduler:
@@ -82,6 +97,7 @@ class Scheduler:
         self._loops: list[asyncio.Task[None]] = []
         self._attempts: dict[str, asyncio.Task[None]] = {}
         self._entropy = random.Random()
+        self.runner: AttemptRunner | None = None
         service.dispatcher = self
 
     # ---- Dispatcher ------------------------------------------------------------
@@ -92,6 +108,8 @@ class Scheduler:
             task = self._attempts.get(job.id)
             if task is not None:
                 task.cancel()
+        if event is EventType.DELETED and self.runner is not None:
+            self.runner.job_deleted(job.id)
         if job.status is Status.PENDING and event is not EventType.DELETED:
             self._enqueue(record)
         elif job.status is Status.FAILED:
@@ -374,7 +392,10 @@ class Scheduler:
         try:
             # a watchdog, as a real service has: an attempt past its deadline fails (timeout)
             async with service.clock.timeout(service.config.attempt_timeout_s):
-                await self._simulate(record, attempt, plan)
+                if self.runner is not None and self.runner.handles(record):
+                    plan = await self.runner.run(record, attempt, plan, self._release_slot)
+                else:
+                    await self._simulate(record, attempt, plan)
         except TimeoutError:
             plan = Plan(plan.duration_s, fail_at=1.0, error_code="timeout", retryable=True)
         if plan.fail_at is None:
@@ -402,11 +423,15 @@ class Scheduler:
         if plan.stuck_at is not None:
             # a hung remote holds no worker of ours: the slot goes to the next job, and the
             # watchdog (or a cancel) ends this attempt
-            task = asyncio.current_task()
-            if task in self._tasks:
-                self._tasks.discard(task)
-                self._has_work.set()
+            self._release_slot()
             await self.service.clock.sleep(math.inf)
+
+    def _release_slot(self) -> None:
+        """The current attempt hangs: its worker slot goes to the next job."""
+        task = asyncio.current_task()
+        if task in self._tasks:
+            self._tasks.discard(task)
+            self._has_work.set()
 
     async def _progress(self, record: Record, attempt: int, duration: float, until: float) -> None:
         """Sleep through the attempt, reporting progress in bounded steps."""

@@ -194,6 +194,39 @@ class Settings(msgspec.Struct, kw_only=True):
             "s",
         ),
     ] = 1.0
+    media_dir: Annotated[
+        str,
+        doc(
+            "directory for uploaded videos and media results (with Redis: shared by every process)"
+        ),
+    ] = "./media"
+    max_upload_mb: Annotated[
+        Annotated[int, Meta(ge=1, le=100_000)],
+        doc("largest video accepted by POST /v1/assets or fetched from a URL", "MB"),
+    ] = 500
+    media_workers: Annotated[
+        Annotated[int, Meta(ge=1, le=1024)] | None,
+        doc("ffmpeg/espeak-ng processes run at once (unset: CPU cores - 1, at least 1)"),
+    ] = None
+    media_fetch_timeout_s: Annotated[
+        Annotated[float, Meta(gt=0, le=3600)],
+        doc("how long fetching a job's video from a URL may take", "s"),
+    ] = 60.0
+    media_realtime: Annotated[
+        bool,
+        doc("mix media jobs at the input's real-time pace (ffmpeg -re): demos and tests"),
+    ] = False
+    result_url_ttl_s: Annotated[
+        Annotated[int, Meta(ge=1, le=10 * 365 * 86_400)],
+        doc("how long a signed result_url (and caption link) stays valid", "s"),
+    ] = 7 * 86_400
+    public_url: Annotated[
+        str | None,
+        doc(
+            "the base URL clients reach this service at, for absolute result links "
+            "(unset: http://HOST:PORT)"
+        ),
+    ] = None
     config: Config = msgspec.field(default_factory=Config)
 
     @classmethod

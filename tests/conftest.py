@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -37,6 +38,8 @@ TEST_SETTINGS: dict[str, Any] = {
     # quotas out of the way unless a test is about them (tests/integration/test_quotas.py)
     "premium_rate_limit": 1_000_000,
     "max_in_flight": 1_000_000,
+    # uploads (fuzzers post to /v1/assets too) go to a temporary directory, never the clone
+    "media_dir": tempfile.mkdtemp(prefix="dubsim-test-media-"),
 }
 
 

@@ -66,7 +66,9 @@ function makeRow(id) {
   c.bar.append(c.fill);
   c.pct = el("span", "pct");
   wrap.append(c.bar, c.pct);
-  c.progress.append(wrap);
+  // media jobs only: the running stage, then links to the dubbed video and its captions
+  c.media = el("div", "media");
+  c.progress.append(wrap, c.media);
   c.attempt = el("td", "c-attempt num");
   c.time = el("td", "c-time");
   // The last error code and the cancel reason share a cell; each is there only when set.
@@ -107,6 +109,7 @@ function patchRow(row, job, now, admin) {
     c.fill.style.width = `${pct}%`;
     c.pct.textContent = `${pct}%`;
   });
+  set(row, "media", mediaKey(job), () => patchMedia(c.media, job));
   set(row, "attempt", `${job.attempt}/${job.max_attempts}`, (a) => {
     c.attempt.textContent = a;
   });
@@ -134,6 +137,36 @@ function patchRow(row, job, now, admin) {
       c.actions.append(button("retry", job.id, "Retry", "btn small"));
     }
   });
+}
+
+function mediaKey(job) {
+  if (!job.video) return "";
+  return `${job.status}|${job.stage || ""}|${job.stage_progress ?? ""}|${job.result_url || ""}`;
+}
+
+function patchMedia(box, job) {
+  box.replaceChildren();
+  if (!job.video) return;
+  if (job.status === "processing" && job.stage) {
+    box.append(el("span", "stage", `${job.stage} ${job.stage_progress ?? 0}%`));
+  } else if (job.status === "completed" && job.result_url) {
+    // the signed link, on this origin: it plays without credentials
+    const signed = new URL(job.result_url, location.href);
+    const links = [
+      ["▶ video", signed.pathname + signed.search],
+      ["SRT", `/v1/jobs/${job.id}/captions.srt`],
+      ["VTT", `/v1/jobs/${job.id}/captions.vtt`],
+    ];
+    for (const [text, href] of links) {
+      const a = el("a", "media-link", text);
+      a.href = href;
+      a.target = "_blank";
+      a.rel = "noopener";
+      box.append(a);
+    }
+  } else if (job.stage && job.status !== "pending") {
+    box.append(el("span", "stage", job.stage));
+  }
 }
 
 function button(action, id, text, cls) {

@@ -6,7 +6,7 @@ from aiohttp import web
 
 from ..appkeys import AUTH, SETTINGS
 from ..auth import Throttle
-from . import admin, clock, compat, jobs, keys, meta, stream
+from . import admin, clock, compat, jobs, keys, media, meta, stream
 from ._gate import GATE, Gate
 
 
@@ -22,3 +22,4 @@ def setup(app: web.Application) -> None:
     compat.setup(app)
     meta.setup(app)
     clock.setup(app)
+    media.setup(app)

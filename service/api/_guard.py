@@ -26,7 +26,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from ..appkeys import AUTH, SETTINGS
-from ..auth import COOKIE, IDENTITY, presented_key
+from ..auth import COOKIE, IDENTITY, KEYS_ONLY, presented_key
 from ..errors import Forbidden, Unauthorized
 from ..keys import KEYS
 
@@ -36,6 +36,11 @@ SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 # token). A route added later is closed unless it is named here.
 PUBLIC_ROUTES: Final = frozenset(
     {"/healthz", "/metrics", "/openapi.json", "/", "/static/{name}", "/v1/session"}
+)
+# a signed, expiring artifact link is its own credential (the handler checks the signature, and
+# without a key falls back to nobody's rights): what `result_url` and HeyGen's `url` hand out
+SIGNED_ROUTES: Final = frozenset(
+    {"/v1/jobs/{id}/result", "/v1/jobs/{id}/captions.srt", "/v1/jobs/{id}/captions.vtt"}
 )
 # where a key may ride in the query string: what browsers open without setting headers
 KEY_IN_QUERY: Final = frozenset({"/v1/ws", "/v1/events"})
@@ -76,7 +81,9 @@ def _require_credential(request: web.Request) -> None:
         return
     if request.match_info.http_exception is not None:
         return  # no such route (404/405): nothing to protect, and the answer says so
-    if _route(request) in PUBLIC_ROUTES:
+    route = _route(request)
+    if route in PUBLIC_ROUTES or (route in SIGNED_ROUTES and "sig" in request.query):
+        request[KEYS_ONLY] = True  # let in without a credential: then nobody's rights
         return
     if "Authorization" in request.headers:
         return  # the admin token: checked already (a WebSocket checks it itself: 1008)

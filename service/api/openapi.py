@@ -8,6 +8,7 @@ import msgspec
 
 from ..keys import CreateKey, KeyInfo, KeyList, NewKey
 from ..models import (
+    Asset,
     CancelRequest,
     CleanupRequest,
     CleanupResult,
@@ -45,6 +46,39 @@ _ID = (("id", "path", {"type": "string", "minLength": 1}),)
 _USER = (("X-User-Id", "header", {"type": "string", "minLength": 1, "maxLength": 128}),)
 
 ROUTES: tuple[Route, ...] = (
+    Route(
+        "post",
+        "/v1/assets",
+        "Upload an input video (raw body or multipart; checked by ffprobe)",
+        None,
+        Asset,
+        201,
+        (400, 413, 422),
+        params=_USER,
+    ),
+    Route("get", "/v1/assets/{id}", "Read an asset", None, Asset, 200, (404,), params=_ID),
+    *(
+        Route(
+            "get",
+            f"/v1/jobs/{{id}}/{artifact}",
+            f"Download a completed job's {artifact} (signed link, or owner/admin)",
+            None,
+            None,
+            200,
+            (206, 304, 403, 404, 409, 410),
+            params=(
+                *_ID,
+                ("expires", "query", {"type": "string"}),
+                ("sig", "query", {"type": "string"}),
+            ),
+            content_type=content_type,
+        )
+        for artifact, content_type in (
+            ("result", "video/mp4"),
+            ("captions.srt", "application/x-subrip"),
+            ("captions.vtt", "text/vtt"),
+        )
+    ),
     Route(
         "post",
         "/v1/jobs",
@@ -333,6 +367,7 @@ def build() -> dict[str, Any]:
         ClockState,
         AdvanceRequest,
         Advanced,
+        Asset,
     ]
     (_, components) = msgspec.json.schema_components(
         types, ref_template="#/components/schemas/{name}"

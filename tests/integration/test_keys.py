@@ -391,3 +391,28 @@ async def test_a_revocation_racing_a_last_used_write_stays_revoked(api: ApiFacto
         ring.store = real
     assert await real.docs("apikey") == []
     assert (await client.get("/v1/jobs", headers=as_key(alice))).status == 401
+
+
+async def test_a_signed_result_link_is_its_own_credential_and_a_header_names_nobody(
+    api: ApiFactory,
+) -> None:
+    """In keys mode a signed `result_url` downloads without a key (that is what it is for), a
+    wrong signature does not, and `X-User-Id` alone never makes a caller the job's owner."""
+    client = await api(auth="keys", auto_process=True)
+    alice = await make_key(client, "alice", "premium")
+    resp = await client.post(
+        "/v1/jobs", json={"scenario": {"duration_s": 0.01}}, headers=as_key(alice)
+    )
+    assert resp.status == 201
+    job_id = (await resp.json())["id"]
+    wait = await client.get(f"/v1/jobs/{job_id}?wait=30&until=terminal", headers=as_key(alice))
+    job = await wait.json()
+    assert job["status"] == "completed", job
+    link = job["result_url"].split("://", 1)[1].split("/", 1)[1]  # path and query
+    assert (await client.get("/" + link)).status == 200  # no key: the link is the credential
+    forged = "/" + link[:-4] + ("0000" if not link.endswith("0000") else "1111")
+    for headers in ({}, {"X-User-Id": "alice"}):
+        assert (await client.get(forged, headers=headers)).status in (401, 403)
+    unsigned = f"/v1/jobs/{job['id']}/result"
+    assert (await client.get(unsigned, headers={"X-User-Id": "alice"})).status == 401
+    assert (await client.get(unsigned, headers=as_key(alice))).status == 200

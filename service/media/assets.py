@@ -1,0 +1,170 @@
+"""Input videos: streamed to disk, checked by ffprobe, described by a durable document.
+
+An upload (or a URL fetch) is written to `assets/<id>.part` chunk by chunk (never held in
+memory), probed, then renamed to `assets/<id>` and recorded with `Store.put_doc("assets", …)`.
+Anything refused on the way (too large, not a video, no audio, unreachable) removes the part
+file before the error goes out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import IO, Final
+from urllib.parse import urlsplit
+
+import aiohttp
+import msgspec
+
+from ..clock import Clock
+from ..errors import NotFound, PayloadTooLarge, ValidationFailed
+from ..models import Asset, iso_ms
+from ..store import Store
+from .probe import probe
+from .tools import Tools
+
+KIND: Final = "assets"
+FLUSH_BYTES: Final = 1 << 20  # chunks are gathered and written off the loop per MiB
+
+
+class VideoUnreachable(ValidationFailed):
+    code = "video_unreachable"
+
+
+class Assets:
+    def __init__(
+        self,
+        store: Store,
+        tools: Tools,
+        root: Path,
+        *,
+        max_bytes: int,
+        fetch_timeout_s: float,
+        clock: Clock,
+    ) -> None:
+        self.store, self.tools, self.root = store, tools, root / "assets"
+        self.max_bytes, self.fetch_timeout_s, self.clock = max_bytes, fetch_timeout_s, clock
+
+    def path(self, asset_id: str) -> Path:
+        if not asset_id.replace("-", "").replace("_", "").isalnum():
+            raise NotFound("no asset with this id", asset_id=asset_id[:64])
+        return self.root / asset_id
+
+    async def get(self, asset_id: str) -> Asset:
+        doc = None
+        if asset_id.replace("-", "").replace("_", "").isalnum() and len(asset_id) <= 64:
+            doc = await self.store.get_doc(KIND, asset_id)
+        if doc is None:
+            raise NotFound("no asset with this id", asset_id=asset_id[:64])
+        return msgspec.json.decode(doc.body, type=Asset)
+
+    async def ingest(self, user_id: str, chunks: AsyncIterator[bytes]) -> Asset:
+        """Write `chunks` to disk, probe them, record the asset. Nothing is left if refused."""
+        self.tools.require()
+        asset_id = secrets.token_urlsafe(16)
+        final = self.path(asset_id)
+        part = final.with_suffix(".part")
+        try:
+            await asyncio.to_thread(self.root.mkdir, parents=True, exist_ok=True)
+            size = await self._write(part, chunks)
+            if size == 0:
+                raise ValidationFailed("the upload is empty", reason="empty")
+            info = await probe(self.tools, part)
+            await asyncio.to_thread(part.rename, final)
+            asset = Asset(
+                id=asset_id,
+                url=f"/v1/assets/{asset_id}",
+                duration_s=info.duration_s,
+                width=info.width,
+                height=info.height,
+                video_codec=info.video_codec,
+                audio_codec=info.audio_codec,
+                size=size,
+                user_id=user_id,
+                created_at=iso_ms(self.clock.now()),
+            )
+            await self.store.put_doc(KIND, asset_id, msgspec.json.encode(asset), expect=0)
+            return asset
+        except BaseException:
+            for leftover in (part, final):
+                with contextlib.suppress(OSError):
+                    leftover.unlink()
+            raise
+
+    async def _write(self, part: Path, chunks: AsyncIterator[bytes]) -> int:
+        size = 0
+        pending: list[bytes] = []
+        pending_size = 0
+        handle: IO[bytes] = await asyncio.to_thread(part.open, "wb")
+        try:
+            async for chunk in chunks:
+                size += len(chunk)
+                if size > self.max_bytes:
+                    raise PayloadTooLarge(
+                        f"the video is larger than MAX_UPLOAD_MB ({self.max_bytes >> 20} MB)",
+                        limit_bytes=self.max_bytes,
+                    )
+                pending.append(chunk)
+                pending_size += len(chunk)
+                if pending_size >= FLUSH_BYTES:
+                    await asyncio.to_thread(handle.write, b"".join(pending))
+                    pending, pending_size = [], 0
+            if pending:
+                await asyncio.to_thread(handle.write, b"".join(pending))
+        finally:
+            await asyncio.to_thread(handle.close)
+        return size
+
+    async def fetch(self, user_id: str, url: str) -> Asset:
+        """Fetch a job's video from `url` (http/https, size and time limited) into an asset."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValidationFailed(
+                "video.url must be an http:// or https:// URL", field="video.url"
+            )
+        self.tools.require()
+        timeout = aiohttp.ClientTimeout(total=self.fetch_timeout_s)
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=timeout) as session,
+                session.get(url, allow_redirects=True, max_redirects=5) as response,
+            ):
+                if response.status != 200:
+                    raise VideoUnreachable(
+                        f"fetching video.url answered HTTP {response.status}",
+                        field="video.url",
+                        status=response.status,
+                    )
+                if (response.content_length or 0) > self.max_bytes:
+                    raise VideoUnreachable(
+                        f"the video at video.url is larger than MAX_UPLOAD_MB "
+                        f"({self.max_bytes >> 20} MB)",
+                        field="video.url",
+                        reason="too_large",
+                    )
+                try:
+                    return await self.ingest(user_id, response.content.iter_chunked(64 * 1024))
+                except PayloadTooLarge as exc:
+                    raise VideoUnreachable(
+                        exc.message, field="video.url", reason="too_large"
+                    ) from None
+        except TimeoutError:
+            raise VideoUnreachable(
+                f"fetching video.url took longer than {self.fetch_timeout_s:g} s",
+                field="video.url",
+                reason="timeout",
+            ) from None
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
+            raise VideoUnreachable(
+                f"video.url could not be fetched: {type(exc).__name__}: {exc}"[:300],
+                field="video.url",
+                reason="unreachable",
+            ) from None
+
+    async def delete(self, asset_id: str) -> None:
+        await self.store.put_doc(KIND, asset_id, None)
+        with contextlib.suppress(OSError):
+            await asyncio.to_thread(self.path(asset_id).unlink)

@@ -1,0 +1,83 @@
+"""ffprobe: is this a video with sound, and what is it (duration, size, codecs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+
+from ..errors import ValidationFailed
+from .tools import ToolFailed, Tools
+
+
+class Probed(msgspec.Struct, frozen=True):
+    duration_s: float
+    width: int
+    height: int
+    video_codec: str
+    audio_codec: str
+    size: int
+
+
+class NotAVideo(ValidationFailed):
+    code = "invalid_video"
+
+
+class _Stream(msgspec.Struct):
+    codec_type: str = ""
+    codec_name: str = ""
+    width: int = 0
+    height: int = 0
+    duration: str | None = None
+
+
+class _Format(msgspec.Struct):
+    duration: str | None = None
+    size: str | None = None
+
+
+class _Output(msgspec.Struct):
+    streams: list[_Stream] = []
+    format: _Format | None = None
+
+
+async def probe(tools: Tools, path: Path) -> Probed:
+    """What `path` is; NotAVideo (422, naming why) unless it has video and audio."""
+    try:
+        out, _ = await tools.run(
+            "ffprobe",
+            ["-v", "error", "-show_streams", "-show_format", "-of", "json", str(path)],
+        )
+    except ToolFailed as exc:
+        raise NotAVideo(
+            "not a video ffprobe can read: " + (exc.stderr.strip()[-200:] or "unknown format"),
+            reason="unreadable",
+        ) from None
+    try:
+        found = msgspec.json.decode(out, type=_Output)
+    except msgspec.MsgspecError:
+        raise NotAVideo("ffprobe could not describe the file", reason="unreadable") from None
+    video = next((s for s in found.streams if s.codec_type == "video"), None)
+    audio = next((s for s in found.streams if s.codec_type == "audio"), None)
+    if video is None or video.width <= 0 or video.height <= 0:
+        raise NotAVideo("the file has no video stream", reason="no_video")
+    if audio is None:
+        raise NotAVideo("the video has no audio track to dub", reason="no_audio")
+    duration = _float(found.format.duration if found.format else None) or _float(video.duration)
+    if duration is None or duration <= 0:
+        raise NotAVideo("the video has no measurable duration", reason="no_duration")
+    return Probed(
+        duration_s=round(duration, 3),
+        width=video.width,
+        height=video.height,
+        video_codec=video.codec_name,
+        audio_codec=audio.codec_name,
+        size=int(_float(found.format.size if found.format else None) or 0),
+    )
+
+
+def _float(text: str | None) -> float | None:
+    try:
+        return float(text) if text is not None else None
+    except ValueError:
+        return None
