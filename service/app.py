@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from . import api
+from .api import webhooks as webhooks_api
 from .api._http import http_middleware
 from .api.stream import close_streams
 from .appkeys import AUTH, FAULTS, HUB, METRICS, SCHEDULER, SERVICE, SETTINGS, SOCKETS
@@ -19,6 +20,7 @@ from .metrics import Metrics
 from .scheduler import Scheduler
 from .settings import Settings
 from .store import store_from_settings
+from .webhooks import WEBHOOKS, WebhookService, parse_schedule
 
 MAX_BODY = 64 * 1024
 
@@ -30,7 +32,22 @@ def create_app(settings: Settings) -> web.Application:
     hub = Hub(buffer_size=settings.event_buffer, queue_limit=settings.subscriber_queue)
     service = JobService(store_from_settings(settings), hub, settings.config)
     scheduler = Scheduler(service, settings.seed, lease_s=settings.lease_s)
+    webhooks = WebhookService(
+        service.store,
+        hub,
+        lambda: service.clock,
+        timeout_s=settings.webhook_timeout_s,
+        schedule=parse_schedule(settings.webhook_retry_schedule),
+        secret_grace_s=settings.webhook_secret_grace_s,
+        allow_private=settings.webhook_allow_private,
+        log_size=settings.webhook_log,
+        queue_size=settings.webhook_queue,
+        lease_s=settings.lease_s,
+        seed=settings.seed,
+    )
+    service.prepare_callback = webhooks.prepare_callback
     metrics = Metrics(service, hub)
+    metrics.add(webhooks.collector())
 
     app = web.Application(
         client_max_size=MAX_BODY, middlewares=[http_middleware(metrics.latency.observe)]
@@ -43,7 +60,9 @@ def create_app(settings: Settings) -> web.Application:
     app[AUTH] = Auth(settings.admin_token)
     app[FAULTS] = random.Random(settings.seed)
     app[SOCKETS] = weakref.WeakSet()
+    app[WEBHOOKS] = webhooks
     api.setup(app)
+    webhooks_api.setup(app)
     app.cleanup_ctx.append(_run_service)
     app.on_shutdown.append(close_streams)
     return app
@@ -52,7 +71,9 @@ def create_app(settings: Settings) -> web.Application:
 async def _run_service(app: web.Application) -> AsyncIterator[None]:
     service, scheduler = app[SERVICE], app[SCHEDULER]
     await service.open()
+    await app[WEBHOOKS].start()
     scheduler.start()
     yield
     await scheduler.stop()
+    await app[WEBHOOKS].stop()
     await service.store.close()

@@ -74,12 +74,24 @@ Language = Annotated[
 Reason = Annotated[str, Meta(max_length=500)]
 
 
+class WebhookFaults(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=False):
+    """Deterministic faults in this job's webhook deliveries (docs/webhooks.md)."""
+
+    duplicate: Annotated[int, Meta(ge=0, le=10)] = 0  # extra copies after a success
+    delay_s: Annotated[float, Meta(ge=0, le=3600)] = 0.0  # wait before each delivery
+    drop_first: Annotated[int, Meta(ge=0, le=10)] = 0  # attempts not sent (count as failures)
+    out_of_order: bool = False  # non-terminal events held until the terminal one went out
+    bad_signature: bool = False  # signed with a wrong key
+    stale_timestamp: bool = False  # webhook-timestamp an hour old (signature still valid)
+
+
 class Scenario(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=False):
     """A scripted job: overrides chance for this job only."""
 
     duration_s: Seconds | None = None
     outcome: Outcome = Outcome.COMPLETED
     fail_attempts: Annotated[int, Meta(ge=0, le=100)] = 0
+    webhook: WebhookFaults | None = None
 
 
 class JobError(msgspec.Struct):
@@ -109,6 +121,8 @@ class Job(msgspec.Struct):
     scenario: Scenario | None = None
     result_url: str | None = None
     not_before: str | None = None  # a failed job's retry is due then (retries are data)
+    callback_url: str | None = None  # its terminal events are POSTed here (docs/webhooks.md)
+    callback_id: str | None = None  # the submitter's own reference, echoed
 
 
 class Event(msgspec.Struct):
@@ -123,10 +137,16 @@ class Event(msgspec.Struct):
 # ---- request bodies -------------------------------------------------------------
 
 
+CallbackUrl = Annotated[str, Meta(min_length=8, max_length=2048)]
+CallbackId = Annotated[str, Meta(min_length=1, max_length=200)]
+
+
 class SubmitRequest(msgspec.Struct, forbid_unknown_fields=True):
     role: Role = Role.FREE
     target_language: Language = "es"
     scenario: Scenario | None = None
+    callback_url: CallbackUrl | None = None
+    callback_id: CallbackId | None = None
 
 
 class CancelRequest(msgspec.Struct, forbid_unknown_fields=True):
