@@ -468,7 +468,8 @@ class WebhookService:
             await self._update_state(worker, advance)
         await self._flush_log(worker)
         worker.wake.clear()
-        if worker.queue or (worker.overflow and worker.endpoint.status == "enabled"):
+        if worker.endpoint.status == "enabled" and (worker.queue or worker.overflow):
+            await asyncio.sleep(0)  # more to do: only let others run first
             return
         await worker.wake.wait()
 
