@@ -45,6 +45,7 @@ async def job(
     client: TestClient[Any, Any], headers: dict[str, str] = ALICE, **body: Any
 ) -> dict[str, Any]:
     body.setdefault("scenario", QUICK)
+    body.setdefault("role", "premium")  # out of the free plan's hourly limit
     resp = await client.post("/v1/jobs", json=body, headers=headers)
     assert resp.status == 201, await resp.text()
     return await resp.json()  # type: ignore[no-any-return]
