@@ -22,6 +22,7 @@ ORDER = [
     "lifecycle_redis",
     "cross_lag",
     "kill_rounds",
+    "webhooks",
 ]
 
 

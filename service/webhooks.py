@@ -64,7 +64,7 @@ from .clock import Clock
 from .errors import Conflict, NotFound, ValidationFailed
 from .hub import Hub, Published, Subscription, Wire
 from .models import EventType, WebhookFaults, iso_ms, parse_iso
-from .store import Store, VersionConflict
+from .store import Store, StoreUnavailable, VersionConflict
 
 log = logging.getLogger(__name__)
 
@@ -270,6 +270,9 @@ class _Worker:
         self.log_dirty = 0
         self.wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
+        self.lock = asyncio.Lock()  # one state write at a time (compare-and-set on our version)
+        self.dirty = False  # progress made in memory, its write still to come
+        self.flusher: asyncio.Task[None] | None = None
 
     def offer(self, pub: Published, info: _Peek) -> None:
         if self.overflow or len(self.queue) >= self.bound:
@@ -339,8 +342,9 @@ class WebhookService:
         connector = aiohttp.TCPConnector(limit=0, resolver=resolver)
         self._session = aiohttp.ClientSession(connector=connector)
         self._master = await self._master_key()
+        # not in hub.subscriptions: it is no client's stream (not counted, not closed at
+        # shutdown, so events committed while stopping still reach the endpoints)
         self._tap = _Tap(self)
-        self.hub.subscriptions.add(self._tap)
         self.hub.subscribe(self._tap, everything=True, since=self.hub.seq)
         for doc in await self.store.docs(KIND):
             self._consider(_decode_endpoint(doc.body))
@@ -360,6 +364,8 @@ class WebhookService:
                 worker.task.cancel()
         await asyncio.gather(*(w.task for w in workers if w.task), return_exceptions=True)
         for worker in workers:
+            with contextlib.suppress(Exception):
+                await self._settle(worker)
             with contextlib.suppress(Exception):
                 await self._flush_log(worker)
             if self.store.shared:
@@ -452,6 +458,8 @@ class WebhookService:
 
     async def _idle(self, worker: _Worker) -> None:
         """Nothing to send: make progress durable, then wait to be woken."""
+        worker.wake.clear()  # first: a wake-up during the writes below must not be lost
+        await self._settle(worker)
         state = worker.state
         if (
             state is not None
@@ -467,7 +475,6 @@ class WebhookService:
 
             await self._update_state(worker, advance)
         await self._flush_log(worker)
-        worker.wake.clear()
         if worker.endpoint.status == "enabled" and (worker.queue or worker.overflow):
             await asyncio.sleep(0)  # more to do: only let others run first
             return
@@ -495,17 +502,66 @@ class WebhookService:
 
     async def _update_state(self, worker: _Worker, change: Callable[[State], None]) -> State:
         """Change the endpoint's state compare-and-set; on a conflict re-read and redo."""
-        for _ in range(50):
-            state = await self._state(worker)
-            change(state)
-            try:
-                worker.state_version = await self.store.put_doc(
-                    KIND_STATE, worker.id, _encode(state), expect=worker.state_version
-                )
-                return state
-            except VersionConflict:
-                worker.state = None  # someone else wrote it (an API call, another process)
+        async with worker.lock:
+            for _ in range(50):
+                state = await self._state(worker)
+                change(state)
+                try:
+                    worker.state_version = await self.store.put_doc(
+                        KIND_STATE, worker.id, _encode(state), expect=worker.state_version
+                    )
+                    worker.dirty = False
+                    return state
+                except VersionConflict:
+                    worker.state = None  # someone else wrote it (an API call, another process)
         raise Conflict("webhook state kept changing")
+
+    def _done_later(self, worker: _Worker, item: Item) -> None:
+        """A success: move on at once, write the progress behind (one write in flight, the
+        latest state each time). A crash before it lands re-sends those deliveries, with
+        their ids: the at-least-once window is one state write."""
+        if worker.state is None:
+            task = asyncio.get_running_loop().create_task(self._redo_done(worker, item))
+        else:
+            _done(worker.state, item)
+            worker.dirty = True
+            if worker.flusher is not None and not worker.flusher.done():
+                return
+            task = worker.flusher = asyncio.get_running_loop().create_task(
+                self._flush_state(worker)
+            )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _redo_done(self, worker: _Worker, item: Item) -> None:
+        await self._update_state(worker, lambda s: _done(s, item))
+
+    async def _flush_state(self, worker: _Worker) -> None:
+        while worker.dirty:
+            async with worker.lock:
+                state = worker.state
+                if not worker.dirty or state is None:
+                    return
+                worker.dirty = False
+                try:
+                    worker.state_version = await self.store.put_doc(
+                        KIND_STATE, worker.id, _encode(state), expect=worker.state_version
+                    )
+                except VersionConflict:
+                    # written elsewhere meanwhile (rare: another process's API call): re-read;
+                    # what this write carried is sent again, with the same ids
+                    worker.state = None
+                    return
+                except StoreUnavailable:
+                    worker.dirty = True  # the next success or the idle write retries it
+                    return
+
+    async def _settle(self, worker: _Worker) -> None:
+        """Wait for the write-behind of progress (before idling, stopping)."""
+        if worker.flusher is not None:
+            await asyncio.gather(worker.flusher, return_exceptions=True)
+        if worker.dirty and worker.state is not None:
+            await self._update_state(worker, lambda s: None)
 
     async def _next_item(self, worker: _Worker, endpoint: Endpoint, state: State) -> Item | None:
         if state.current is not None:
@@ -657,7 +713,7 @@ class WebhookService:
             for _ in range(faults.duplicate if faults is not None else 0):
                 await self._post(endpoint, item)
             self._log(worker, item, attempt, "succeeded", None)
-            await self._update_state(worker, lambda s: _done(s, item))
+            self._done_later(worker, item)
             return
         self._count("failed_attempt")
         gone = code == 410
@@ -905,11 +961,11 @@ class WebhookService:
                 if not await self._renew(endpoint.id):
                     self._stop_worker(endpoint.id)
                     continue
-                self._notice_changes(endpoint)
+                await self._notice_changes(endpoint)
             else:
                 await self._try_lease(endpoint)
 
-    def _notice_changes(self, endpoint: Endpoint) -> None:
+    async def _notice_changes(self, endpoint: Endpoint) -> None:
         """Another process may have patched it or queued a redelivery: wake its worker."""
         worker = self._workers.get(endpoint.id)
         if worker is None:
@@ -917,8 +973,10 @@ class WebhookService:
         if endpoint != worker.endpoint:
             worker.endpoint = endpoint
             worker.wake.set()
-        worker.state = None  # re-read: a redelivery or replay may have been queued elsewhere
-        worker.wake.set()
+        doc = await self.store.get_doc(KIND_STATE, endpoint.id)
+        if doc is not None and doc.version != worker.state_version and worker.state is not None:
+            worker.state = None  # re-read: a redelivery or replay was queued elsewhere
+            worker.wake.set()
 
     async def _try_lease(self, endpoint: Endpoint) -> None:
         if endpoint.id in self._workers or self._closing:
