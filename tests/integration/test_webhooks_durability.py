@@ -112,6 +112,7 @@ async def test_redis_two_processes_deliver_each_event_once(
     counts = Counter(g.id for g in receiver.got)
     assert set(counts.values()) == {1}, counts
     assert {g.event["job"]["id"] for g in got} == set(ids)
+
     # a redelivery asked of the process that does not send: the sender picks it up
     async def logged() -> list[dict[str, Any]]:
         resp = await two.get(f"/v1/webhooks/{created['id']}/deliveries", headers=ALICE)
@@ -171,3 +172,32 @@ async def test_redis_holder_killed_another_process_takes_over(
     # in order; the first may come twice (same id) if the kill beat its progress write
     assert [g.event["job"]["id"] for g in got] in ([first, second], [first, first, second])
     assert len({g.id for g in got}) == 2
+
+
+async def test_restart_does_not_resend_what_was_delivered(
+    server_process: Callable[..., ServerProcess], receiver: Receiver, tmp_path: Any
+) -> None:
+    db = str(tmp_path / "hooks.db")
+    server = await _start(server_process, db=db)
+    body = {"role": "premium", "scenario": {"duration_s": 0.05}}
+    async with aiohttp.ClientSession(server.url) as http:
+        created = await (
+            await http.post("/v1/webhooks", json={"url": receiver.url()}, headers=ALICE)
+        ).json()
+        for _ in range(2):
+            await http.post("/v1/jobs", json=body, headers=ALICE)
+        await receiver.wait_for(2)
+        # the log is written once the endpoint is idle, after its progress: wait for it
+        async with asyncio.timeout(20):
+            while True:
+                resp = await http.get(f"/v1/webhooks/{created['id']}/deliveries", headers=ALICE)
+                if len((await resp.json())["deliveries"]) == 2:
+                    break
+                await asyncio.sleep(0.05)
+    await asyncio.to_thread(server.kill)
+    server = await _start(server_process, db=db)
+    async with aiohttp.ClientSession(server.url) as http:
+        await http.post("/v1/jobs", json=body, headers=ALICE)
+        await receiver.wait_for(3)
+    await asyncio.sleep(0.5)  # a resend of the first two would show up now
+    assert len(receiver.got) == 3 and len({g.id for g in receiver.got}) == 3
