@@ -1156,10 +1156,10 @@ class WebhookService:
     async def delete(self, endpoint_id: str, owner: str | None) -> None:
         await self.endpoint(endpoint_id, owner)
         await self.store.put_doc(KIND, endpoint_id, None)
+        self._stop_worker(endpoint_id)  # before its documents go, so it writes none back
         for kind in (KIND_STATE, KIND_LOG, KIND_LEASE):
             if await self.store.get_doc(kind, endpoint_id) is not None:
                 await self.store.put_doc(kind, endpoint_id, None)
-        self._stop_worker(endpoint_id)
 
     async def rotate(self, endpoint_id: str, owner: str | None) -> tuple[str, float]:
         await self.endpoint(endpoint_id, owner)
