@@ -23,6 +23,7 @@ ORDER = [
     "cross_lag",
     "kill_rounds",
     "media",
+    "webhooks",
 ]
 
 

@@ -9,9 +9,10 @@ trigger EVENT_TYPE                   make a job that produces that event now; pr
 
 `listen` follows the WebSocket event stream (the client's own, resumed by seq after a drop,
 so nothing is skipped) and POSTs each `job.*` event to `--forward-to`, signed per Standard
-Webhooks with its secret (generated unless given, printed first). The body is the event as a
-webhook carries it: `{"type", "timestamp", "seq", "data": <job>}`; `webhook-id` is
-`evt_<seq>`, the same however often it is sent. One line per delivery says the receiver's
+Webhooks with its secret (generated unless given, printed first). The body is the event exactly
+as the server's own webhooks carry it (and the SSE stream's `data:`): `{"seq", "type", "at",
+"job"}`, so one receiver serves both; `webhook-id` is `evt_<seq>`, the same however often it
+is sent. One line per delivery says the receiver's
 status and how long it took. Ctrl-C (or SIGTERM) ends it with exit code 0.
 """
 
@@ -101,9 +102,9 @@ async def _clock(
 
 
 def webhook_body(event: Event) -> bytes:
-    """What a webhook carries for one event."""
+    """What a webhook carries for one event: the server's own body (its `event_body`)."""
     wire = render.to_wire(event)
-    body = {"type": event.type, "timestamp": wire.get("at"), "seq": event.seq, "data": wire["job"]}
+    body = {"seq": event.seq, "type": event.type, "at": wire.get("at"), "job": wire["job"]}
     return msgspec.json.encode(body)
 
 

@@ -54,6 +54,7 @@ class Scenario(msgspec.Struct, frozen=True, omit_defaults=True):
     duration_s: float | None = None
     outcome: str = "completed"
     fail_attempts: int = 0
+    webhook: dict[str, Any] | None = None  # faults in this job's webhook deliveries
 
 
 class Job(msgspec.Struct, frozen=True):
@@ -78,6 +79,8 @@ class Job(msgspec.Struct, frozen=True):
     scenario: Scenario | None = None
     result_url: str | None = None
     not_before: datetime | None = None  # a failed attempt's retry is due then
+    callback_url: str | None = None  # its terminal events are POSTed here (docs/webhooks.md)
+    callback_id: str | None = None  # the submitter's own reference, echoed
 
     @property
     def terminal(self) -> bool:

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from . import api
+from .api import webhooks as webhooks_api
 from .api._http import http_middleware
 from .api.media import MEDIA
 from .api.stream import close_streams
@@ -24,6 +25,7 @@ from .metrics import Metrics
 from .scheduler import Scheduler
 from .settings import Settings
 from .store import store_from_settings
+from .webhooks import WEBHOOKS, WebhookService, parse_schedule
 
 MAX_BODY = 64 * 1024
 
@@ -38,11 +40,26 @@ def create_app(settings: Settings) -> web.Application:
     store = store_from_settings(settings, clock.now)
     service = JobService(store, hub, settings.config, clock=clock)
     scheduler = Scheduler(service, settings.seed, lease_s=settings.lease_s)
+    webhooks = WebhookService(
+        service.store,
+        hub,
+        lambda: service.clock,
+        timeout_s=settings.webhook_timeout_s,
+        schedule=parse_schedule(settings.webhook_retry_schedule),
+        secret_grace_s=settings.webhook_secret_grace_s,
+        allow_private=settings.webhook_allow_private,
+        log_size=settings.webhook_log,
+        queue_size=settings.webhook_queue,
+        lease_s=settings.lease_s,
+        seed=settings.seed,
+    )
+    service.prepare_callback = webhooks.prepare_callback
     metrics = Metrics(service, hub)
     media = Media(settings, service, Links(settings.admin_token))
     service.prepare = media.prepare  # a job with a video is a media job (docs/media.md)
     service.result_link = media.result_url
     scheduler.runner = media
+    metrics.add(webhooks.collector())
 
     app = web.Application(
         client_max_size=MAX_BODY, middlewares=[http_middleware(metrics.latency.observe)]
@@ -58,7 +75,9 @@ def create_app(settings: Settings) -> web.Application:
     app[KEYS] = KeyRing(service.store, cache_s=settings.key_cache_s)
     app[FAULTS] = random.Random(settings.seed)
     app[SOCKETS] = weakref.WeakSet()
+    app[WEBHOOKS] = webhooks
     api.setup(app)
+    webhooks_api.setup(app)
     app.cleanup_ctx.append(_run_service)
     app.on_shutdown.append(close_streams)
     return app
@@ -70,9 +89,11 @@ async def _run_service(app: web.Application) -> AsyncIterator[None]:
     await service.open(clock.attach if isinstance(clock, VirtualClock) else None)
     if isinstance(clock, VirtualClock):
         clock.start()
+    await app[WEBHOOKS].start()
     scheduler.start()
     yield
     await scheduler.stop()
+    await app[WEBHOOKS].stop()
     if isinstance(clock, VirtualClock):
         await clock.stop()
     await service.store.close()

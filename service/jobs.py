@@ -157,6 +157,8 @@ class JobService:
         self._in_flight: dict[str, int] = {}  # user -> jobs not yet terminal
         self.submitted: dict[Role, int] = {Role.FREE: 0, Role.PREMIUM: 0}
         self.rate_limited = 0
+        # webhooks: validates a callback_url and makes its lane durable before the job exists
+        self.prepare_callback: Callable[[str, str], Awaitable[None]] | None = None
 
     # ---- lifecycle -------------------------------------------------------------
 
@@ -340,6 +342,8 @@ class JobService:
             existing = self._keys.get((user_id, idempotency_key))
             if existing is not None and existing in self._records:
                 return self._replay(existing, request_hash), False, None
+        if request.callback_url is not None and self.prepare_callback is not None:
+            await self.prepare_callback(user_id, request.callback_url)
         now = self.clock.now()
         config = self.config
         if self._in_flight.get(user_id, 0) >= config.max_in_flight:
@@ -385,6 +389,8 @@ class JobService:
             updated_at=iso_ms(now),
             scenario=request.scenario,
             video=video,
+            callback_url=request.callback_url,
+            callback_id=request.callback_id,
         )
         change = Change(job, EventType.CREATED, iso_us(now), 0, idempotency_key, request_hash)
         try:

@@ -107,5 +107,9 @@ class Metrics:
         self.latency = _Latency()
         self.registry.register(self.latency)
 
+    def add(self, collector: Collector) -> None:
+        """Another feature's collector (webhooks)."""
+        self.registry.register(collector)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -86,6 +86,17 @@ class Stage(enum.StrEnum):
     WRITE = "write"
 
 
+class WebhookFaults(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=False):
+    """Deterministic faults in this job's webhook deliveries (docs/webhooks.md)."""
+
+    duplicate: Annotated[int, Meta(ge=0, le=10)] = 0  # extra copies after a success
+    delay_s: Annotated[float, Meta(ge=0, le=3600)] = 0.0  # wait before each delivery
+    drop_first: Annotated[int, Meta(ge=0, le=10)] = 0  # attempts not sent (count as failures)
+    out_of_order: bool = False  # non-terminal events held until the terminal one went out
+    bad_signature: bool = False  # signed with a wrong key
+    stale_timestamp: bool = False  # webhook-timestamp an hour old (signature still valid)
+
+
 class Scenario(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=False):
     """A scripted job: overrides chance for this job only."""
 
@@ -95,6 +106,7 @@ class Scenario(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=False):
     # media jobs: the stage at which a scripted failure (or a stuck attempt) happens;
     # absent from the JSON unless given, so plain jobs look as before
     fail_stage: Stage | msgspec.UnsetType = msgspec.UNSET
+    webhook: WebhookFaults | None = None
 
 
 class AssetVideo(msgspec.Struct, tag_field="type", tag="asset_id", forbid_unknown_fields=True):
@@ -144,6 +156,8 @@ class Job(msgspec.Struct):
     video: AssetVideo | msgspec.UnsetType = msgspec.UNSET
     stage: Stage | msgspec.UnsetType = msgspec.UNSET
     stage_progress: int | msgspec.UnsetType = msgspec.UNSET
+    callback_url: str | None = None  # its terminal events are POSTed here (docs/webhooks.md)
+    callback_id: str | None = None  # the submitter's own reference, echoed
 
 
 class Event(msgspec.Struct):
@@ -158,11 +172,17 @@ class Event(msgspec.Struct):
 # ---- request bodies -------------------------------------------------------------
 
 
+CallbackUrl = Annotated[str, Meta(min_length=8, max_length=2048)]
+CallbackId = Annotated[str, Meta(min_length=1, max_length=200)]
+
+
 class SubmitRequest(msgspec.Struct, forbid_unknown_fields=True):
     role: Role = Role.FREE
     target_language: Language = "es"
     scenario: Scenario | None = None
     video: VideoInput | None = None  # a media job (docs/media.md); none: pure simulation
+    callback_url: CallbackUrl | None = None
+    callback_id: CallbackId | None = None
 
 
 class CancelRequest(msgspec.Struct, forbid_unknown_fields=True):

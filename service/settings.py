@@ -227,6 +227,37 @@ class Settings(msgspec.Struct, kw_only=True):
             "(unset: http://HOST:PORT)"
         ),
     ] = None
+    webhook_timeout_s: Annotated[
+        Annotated[float, Meta(gt=0, le=300)],
+        doc("one webhook delivery attempt is given up after this", "s"),
+    ] = 10.0
+    webhook_retry_schedule: Annotated[
+        Annotated[str, Meta(max_length=1000, pattern=r"^\d{1,6}(\.\d+)?(,\d{1,6}(\.\d+)?){0,49}$")],
+        doc(
+            "waits before each webhook attempt (the first is the first entry), comma-separated; "
+            "jittered ±10 %; past the last an endpoint is disabled",
+            "s",
+        ),
+    ] = "0,5,300,1800,7200,18000,36000,50400,72000,86400"
+    webhook_secret_grace_s: Annotated[
+        Annotated[float, Meta(ge=0, le=30 * 86_400)],
+        doc("after a webhook secret rotation, the old secret also signs for this long", "s"),
+    ] = 86_400.0
+    webhook_allow_private: Annotated[
+        bool,
+        doc(
+            "webhooks may target loopback/private addresses (turn off when users are "
+            "untrusted: every resolved address is checked)"
+        ),
+    ] = True
+    webhook_log: Annotated[
+        Annotated[int, Meta(ge=1, le=10_000)],
+        doc("deliveries kept per webhook endpoint for GET .../deliveries", "deliveries"),
+    ] = 100
+    webhook_queue: Annotated[
+        Annotated[int, Meta(ge=1, le=1_000_000)],
+        doc("events queued in memory per webhook endpoint; more wait in the event log", "events"),
+    ] = 1000
     config: Config = msgspec.field(default_factory=Config)
 
     @classmethod

@@ -24,7 +24,18 @@ from ..models import (
     SubmitRequest,
 )
 from ..settings import Config, ConfigPatch
+from ..webhooks import EndpointCreated, EndpointView
 from .clock import Advanced, AdvanceRequest, ClockState
+from .webhooks import (
+    CallbackSecret,
+    CreateWebhook,
+    Deliveries,
+    PatchWebhook,
+    Replayed,
+    ReplayRequest,
+    Rotated,
+    WebhookList,
+)
 
 
 class Route(NamedTuple):
@@ -340,6 +351,105 @@ ROUTES: tuple[Route, ...] = (
         legacy=True,
         admin=True,
     ),
+    # webhooks (docs/webhooks.md)
+    Route(
+        "post",
+        "/v1/webhooks",
+        "Register a webhook endpoint (the secret is shown only here)",
+        CreateWebhook,
+        EndpointCreated,
+        201,
+        (413, 415, 422),
+        params=_USER,
+    ),
+    Route("get", "/v1/webhooks", "List webhook endpoints", None, WebhookList, params=_USER),
+    Route(
+        "get",
+        "/v1/webhooks/callback-secret",
+        "The secret that signs this user's callback_url deliveries",
+        None,
+        CallbackSecret,
+        params=_USER,
+    ),
+    Route(
+        "get",
+        "/v1/webhooks/{id}",
+        "A webhook endpoint",
+        None,
+        EndpointView,
+        200,
+        (404,),
+        params=(*_ID, *_USER),
+    ),
+    Route(
+        "patch",
+        "/v1/webhooks/{id}",
+        "Change a webhook endpoint (re-enable resumes where delivery stopped)",
+        PatchWebhook,
+        EndpointView,
+        200,
+        (404, 413, 415, 422),
+        params=(*_ID, *_USER),
+    ),
+    Route(
+        "delete",
+        "/v1/webhooks/{id}",
+        "Delete a webhook endpoint",
+        None,
+        None,
+        204,
+        (404,),
+        params=(*_ID, *_USER),
+    ),
+    Route(
+        "post",
+        "/v1/webhooks/{id}/rotate-secret",
+        "Rotate the signing secret (the old one also signs for WEBHOOK_SECRET_GRACE_S)",
+        None,
+        Rotated,
+        200,
+        (404,),
+        params=(*_ID, *_USER),
+    ),
+    Route(
+        "get",
+        "/v1/webhooks/{id}/deliveries",
+        "Recent deliveries, newest first",
+        None,
+        Deliveries,
+        200,
+        (404, 422),
+        params=(
+            *_ID,
+            *_USER,
+            ("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000}),
+            ("status", "query", {"enum": ["pending", "succeeded", "failed"]}),
+        ),
+    ),
+    Route(
+        "post",
+        "/v1/webhooks/{id}/deliveries/{delivery_id}/redeliver",
+        "Send a delivery again (same webhook-id)",
+        None,
+        dict,
+        202,
+        (404, 409),
+        params=(
+            *_ID,
+            ("delivery_id", "path", {"type": "string", "minLength": 1}),
+            *_USER,
+        ),
+    ),
+    Route(
+        "post",
+        "/v1/webhooks/{id}/replay",
+        "Send again every event since a seq or a time (within EVENT_BUFFER)",
+        ReplayRequest,
+        Replayed,
+        202,
+        (404, 413, 415, 422),
+        params=(*_ID, *_USER),
+    ),
 )
 
 
@@ -368,6 +478,16 @@ def build() -> dict[str, Any]:
         AdvanceRequest,
         Advanced,
         Asset,
+        CreateWebhook,
+        PatchWebhook,
+        EndpointCreated,
+        EndpointView,
+        WebhookList,
+        Rotated,
+        Deliveries,
+        ReplayRequest,
+        Replayed,
+        CallbackSecret,
     ]
     (_, components) = msgspec.json.schema_components(
         types, ref_template="#/components/schemas/{name}"

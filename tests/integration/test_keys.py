@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 from typing import Any
 
 import aiohttp
@@ -137,7 +138,7 @@ async def test_keys_mode_refuses_without_a_good_key_on_every_route(
     assert ("POST", "/v1/jobs") in table and ("GET", "/status/{id}") in table  # v1 and legacy
     assert ("GET", "/v1/events") in table and ("POST", "/translate") in table
     for method, path in table:
-        url = path.replace("{id}", job_id)
+        url = re.sub(r"\{[^}]+\}", job_id, path)  # every path parameter: a real value
         resp = await client.request(method, url, json={}, headers=headers)
         assert resp.status == 401, (method, path, resp.status, await resp.text())
         assert resp.headers["WWW-Authenticate"].startswith("Bearer"), (method, path)

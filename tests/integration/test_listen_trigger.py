@@ -79,7 +79,7 @@ class Receiver:
                 await self.changed.wait()
 
     def seen(self, job_id: str, kind: str) -> bool:
-        return any(e["type"] == kind and e["data"]["id"] == job_id for e in self.events)
+        return any(e["type"] == kind and e["job"]["id"] == job_id for e in self.events)
 
 
 @pytest.fixture
@@ -152,6 +152,8 @@ async def test_trigger_makes_every_event_and_listen_forwards_it_signed(
     finally:
         code, out = await stop(listen)
     assert recv.refused == 0
+    # the body a real webhook carries (the SSE `data:`), so one receiver serves both
+    assert all(list(e) == ["seq", "type", "at", "job"] for e in recv.events)
     assert out.strip().endswith("stopped")
     # one line per delivery: event, seq, job, the receiver's status and the time it took
     lines = [line for line in out.splitlines() if " -> " in line]

@@ -1,0 +1,1525 @@
+"""Webhooks: committed events POSTed to HTTP endpoints, signed, retried, replayable.
+
+Only committed events are delivered: the engine listens to the hub (a Subscription whose
+`deliver` hands each published event over), and the hub hears only what `_on_commit` applied,
+after it was durable. Each endpoint has one worker that sends one delivery at a time, in seq
+order, and keeps its progress durable as Store documents:
+
+    webhook/{id}        the endpoint (url, event filter, owner, secrets, enabled/disabled)
+    webhook_state/{id}  the cursor (last seq handled), the delivery in progress (its attempts
+                        and when the next is due), redeliveries, a replay range, held events
+    webhook_log/{id}    the last WEBHOOK_LOG deliveries (GET .../deliveries)
+    webhook_lease/{id}  on a shared store: which process sends this endpoint's deliveries
+
+What is queued in memory per endpoint is bounded (WEBHOOK_QUEUE); beyond it, and after a
+restart, the worker reads on from its cursor in the durable event log (the broker's history,
+the last EVENT_BUFFER events). The `webhook-id` of a delivery is derived from (endpoint, seq),
+so a resend after a crash, a redelivery and a replay carry the same id: receivers dedupe on it.
+
+Every wait of the retry schedule goes through the service's injectable clock.
+
+Internal interface for other features (the HeyGen facade): `register(...)` makes an endpoint
+with an owner, an event filter, a named payload transformer (`transformers[name]`, a function
+from the event to the body bytes, or None to skip it) and `signed=False` for unsigned
+deliveries; `ensure_lane(owner, ...)` makes the per-owner lane that POSTs terminal events of
+that owner's jobs to each job's own `callback_url`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import hmac
+import ipaddress
+import logging
+import math
+import random
+import secrets
+import socket
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+import aiohttp
+import msgspec
+from aiohttp import web
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import DefaultResolver
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+from standardwebhooks.webhooks import Webhook
+
+from .clock import Clock
+from .errors import Conflict, NotFound, ValidationFailed
+from .hub import Hub, Published, Subscription, Wire
+from .models import EventType, WebhookFaults, iso_ms, parse_iso
+from .store import Store, StoreUnavailable, VersionConflict
+
+log = logging.getLogger(__name__)
+
+VERSION: Final = "0.1.0"
+USER_AGENT: Final = f"dubsim-webhooks/{VERSION}"
+KIND: Final = "webhook"
+KIND_STATE: Final = "webhook_state"
+KIND_LOG: Final = "webhook_log"
+KIND_LEASE: Final = "webhook_lease"
+KIND_KEY: Final = "webhook_key"
+ADMIN_OWNER: Final = "*"
+ALL_EVENTS: Final = "*"
+EVENT_TYPES: Final = frozenset(e.value for e in EventType)
+DEFAULT_EVENTS: Final = ("job.completed", "job.permanently_failed", "job.cancelled")
+TERMINAL_EVENTS: Final = frozenset(DEFAULT_EVENTS)
+MAX_REDELIVERIES: Final = 100  # queued per endpoint
+MAX_HELD: Final = 1000  # out_of_order events held per endpoint
+MAX_ENDPOINTS_PER_OWNER: Final = 100
+STALE_S: Final = 3600  # scenario stale_timestamp: how old the timestamp claims to be
+LOG_FLUSH_EVERY: Final = 32  # deliveries between writes of the delivery log
+QUEUE_LABELS: Final = 20  # endpoints named in the queue-depth metric; the rest are "other"
+LATENCY_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 30.0)
+
+
+# ---- documents ------------------------------------------------------------------------
+
+
+class Endpoint(msgspec.Struct, kw_only=True):
+    """webhook/{id}: one receiver. `url` None: a lane (each job's callback_url)."""
+
+    id: str
+    url: str | None
+    events: list[str]
+    description: str = ""
+    status: str = "enabled"
+    disabled_reason: str | None = None
+    owner: str
+    created_at: str
+    secret: str
+    previous_secret: str | None = None
+    previous_secret_expires_at: float | None = None
+    signed: bool = True
+    transform: str | None = None
+    lane: bool = False
+
+    def wants(self, event_type: str) -> bool:
+        return ALL_EVENTS in self.events or event_type in self.events
+
+    def covers(self, user_id: str) -> bool:
+        return self.owner == ADMIN_OWNER or self.owner == user_id
+
+
+class EndpointView(msgspec.Struct):
+    """An endpoint as the API shows it (never its secret)."""
+
+    id: str
+    url: str | None
+    events: list[str]
+    description: str
+    status: str
+    disabled_reason: str | None
+    owner: str
+    created_at: str
+
+
+class EndpointCreated(msgspec.Struct):
+    id: str
+    url: str | None
+    events: list[str]
+    description: str
+    status: str
+    disabled_reason: str | None
+    owner: str
+    created_at: str
+    secret: str
+
+
+class Item(msgspec.Struct, kw_only=True):
+    """One delivery to make: the body is kept, so a retry days later sends the same bytes."""
+
+    id: str
+    seq: int
+    event_type: str
+    job_id: str
+    body: str
+    url: str | None  # a lane's: the job's callback_url
+    faults: WebhookFaults | None = None
+    live: bool = True  # from the live stream: moves the cursor once done
+    tries: int = 0  # attempts in the current run of the schedule
+    next_at: float | None = None
+
+
+class State(msgspec.Struct, kw_only=True):
+    """webhook_state/{id}: everything that must survive a restart to lose nothing."""
+
+    cursor: int  # the last seq of the live stream this endpoint is done with
+    current: Item | None = None
+    queue: list[Item] = []  # redeliveries (and released held events), before live ones
+    held: list[Item] = []  # out_of_order: waiting for their job's terminal delivery
+    replay_from: int | None = None  # a replay: seqs in (replay_from, replay_to]
+    replay_to: int | None = None
+
+
+class Attempt(msgspec.Struct):
+    at: str
+    status_code: int | None
+    duration_ms: float
+    error: str | None
+
+
+class Delivery(msgspec.Struct):
+    id: str
+    event_type: str
+    seq: int
+    job_id: str
+    status: str  # pending | succeeded | failed
+    attempts: list[Attempt]
+    next_attempt_at: str | None
+
+
+class DeliveryLog(msgspec.Struct):
+    deliveries: list[Delivery] = []  # oldest first
+
+
+class Lease(msgspec.Struct):
+    holder: str
+    until: float
+
+
+class _Peek(msgspec.Struct):
+    """What routing needs from a job's JSON (decoded only when the job has any of it)."""
+
+    callback_url: str | None = None
+    scenario: _PeekScenario | None = None
+
+
+class _PeekScenario(msgspec.Struct):
+    webhook: WebhookFaults | None = None
+
+
+_peek_decoder = msgspec.json.Decoder(_Peek)
+_NO_PEEK: Final = _Peek()
+
+
+def peek(job_bytes: bytes) -> _Peek:
+    if b'"webhook":{' not in job_bytes and b'"callback_url":"' not in job_bytes:
+        return _NO_PEEK
+    return _peek_decoder.decode(job_bytes)
+
+
+def event_body(pub: Published) -> bytes:
+    """The event exactly as the SSE stream's `data:` carries it (docs/protocol.md)."""
+    head = f'{{"seq":{pub.seq},"type":"{pub.type}","at":"{pub.at}","job":'
+    return head.encode() + pub.job_bytes + b"}"
+
+
+Transformer = Callable[[Published], bytes | None]
+
+
+# ---- the engine -----------------------------------------------------------------------
+
+
+class _Tap(Subscription):
+    """A hub subscription that hands every committed event to the engine, never queueing."""
+
+    __slots__ = ("engine",)
+
+    def __init__(self, engine: WebhookService) -> None:
+        super().__init__(Wire("webhooks", _no_frame, _no_snapshot, _no_reset), 1)
+        self.engine = engine
+
+    def deliver(self, pub: Published) -> bool:
+        self.engine.on_event(pub)
+        return True
+
+
+def _no_frame(pub: Published) -> bytes:
+    return b""
+
+
+def _no_snapshot(seq: int, job: bytes) -> bytes:
+    return b""
+
+
+def _no_reset(reason: str, seq: int) -> bytes:
+    return b""
+
+
+class _Worker:
+    """One endpoint's sender on this process: its memory queue and its cached state."""
+
+    def __init__(self, endpoint: Endpoint, bound: int) -> None:
+        self.id = endpoint.id
+        self.endpoint = endpoint
+        self.bound = bound
+        self.queue: deque[tuple[Published, _Peek]] = deque()
+        self.overflow = True  # read from the log first (a restart, or more than `bound`)
+        self.scanned = 0  # the newest seq looked at (matching or not)
+        self.state: State | None = None
+        self.state_version = 0
+        self.log: DeliveryLog | None = None
+        self.log_version = 0
+        self.log_dirty = 0
+        self.wake = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+        self.lock = asyncio.Lock()  # one state write at a time (compare-and-set on our version)
+        self.dirty = False  # progress made in memory, its write still to come
+        self.flusher: asyncio.Task[None] | None = None
+
+    def offer(self, pub: Published, info: _Peek) -> None:
+        if self.overflow or len(self.queue) >= self.bound:
+            self.overflow = True  # the rest is read from the durable log later
+            return
+        self.queue.append((pub, info))
+        self.wake.set()
+
+    @property
+    def depth(self) -> int:
+        state = self.state
+        extra = 0 if state is None else len(state.queue) + (state.current is not None)
+        return len(self.queue) + extra
+
+
+class WebhookService:
+    def __init__(
+        self,
+        store: Store,
+        hub: Hub,
+        clock: Callable[[], Clock],
+        *,
+        timeout_s: float = 10.0,
+        schedule: Iterable[float] = (0, 5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400),
+        secret_grace_s: float = 86_400.0,
+        allow_private: bool = True,
+        log_size: int = 100,
+        queue_size: int = 1000,
+        lease_s: float = 10.0,
+        seed: int | None = None,
+    ) -> None:
+        self.store = store
+        self.hub = hub
+        self._service_clock = clock
+        self.clock_override: Clock | None = None
+        self.timeout_s = timeout_s
+        self.schedule = [float(s) for s in schedule] or [0.0]
+        self.secret_grace_s = secret_grace_s
+        self.allow_private = allow_private
+        self.log_size = log_size
+        self.queue_size = queue_size
+        self.lease_s = lease_s
+        self.rng = random.Random(seed)
+        self.transformers: dict[str, Transformer] = {}
+        self.holder = secrets.token_hex(8)  # this process, as a lease holder
+        self._workers: dict[str, _Worker] = {}
+        self._tap: _Tap | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._lease_task: asyncio.Task[None] | None = None
+        self._master: bytes | None = None
+        self._lanes: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closing = False
+        # metrics
+        self.outcomes: dict[str, int] = {}
+        self.latency = [0.0] * (len(LATENCY_BUCKETS) + 2)  # counts per bucket, +Inf, sum
+        self.lag = [0.0] * (len(LATENCY_BUCKETS) + 2)  # event commit -> delivered
+
+    @property
+    def clock(self) -> Clock:
+        return self.clock_override or self._service_clock()
+
+    # ---- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        resolver = None if self.allow_private else _PublicOnlyResolver()
+        connector = aiohttp.TCPConnector(limit=0, resolver=resolver)
+        self._session = aiohttp.ClientSession(connector=connector)
+        self._master = await self._master_key()
+        # not in hub.subscriptions: it is no client's stream (not counted, not closed at
+        # shutdown, so events committed while stopping still reach the endpoints)
+        self._tap = _Tap(self)
+        self.hub.subscribe(self._tap, everything=True, since=self.hub.seq)
+        for doc in await self.store.docs(KIND):
+            self._consider(_decode_endpoint(doc.body))
+        if self.store.shared:
+            self._lease_task = asyncio.create_task(self._lease_loop())
+
+    async def stop(self) -> None:
+        self._closing = True
+        if self._tap is not None:
+            self.hub.unsubscribe_all(self._tap)
+        if self._lease_task is not None:
+            self._lease_task.cancel()
+            await asyncio.gather(self._lease_task, return_exceptions=True)
+        workers = list(self._workers.values())
+        for worker in workers:
+            if worker.task is not None:
+                worker.task.cancel()
+        await asyncio.gather(*(w.task for w in workers if w.task), return_exceptions=True)
+        for worker in workers:
+            with contextlib.suppress(Exception):
+                await self._settle(worker)
+            with contextlib.suppress(Exception):
+                await self._flush_log(worker)
+            if self.store.shared:
+                with contextlib.suppress(Exception):
+                    await self._release(worker.id)
+        self._workers.clear()
+        if self._session is not None:
+            await self._session.close()
+
+    def _consider(self, endpoint: Endpoint) -> None:
+        """Start a worker for an endpoint this process may send for (all, on a private store)."""
+        if self.store.shared or endpoint.id in self._workers or self._closing:
+            if self.store.shared and endpoint.id not in self._workers and not self._closing:
+                task = asyncio.get_running_loop().create_task(self._try_lease(endpoint))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            return
+        self._spawn(endpoint)
+
+    def _spawn(self, endpoint: Endpoint) -> None:
+        worker = _Worker(endpoint, self.queue_size)
+        self._workers[endpoint.id] = worker
+        worker.task = asyncio.create_task(self._run(worker), name=f"webhook {endpoint.id}")
+
+    def _stop_worker(self, endpoint_id: str) -> None:
+        worker = self._workers.pop(endpoint_id, None)
+        if worker is not None and worker.task is not None:
+            worker.task.cancel()
+
+    # ---- events in ---------------------------------------------------------------------
+
+    def on_event(self, pub: Published) -> None:
+        """A committed event (from the hub): queue it for every endpoint that wants it."""
+        if not self._workers:
+            return
+        info: _Peek | None = None
+        for worker in self._workers.values():
+            endpoint = worker.endpoint
+            if endpoint.covers(pub.user_id):
+                if info is None:
+                    info = peek(pub.job_bytes)
+                if self._matches(endpoint, pub, info):
+                    worker.offer(pub, info)
+                    continue
+            if not worker.overflow:  # looked at and not wanted: the cursor may pass it
+                worker.scanned = max(worker.scanned, pub.seq)
+
+    def _matches(self, endpoint: Endpoint, pub: Published, info: _Peek) -> bool:
+        if not endpoint.covers(pub.user_id):
+            return False
+        if endpoint.lane:
+            return info.callback_url is not None and pub.type in TERMINAL_EVENTS
+        return endpoint.wants(pub.type) or (
+            # out_of_order: the job's terminal event releases what was held
+            info.scenario is not None
+            and info.scenario.webhook is not None
+            and info.scenario.webhook.out_of_order
+            and pub.type in TERMINAL_EVENTS
+        )
+
+    # ---- the worker ----------------------------------------------------------------------
+
+    async def _run(self, worker: _Worker) -> None:
+        try:
+            while not self._closing:
+                endpoint = await self._endpoint_or_none(worker.id)
+                if endpoint is None:
+                    self._workers.pop(worker.id, None)
+                    return
+                worker.endpoint = endpoint
+                state = await self._state(worker)
+                if endpoint.status != "enabled":
+                    await self._idle(worker)
+                    continue
+                item = await self._next_item(worker, endpoint, state)
+                if item is None:
+                    await self._idle(worker)
+                    continue
+                await self._deliver(worker, endpoint, item)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("webhook worker %s failed; it restarts", worker.id)
+            self._workers.pop(worker.id, None)
+            if not self._closing:
+                await asyncio.sleep(1)  # not a schedule wait: a pause before a restart
+                endpoint = await self._endpoint_or_none(worker.id)
+                if endpoint is not None and worker.id not in self._workers:
+                    self._spawn(endpoint)
+
+    async def _idle(self, worker: _Worker) -> None:
+        """Nothing to send: make progress durable, then wait to be woken."""
+        worker.wake.clear()  # first: a wake-up during the writes below must not be lost
+        await self._settle(worker)
+        state = worker.state
+        if (
+            state is not None
+            and not worker.queue
+            and not worker.overflow
+            and state.current is None
+            and worker.scanned > state.cursor
+        ):
+            scanned = worker.scanned
+
+            def advance(s: State) -> None:
+                s.cursor = max(s.cursor, scanned)
+
+            await self._update_state(worker, advance)
+        await self._flush_log(worker)
+        if worker.endpoint.status == "enabled" and (worker.queue or worker.overflow):
+            await asyncio.sleep(0)  # more to do: only let others run first
+            return
+        await worker.wake.wait()
+
+    async def _state(self, worker: _Worker) -> State:
+        if worker.state is None:
+            doc = await self.store.get_doc(KIND_STATE, worker.id)
+            if doc is None:
+                state = State(cursor=self.hub.seq)
+                try:
+                    worker.state_version = await self.store.put_doc(
+                        KIND_STATE, worker.id, _encode(state), expect=0
+                    )
+                except VersionConflict:
+                    return await self._state(worker)
+            else:
+                state = msgspec.json.decode(doc.body, type=State)
+                worker.state_version = doc.version
+            worker.state = state
+            worker.queue.clear()
+            worker.overflow = True
+            worker.scanned = state.cursor
+        return worker.state
+
+    async def _update_state(self, worker: _Worker, change: Callable[[State], None]) -> State:
+        """Change the endpoint's state compare-and-set; on a conflict re-read and redo."""
+        async with worker.lock:
+            for _ in range(50):
+                state = await self._state(worker)
+                change(state)
+                try:
+                    worker.state_version = await self.store.put_doc(
+                        KIND_STATE, worker.id, _encode(state), expect=worker.state_version
+                    )
+                    worker.dirty = False
+                    return state
+                except VersionConflict:
+                    worker.state = None  # someone else wrote it (an API call, another process)
+        raise Conflict("webhook state kept changing")
+
+    def _done_later(self, worker: _Worker, item: Item) -> None:
+        """A success: move on at once, write the progress behind (one write in flight, the
+        latest state each time). A crash before it lands re-sends those deliveries, with
+        their ids: the at-least-once window is one state write."""
+        if worker.state is None:
+            task = asyncio.get_running_loop().create_task(self._redo_done(worker, item))
+        else:
+            _done(worker.state, item)
+            worker.dirty = True
+            if worker.flusher is not None and not worker.flusher.done():
+                return
+            task = worker.flusher = asyncio.get_running_loop().create_task(
+                self._flush_state(worker)
+            )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _redo_done(self, worker: _Worker, item: Item) -> None:
+        await self._update_state(worker, lambda s: _done(s, item))
+
+    async def _flush_state(self, worker: _Worker) -> None:
+        while worker.dirty:
+            async with worker.lock:
+                state = worker.state
+                if not worker.dirty or state is None:
+                    return
+                worker.dirty = False
+                try:
+                    worker.state_version = await self.store.put_doc(
+                        KIND_STATE, worker.id, _encode(state), expect=worker.state_version
+                    )
+                except VersionConflict:
+                    # written elsewhere meanwhile (rare: another process's API call): re-read;
+                    # what this write carried is sent again, with the same ids
+                    worker.state = None
+                    return
+                except StoreUnavailable:
+                    worker.dirty = True  # the next success or the idle write retries it
+                    return
+
+    async def _settle(self, worker: _Worker) -> None:
+        """Wait for the write-behind of progress (before idling, stopping)."""
+        if worker.flusher is not None:
+            await asyncio.gather(worker.flusher, return_exceptions=True)
+        if worker.dirty and worker.state is not None:
+            await self._update_state(worker, lambda s: None)
+
+    async def _next_item(self, worker: _Worker, endpoint: Endpoint, state: State) -> Item | None:
+        if state.current is not None:
+            return state.current
+        if state.queue:
+            return state.queue[0]
+        if state.replay_from is not None and state.replay_to is not None:
+            item = self._replay_item(endpoint, state)
+            if item is not None:
+                return item
+        while True:
+            if not worker.queue and worker.overflow:
+                self._refill(worker, endpoint, state)
+            if not worker.queue:
+                return None
+            pub, info = worker.queue.popleft()
+            if pub.seq <= state.cursor:
+                continue
+            worker.scanned = max(worker.scanned, pub.seq)
+            item = self._item(endpoint, pub, info, live=True)
+            if item is None:
+                continue
+            faults = item.faults
+            if faults is not None and faults.out_of_order:
+                if pub.type not in TERMINAL_EVENTS and len(state.held) < MAX_HELD:
+                    if not endpoint.wants(pub.type):
+                        continue
+
+                    def hold(s: State, item: Item = item) -> None:
+                        s.held.append(item)
+                        s.cursor = max(s.cursor, item.seq)
+
+                    state = await self._update_state(worker, hold)
+                    continue
+                job_id = item.job_id
+                wanted = endpoint.wants(pub.type) or endpoint.lane
+
+                def release(
+                    s: State, item: Item = item, wanted: bool = wanted, job_id: str = job_id
+                ) -> None:
+                    mine = [h for h in s.held if h.job_id == job_id]
+                    s.held = [h for h in s.held if h.job_id != job_id]
+                    s.queue = mine + s.queue
+                    if wanted:
+                        s.current = item
+                    else:
+                        s.cursor = max(s.cursor, item.seq)
+
+                state = await self._update_state(worker, release)
+                if state.current is not None:
+                    return state.current
+                if state.queue:
+                    return state.queue[0]
+                continue
+            return item
+
+    def _refill(self, worker: _Worker, endpoint: Endpoint, state: State) -> None:
+        start = max(state.cursor, worker.scanned)
+        history = self.hub.broker.since(start)
+        if isinstance(history, str):
+            oldest = self.hub.broker.recent()
+            log.warning(
+                "webhook %s: events after seq %d are gone from the log (%s); resuming at %s",
+                worker.id,
+                start,
+                history,
+                oldest[0].seq if oldest else self.hub.seq,
+            )
+            self.outcomes["lost"] = self.outcomes.get("lost", 0) + 1
+            history = oldest if history != "since_in_future" else []
+        worker.overflow = False
+        for pub in history:
+            if pub.seq <= start:
+                continue
+            if len(worker.queue) >= worker.bound:
+                worker.overflow = True
+                return
+            info = peek(pub.job_bytes)
+            worker.scanned = pub.seq
+            if self._matches(endpoint, pub, info):
+                worker.queue.append((pub, info))
+
+    def _replay_item(self, endpoint: Endpoint, state: State) -> Item | None:
+        assert state.replay_from is not None and state.replay_to is not None
+        history = self.hub.broker.since(state.replay_from)
+        if isinstance(history, str):
+            history = self.hub.broker.recent()
+        for pub in history:
+            if pub.seq <= state.replay_from:
+                continue
+            if pub.seq > state.replay_to:
+                break
+            info = peek(pub.job_bytes)
+            if self._matches(endpoint, pub, info) and (endpoint.lane or endpoint.wants(pub.type)):
+                item = self._item(endpoint, pub, info, live=False)
+                if item is not None:
+                    return item
+        state.replay_from = state.replay_to = None
+        return None
+
+    def _item(self, endpoint: Endpoint, pub: Published, info: _Peek, *, live: bool) -> Item | None:
+        if endpoint.transform is not None:
+            transform = self.transformers.get(endpoint.transform)
+            body = transform(pub) if transform is not None else None
+            if body is None:
+                return None
+        else:
+            body = event_body(pub)
+        faults = info.scenario.webhook if info.scenario is not None else None
+        return Item(
+            id=message_id(endpoint.id, pub.seq),
+            seq=pub.seq,
+            event_type=str(pub.type),
+            job_id=pub.job_id,
+            body=body.decode(),
+            url=info.callback_url if endpoint.lane else None,
+            faults=faults,
+            live=live,
+        )
+
+    # ---- sending one delivery ------------------------------------------------------------
+
+    async def _deliver(self, worker: _Worker, endpoint: Endpoint, item: Item) -> None:
+        clock = self.clock
+        if item.next_at is not None and item.next_at > clock.now():
+            self._log_pending(worker, item)
+            if await self._sleep(worker, item.next_at - clock.now()):
+                return  # woken: the endpoint changed; start over with fresh documents
+        faults = item.faults
+        if faults is not None and faults.delay_s > 0 and item.tries == 0:
+            await clock.sleep(faults.delay_s)
+        started = clock.now()
+        code: int | None = None
+        error: str | None = "dropped by the job's scenario (drop_first)"
+        retry_after: float | None = None
+        duration = 0.0
+        if faults is None or item.tries >= faults.drop_first:
+            code, error, retry_after, duration = await self._post(endpoint, item)
+        ok = code is not None and 200 <= code < 300
+        attempt = Attempt(iso_ms(started), code, round(duration * 1000, 3), error)
+        item.tries += 1
+        if ok:
+            self._count("succeeded")
+            self._observe(self.latency, duration)
+            if item.live:
+                with contextlib.suppress(ValueError):
+                    now = self._service_clock().now()
+                    self._observe(self.lag, max(0.0, now - _event_time(item.body)))
+            for _ in range(faults.duplicate if faults is not None else 0):
+                await self._post(endpoint, item)
+            self._log(worker, item, attempt, "succeeded", None)
+            self._done_later(worker, item)
+            return
+        self._count("failed_attempt")
+        gone = code == 410
+        if gone or item.tries >= len(self.schedule):
+            reason = (
+                "the receiver answered 410 Gone"
+                if gone
+                else f"{item.tries} attempts failed (last: {error or code})"
+            )
+            self._count("failed")
+            self._log(worker, item, attempt, "failed", None)
+            if endpoint.lane:  # a lane serves many jobs: drop this delivery, go on
+                await self._update_state(worker, lambda s: _done(s, item))
+                return
+            item.tries, item.next_at = 0, None  # a re-enable starts the schedule afresh
+
+            def park(s: State) -> None:
+                if item.live:
+                    s.current = item
+                elif s.queue and s.queue[0].id == item.id:
+                    s.queue[0] = item
+                else:
+                    s.current = item
+
+            await self._update_state(worker, park)
+            await self._update_endpoint(
+                endpoint.id, lambda e: _disable(e, f"{reason}; re-enable it with PATCH")
+            )
+            await self._flush_log(worker)
+            return
+        wait = retry_after if retry_after is not None else self._jitter(self.schedule[item.tries])
+        item.next_at = clock.now() + wait
+        self._log(worker, item, attempt, "pending", item.next_at)
+
+        def again(s: State) -> None:
+            if not item.live and s.queue and s.queue[0].id == item.id:
+                s.queue[0] = item
+            else:
+                s.current = item
+
+        await self._update_state(worker, again)
+        await self._flush_log(worker)
+
+    async def _sleep(self, worker: _Worker, seconds: float) -> bool:
+        """Sleep on the service clock; True if woken early (the endpoint changed)."""
+        worker.wake.clear()
+        sleeper = asyncio.ensure_future(self.clock.sleep(max(0.0, seconds)))
+        waker = asyncio.ensure_future(worker.wake.wait())
+        try:
+            done, _ = await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            waker.cancel()
+        return waker in done and sleeper not in done
+
+    def _jitter(self, seconds: float) -> float:
+        return seconds * self.rng.uniform(0.9, 1.1)
+
+    async def _post(
+        self, endpoint: Endpoint, item: Item
+    ) -> tuple[int | None, str | None, float | None, float]:
+        """One HTTP attempt: (status, error, Retry-After seconds, duration)."""
+        url = item.url if endpoint.lane else endpoint.url
+        body = item.body.encode()
+        headers = self.headers(endpoint, item)
+        started = time.perf_counter()
+        if url is None:
+            return None, "no URL", None, 0.0
+        session = self._session
+        if session is None:
+            return None, "not started", None, 0.0
+        try:
+            if not self.allow_private:
+                await check_public(url)
+            async with session.post(
+                url,
+                data=body,
+                headers=headers,
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+            ) as resp:
+                duration = time.perf_counter() - started
+                code = resp.status
+                retry_after = None
+                if code in (429, 503):
+                    retry_after = _retry_after(resp.headers.get("Retry-After"), self.clock.now())
+                if 300 <= code < 400:
+                    return code, "redirect not followed", None, duration
+                if not 200 <= code < 300:
+                    return code, f"HTTP {code}", retry_after, duration
+                return code, None, None, duration
+        except TimeoutError:
+            return (
+                None,
+                f"timed out after {self.timeout_s:g} s",
+                None,
+                time.perf_counter() - started,
+            )
+        except ValidationFailed as exc:
+            return None, exc.message, None, time.perf_counter() - started
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
+            text = str(exc) or type(exc).__name__
+            return None, text[:300], None, time.perf_counter() - started
+
+    def headers(self, endpoint: Endpoint, item: Item) -> dict[str, str]:
+        faults = item.faults
+        timestamp = int(self.clock.now())
+        if faults is not None and faults.stale_timestamp:
+            timestamp -= STALE_S
+        headers = {
+            "content-type": "application/json",
+            "user-agent": USER_AGENT,
+            "webhook-id": item.id,
+            "webhook-timestamp": str(timestamp),
+        }
+        if endpoint.signed:
+            keys = [endpoint.secret]
+            if (
+                endpoint.previous_secret is not None
+                and endpoint.previous_secret_expires_at is not None
+                and endpoint.previous_secret_expires_at > self.clock.now()
+            ):
+                keys.append(endpoint.previous_secret)
+            if faults is not None and faults.bad_signature:
+                keys = [new_secret()]
+            headers["webhook-signature"] = " ".join(
+                sign(key, item.id, timestamp, item.body) for key in keys
+            )
+        return headers
+
+    # ---- the delivery log ----------------------------------------------------------------
+
+    def _entry(self, worker: _Worker, item: Item) -> Delivery:
+        book = worker.log or DeliveryLog()
+        worker.log = book
+        for entry in reversed(book.deliveries):
+            if entry.id == item.id:
+                return entry
+        entry = Delivery(item.id, item.event_type, item.seq, item.job_id, "pending", [], None)
+        book.deliveries.append(entry)
+        if len(book.deliveries) > self.log_size:
+            del book.deliveries[: len(book.deliveries) - self.log_size]
+        return entry
+
+    def _log(
+        self, worker: _Worker, item: Item, attempt: Attempt, status: str, next_at: float | None
+    ) -> None:
+        entry = self._entry(worker, item)
+        entry.attempts.append(attempt)
+        del entry.attempts[: -len(self.schedule) - 10]
+        entry.status = status
+        entry.next_attempt_at = None if next_at is None else iso_ms(next_at)
+        worker.log_dirty += 1
+        if worker.log_dirty >= LOG_FLUSH_EVERY:
+            task = asyncio.get_running_loop().create_task(self._flush_log(worker))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def _log_pending(self, worker: _Worker, item: Item) -> None:
+        entry = self._entry(worker, item)
+        entry.status = "pending"
+        entry.next_attempt_at = None if item.next_at is None else iso_ms(item.next_at)
+        worker.log_dirty += 1
+
+    async def _load_log(self, worker: _Worker) -> DeliveryLog:
+        if worker.log is None or worker.log_version == 0:
+            doc = await self.store.get_doc(KIND_LOG, worker.id)
+            loaded = DeliveryLog() if doc is None else _decode_log(doc.body)
+            if worker.log is not None:  # entries made before the first read: keep them
+                known = {d.id for d in worker.log.deliveries}
+                loaded.deliveries = [d for d in loaded.deliveries if d.id not in known]
+                loaded.deliveries += worker.log.deliveries
+                del loaded.deliveries[: max(0, len(loaded.deliveries) - self.log_size)]
+            worker.log = loaded
+            worker.log_version = 0 if doc is None else doc.version
+        return worker.log
+
+    async def _flush_log(self, worker: _Worker) -> None:
+        if not worker.log_dirty:
+            return
+        book = await self._load_log(worker)
+        worker.log_dirty = 0
+        try:
+            worker.log_version = await self.store.put_doc(
+                KIND_LOG, worker.id, _encode(book), expect=worker.log_version or 0
+            )
+        except VersionConflict:
+            # an API call marked a redelivery meanwhile: merge what it wrote under ours
+            doc = await self.store.get_doc(KIND_LOG, worker.id)
+            theirs = DeliveryLog() if doc is None else _decode_log(doc.body)
+            mine = {d.id for d in book.deliveries}
+            book.deliveries = [d for d in theirs.deliveries if d.id not in mine] + book.deliveries
+            del book.deliveries[: max(0, len(book.deliveries) - self.log_size)]
+            worker.log_version = 0 if doc is None else doc.version
+            worker.log_dirty = 1
+            await self._flush_log(worker)
+
+    # ---- metrics -------------------------------------------------------------------------
+
+    def _count(self, outcome: str) -> None:
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+
+    @staticmethod
+    def _observe(series: list[float], seconds: float) -> None:
+        index = 0
+        while index < len(LATENCY_BUCKETS) and seconds > LATENCY_BUCKETS[index]:
+            index += 1
+        series[index] += 1
+        series[-1] += seconds
+
+    def queue_depths(self) -> list[tuple[str, int]]:
+        """(endpoint, queued) for the deepest QUEUE_LABELS endpoints, then ("other", rest)."""
+        depths = sorted(((w.id, w.depth) for w in self._workers.values()), key=lambda p: -p[1])
+        head = depths[:QUEUE_LABELS]
+        rest = sum(d for _, d in depths[QUEUE_LABELS:])
+        return [*head, ("other", rest)] if len(depths) > QUEUE_LABELS else head
+
+    def collector(self) -> Collector:
+        return _Collector(self)
+
+    async def prepare_callback(self, owner: str, url: str) -> None:
+        """Before a job with a callback_url is committed: a valid URL, a durable lane."""
+        await self.validate_url(url)
+        await self.ensure_lane(owner)
+
+    # ---- leases (shared stores) ------------------------------------------------------------
+
+    async def _lease_loop(self) -> None:
+        while True:
+            try:
+                await self._lease_round()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("webhook lease round failed")
+            await self.clock.sleep(self.lease_s / 3)
+
+    async def _lease_round(self) -> None:
+        endpoints = {e.id: e for e in map(_decode_endpoint_doc, await self.store.docs(KIND))}
+        for endpoint_id in list(self._workers):
+            if endpoint_id not in endpoints:
+                self._stop_worker(endpoint_id)
+        for endpoint in endpoints.values():
+            if endpoint.id in self._workers:
+                if not await self._renew(endpoint.id):
+                    self._stop_worker(endpoint.id)
+                    continue
+                await self._notice_changes(endpoint)
+            else:
+                await self._try_lease(endpoint)
+
+    async def _notice_changes(self, endpoint: Endpoint) -> None:
+        """Another process may have patched it or queued a redelivery: wake its worker."""
+        worker = self._workers.get(endpoint.id)
+        if worker is None:
+            return
+        if endpoint != worker.endpoint:
+            worker.endpoint = endpoint
+            worker.wake.set()
+        doc = await self.store.get_doc(KIND_STATE, endpoint.id)
+        if doc is not None and doc.version != worker.state_version and worker.state is not None:
+            worker.state = None  # re-read: a redelivery or replay was queued elsewhere
+            worker.wake.set()
+
+    async def _try_lease(self, endpoint: Endpoint) -> None:
+        if endpoint.id in self._workers or self._closing:
+            return
+        now = self.clock.now()
+        doc = await self.store.get_doc(KIND_LEASE, endpoint.id)
+        lease = None if doc is None else msgspec.json.decode(doc.body, type=Lease)
+        if lease is not None and lease.holder != self.holder and lease.until > now:
+            return
+        body = _encode(Lease(self.holder, now + self.lease_s))
+        try:
+            await self.store.put_doc(
+                KIND_LEASE, endpoint.id, body, 0 if doc is None else doc.version
+            )
+        except VersionConflict:
+            return  # another process took it first
+        if endpoint.id not in self._workers and not self._closing:
+            self._spawn(endpoint)
+
+    async def _renew(self, endpoint_id: str) -> bool:
+        doc = await self.store.get_doc(KIND_LEASE, endpoint_id)
+        if doc is None:
+            return False
+        lease = msgspec.json.decode(doc.body, type=Lease)
+        if lease.holder != self.holder:
+            return False
+        body = _encode(Lease(self.holder, self.clock.now() + self.lease_s))
+        try:
+            await self.store.put_doc(KIND_LEASE, endpoint_id, body, doc.version)
+        except VersionConflict:
+            return False
+        return True
+
+    async def _release(self, endpoint_id: str) -> None:
+        doc = await self.store.get_doc(KIND_LEASE, endpoint_id)
+        if doc is not None and msgspec.json.decode(doc.body, type=Lease).holder == self.holder:
+            with contextlib.suppress(VersionConflict):
+                await self.store.put_doc(KIND_LEASE, endpoint_id, None, doc.version)
+
+    # ---- the API's operations ----------------------------------------------------------------
+
+    async def register(
+        self,
+        url: str | None,
+        *,
+        owner: str,
+        events: list[str] | None = None,
+        description: str = "",
+        transform: str | None = None,
+        signed: bool = True,
+        lane: bool = False,
+        endpoint_id: str | None = None,
+    ) -> Endpoint:
+        """Make an endpoint (validated); its deliveries start with the next event."""
+        if url is not None:
+            await self.validate_url(url)
+        chosen = validate_events(events)
+        if not lane:
+            mine = [e for e in await self.endpoints(owner) if e.owner == owner]
+            if len(mine) >= MAX_ENDPOINTS_PER_OWNER:
+                raise Conflict(f"at most {MAX_ENDPOINTS_PER_OWNER} endpoints per owner")
+        endpoint = Endpoint(
+            id=endpoint_id or "wh_" + secrets.token_urlsafe(12),
+            url=url,
+            events=chosen,
+            description=description,
+            owner=owner,
+            created_at=iso_ms(self.clock.now()),
+            secret=self.lane_secret(owner) if lane else new_secret(),
+            signed=signed,
+            transform=transform,
+            lane=lane,
+        )
+        # the state first: its cursor says which events are this endpoint's
+        state = State(cursor=self.hub.seq)
+        with contextlib.suppress(VersionConflict):
+            await self.store.put_doc(KIND_STATE, endpoint.id, _encode(state), expect=0)
+        await self.store.put_doc(KIND, endpoint.id, _encode(endpoint), expect=0)
+        self._consider(endpoint)
+        return endpoint
+
+    async def ensure_lane(
+        self,
+        owner: str,
+        *,
+        name: str = "callbacks",
+        transform: str | None = None,
+        signed: bool = True,
+    ) -> str:
+        """The lane that POSTs `owner`'s jobs' terminal events to their callback_url."""
+        lane_id = "cb_" + hashlib.sha256(f"{name}/{owner}".encode()).hexdigest()[:20]
+        if lane_id in self._lanes:
+            return lane_id
+        if await self.store.get_doc(KIND, lane_id) is None:
+            with contextlib.suppress(VersionConflict):  # made meanwhile, here or elsewhere
+                await self.register(
+                    None,
+                    owner=owner,
+                    events=list(DEFAULT_EVENTS),
+                    description=f"{name} for {owner}",
+                    transform=transform,
+                    signed=signed,
+                    lane=True,
+                    endpoint_id=lane_id,
+                )
+        self._lanes.add(lane_id)
+        return lane_id
+
+    async def endpoints(self, owner: str | None) -> list[Endpoint]:
+        """Visible endpoints: the owner's, or every one (owner None: the admin)."""
+        found = [_decode_endpoint_doc(doc) for doc in await self.store.docs(KIND)]
+        return [e for e in found if not e.lane and (owner is None or e.owner == owner)]
+
+    async def endpoint(self, endpoint_id: str, owner: str | None) -> Endpoint:
+        found = await self._endpoint_or_none(endpoint_id)
+        if found is None or found.lane or (owner is not None and found.owner != owner):
+            raise NotFound("no webhook endpoint with this id", id=endpoint_id[:200])
+        return found
+
+    async def _endpoint_or_none(self, endpoint_id: str) -> Endpoint | None:
+        doc = await self.store.get_doc(KIND, endpoint_id)
+        return None if doc is None else _decode_endpoint(doc.body)
+
+    async def _update_endpoint(
+        self, endpoint_id: str, change: Callable[[Endpoint], None]
+    ) -> Endpoint:
+        for _ in range(50):
+            doc = await self.store.get_doc(KIND, endpoint_id)
+            if doc is None:
+                raise NotFound("no webhook endpoint with this id", id=endpoint_id[:200])
+            endpoint = _decode_endpoint(doc.body)
+            change(endpoint)
+            try:
+                await self.store.put_doc(KIND, endpoint_id, _encode(endpoint), expect=doc.version)
+            except VersionConflict:
+                continue
+            worker = self._workers.get(endpoint_id)
+            if worker is not None:
+                worker.endpoint = endpoint
+                worker.wake.set()
+            return endpoint
+        raise Conflict("the endpoint kept changing; try again")
+
+    async def update(
+        self,
+        endpoint_id: str,
+        owner: str | None,
+        *,
+        url: str | None = None,
+        events: list[str] | None = None,
+        description: str | None = None,
+        status: str | None = None,
+    ) -> Endpoint:
+        await self.endpoint(endpoint_id, owner)
+        if url is not None:
+            await self.validate_url(url)
+        chosen = validate_events(events) if events is not None else None
+
+        def change(e: Endpoint) -> None:
+            if url is not None:
+                e.url = url
+            if chosen is not None:
+                e.events = chosen
+            if description is not None:
+                e.description = description
+            if status is not None:
+                if status == "enabled" and e.status != "enabled":
+                    e.disabled_reason = None
+                elif status == "disabled" and e.status != "disabled":
+                    e.disabled_reason = "disabled by request"
+                e.status = status
+
+        updated = await self._update_endpoint(endpoint_id, change)
+        self._consider(updated)
+        return updated
+
+    async def delete(self, endpoint_id: str, owner: str | None) -> None:
+        await self.endpoint(endpoint_id, owner)
+        await self.store.put_doc(KIND, endpoint_id, None)
+        self._stop_worker(endpoint_id)  # before its documents go, so it writes none back
+        for kind in (KIND_STATE, KIND_LOG, KIND_LEASE):
+            if await self.store.get_doc(kind, endpoint_id) is not None:
+                await self.store.put_doc(kind, endpoint_id, None)
+
+    async def rotate(self, endpoint_id: str, owner: str | None) -> tuple[str, float]:
+        await self.endpoint(endpoint_id, owner)
+        secret = new_secret()
+        expires = self.clock.now() + self.secret_grace_s
+
+        def change(e: Endpoint) -> None:
+            e.previous_secret, e.previous_secret_expires_at = e.secret, expires
+            e.secret = secret
+
+        await self._update_endpoint(endpoint_id, change)
+        return secret, expires
+
+    async def deliveries(
+        self, endpoint_id: str, owner: str | None, *, limit: int, status: str | None
+    ) -> list[Delivery]:
+        await self.endpoint(endpoint_id, owner)
+        worker = self._workers.get(endpoint_id)
+        if worker is not None:
+            book = await self._load_log(worker)
+        else:
+            doc = await self.store.get_doc(KIND_LOG, endpoint_id)
+            book = DeliveryLog() if doc is None else _decode_log(doc.body)
+        found = [d for d in reversed(book.deliveries) if status is None or d.status == status]
+        return found[:limit]
+
+    async def redeliver(self, endpoint_id: str, owner: str | None, delivery_id: str) -> Delivery:
+        endpoint = await self.endpoint(endpoint_id, owner)
+        entries = await self.deliveries(endpoint_id, owner, limit=self.log_size, status=None)
+        entry = next((d for d in entries if d.id == delivery_id), None)
+        if entry is None:
+            raise NotFound("no such delivery in this endpoint's log", id=delivery_id[:200])
+        pub = next((p for p in self.hub.broker.recent() if p.seq == entry.seq), None)
+        if pub is None:
+            raise Conflict(
+                "that event is no longer in the event log (EVENT_BUFFER); it can't be resent"
+            )
+        item = self._item(endpoint, pub, peek(pub.job_bytes), live=False)
+        if item is None:
+            raise Conflict("the endpoint's transformer skips this event")
+
+        def queue(s: State) -> None:
+            if len(s.queue) >= MAX_REDELIVERIES:
+                raise Conflict(f"at most {MAX_REDELIVERIES} redeliveries may wait per endpoint")
+            s.queue.append(item)
+
+        await self._change_state(endpoint_id, queue)
+        entry.status, entry.next_attempt_at = "pending", None
+        worker = self._workers.get(endpoint_id)
+        if worker is not None:
+            self._log_pending(worker, item)
+        return entry
+
+    async def replay(self, endpoint_id: str, owner: str | None, since: int | str) -> int:
+        endpoint = await self.endpoint(endpoint_id, owner)
+        recent = self.hub.broker.recent()
+        if isinstance(since, str):
+            try:
+                cutoff = parse_iso(since)
+            except ValueError:
+                raise ValidationFailed(
+                    "since must be a seq or an ISO time", field="since"
+                ) from None
+            first = next((p.seq for p in recent if parse_iso(p.at) >= cutoff), None)
+            start = self.hub.seq if first is None else first - 1
+        else:
+            start = since
+        if start < 0:
+            raise ValidationFailed("since must be >= 0", field="since")
+        upto = self.hub.seq
+        count = 0
+        for pub in recent:
+            if start < pub.seq <= upto:
+                info = peek(pub.job_bytes)
+                if self._matches(endpoint, pub, info) and (
+                    endpoint.lane or endpoint.wants(pub.type)
+                ):
+                    count += 1
+
+        def mark(s: State) -> None:
+            s.replay_from, s.replay_to = start, upto
+
+        await self._change_state(endpoint_id, mark)
+        return count
+
+    async def _change_state(self, endpoint_id: str, change: Callable[[State], None]) -> None:
+        worker = self._workers.get(endpoint_id)
+        if worker is not None:
+            await self._update_state(worker, change)
+            worker.wake.set()
+            return
+        for _ in range(50):  # sent by another process: write the document; it notices
+            doc = await self.store.get_doc(KIND_STATE, endpoint_id)
+            state = (
+                State(cursor=self.hub.seq)
+                if doc is None
+                else msgspec.json.decode(doc.body, type=State)
+            )
+            change(state)
+            try:
+                await self.store.put_doc(
+                    KIND_STATE, endpoint_id, _encode(state), 0 if doc is None else doc.version
+                )
+                return
+            except VersionConflict:
+                continue
+        raise Conflict("the endpoint's state kept changing; try again")
+
+    # ---- secrets ----------------------------------------------------------------------------
+
+    async def _master_key(self) -> bytes:
+        """A random key made once (durable, shared) that per-owner callback secrets derive from."""
+        doc = await self.store.get_doc(KIND_KEY, "master")
+        if doc is None:
+            key = secrets.token_bytes(32)
+            try:
+                await self.store.put_doc(KIND_KEY, "master", base64.b64encode(key), expect=0)
+                return key
+            except VersionConflict:
+                doc = await self.store.get_doc(KIND_KEY, "master")
+        if doc is None:
+            raise RuntimeError("webhook master key vanished")
+        return base64.b64decode(doc.body)
+
+    def lane_secret(self, owner: str) -> str:
+        """What signs `owner`'s callback_url deliveries (GET /v1/webhooks/callback-secret)."""
+        if self._master is None:
+            raise RuntimeError("webhooks not started")
+        digest = hmac.new(self._master, f"callbacks/{owner}".encode(), hashlib.sha256).digest()
+        return "whsec_" + base64.b64encode(digest[:24]).decode()
+
+    async def validate_url(self, url: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValidationFailed(
+                "url must be an http:// or https:// URL with a host", field="url"
+            )
+        if parts.username or parts.password:
+            raise ValidationFailed("url must not carry credentials", field="url")
+        try:
+            parts.port  # noqa: B018 - raises on a bad port
+        except ValueError:
+            raise ValidationFailed("url has a bad port", field="url") from None
+        if not self.allow_private:
+            await check_public(url)
+
+
+# ---- helpers ------------------------------------------------------------------------------
+
+
+def validate_events(events: list[str] | None) -> list[str]:
+    if events is None:
+        return list(DEFAULT_EVENTS)
+    if not events:
+        raise ValidationFailed("events must not be empty (omit it for the default)", field="events")
+    unknown = [e for e in events if e != ALL_EVENTS and e not in EVENT_TYPES]
+    if unknown:
+        allowed = ", ".join(sorted(EVENT_TYPES))
+        raise ValidationFailed(
+            f"unknown event type {unknown[0][:100]!r}; allowed: {allowed} or *", field="events"
+        )
+    return list(dict.fromkeys(events))
+
+
+def new_secret() -> str:
+    return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+
+
+def sign(secret: str, msg_id: str, timestamp: int, body: str) -> str:
+    """`v1,<base64 HMAC-SHA256>` per the Standard Webhooks spec (the standardwebhooks package)."""
+    when = datetime.fromtimestamp(timestamp, tz=UTC)
+    return Webhook(secret).sign(msg_id, when, body)
+
+
+def message_id(endpoint_id: str, seq: int) -> str:
+    """The webhook-id: the same for the same (endpoint, event), so receivers can dedupe."""
+    digest = hashlib.sha256(f"{endpoint_id}/{seq}".encode()).digest()[:16]
+    return "msg_" + base64.b32encode(digest).decode().rstrip("=").lower()
+
+
+def _done(state: State, item: Item) -> None:
+    if state.current is not None and state.current.id == item.id:
+        state.current = None
+    elif state.queue and state.queue[0].id == item.id:
+        state.queue.pop(0)
+        return
+    if item.live:
+        state.cursor = max(state.cursor, item.seq)
+    elif state.replay_from is not None:
+        state.replay_from = max(state.replay_from, item.seq)
+        if state.replay_to is not None and state.replay_from >= state.replay_to:
+            state.replay_from = state.replay_to = None
+
+
+def _disable(endpoint: Endpoint, reason: str) -> None:
+    endpoint.status = "disabled"
+    endpoint.disabled_reason = reason
+
+
+def _retry_after(value: str | None, now: float) -> float | None:
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        return min(float(value), 86_400.0)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return min(max(0.0, when.timestamp() - now), 86_400.0)
+
+
+def _event_time(body: str) -> float:
+    marker = body.find('"at":"')
+    if marker < 0:
+        raise ValueError("no time")
+    return parse_iso(body[marker + 6 : body.index('"', marker + 6)])
+
+
+def _encode(value: Any) -> bytes:
+    return msgspec.json.encode(value)
+
+
+_endpoint_decoder = msgspec.json.Decoder(Endpoint)
+_log_decoder = msgspec.json.Decoder(DeliveryLog)
+
+
+def _decode_endpoint(body: bytes) -> Endpoint:
+    return _endpoint_decoder.decode(body)
+
+
+def _decode_endpoint_doc(doc: Any) -> Endpoint:
+    return _endpoint_decoder.decode(doc.body)
+
+
+def _decode_log(body: bytes) -> DeliveryLog:
+    return _log_decoder.decode(body)
+
+
+def view(endpoint: Endpoint) -> EndpointView:
+    return EndpointView(
+        endpoint.id,
+        endpoint.url,
+        endpoint.events,
+        endpoint.description,
+        endpoint.status,
+        endpoint.disabled_reason,
+        endpoint.owner,
+        endpoint.created_at,
+    )
+
+
+def created_view(endpoint: Endpoint) -> EndpointCreated:
+    e = endpoint
+    return EndpointCreated(
+        e.id,
+        e.url,
+        e.events,
+        e.description,
+        e.status,
+        e.disabled_reason,
+        e.owner,
+        e.created_at,
+        e.secret,
+    )
+
+
+def _private(address: str) -> bool:
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return not ip.is_global or ip.is_multicast
+
+
+async def check_public(url: str) -> None:
+    """Refuse a URL whose host is, or resolves to, any non-public address."""
+    host = urlsplit(url).hostname or ""
+    try:
+        addresses = [str(ipaddress.ip_address(host))]
+    except ValueError:
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await loop.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise ValidationFailed(f"url host does not resolve: {exc}", field="url") from None
+        addresses = [str(info[4][0]) for info in infos]
+    for address in addresses:
+        if _private(address):
+            raise ValidationFailed(
+                f"url resolves to a private or loopback address ({address}); "
+                "WEBHOOK_ALLOW_PRIVATE is off",
+                field="url",
+            )
+
+
+class _PublicOnlyResolver(AbstractResolver):
+    """Checks every address a name resolves to at connect time (no DNS-rebinding detour)."""
+
+    def __init__(self) -> None:
+        self._inner = DefaultResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        results = await self._inner.resolve(host, port, family)
+        for result in results:
+            if _private(result["host"]):
+                raise OSError(f"{host} resolves to a private address ({result['host']})")
+        return results
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+def jitter_bounds(seconds: float) -> tuple[float, float]:
+    """The range a scheduled wait lands in (for docs and tests): ±10 %."""
+    return seconds * 0.9, seconds * 1.1
+
+
+def parse_schedule(text: str) -> list[float]:
+    values = [float(part) for part in text.split(",") if part.strip()]
+    if not values or any(math.isnan(v) or v < 0 for v in values):
+        raise ValueError("a retry schedule is a comma-separated list of seconds")
+    return values
+
+
+class _Collector(Collector):
+    def __init__(self, engine: WebhookService) -> None:
+        self.engine = engine
+
+    def collect(self) -> Iterator[Metric]:
+        engine = self.engine
+        outcomes = CounterMetricFamily(
+            "dubsim_webhook_deliveries",
+            "Webhook delivery outcomes (succeeded, failed_attempt, failed: past the schedule or "
+            "410, lost: events gone from the log before delivery)",
+            labels=["outcome"],
+        )
+        for outcome in ("succeeded", "failed_attempt", "failed", "lost"):
+            outcomes.add_metric([outcome], engine.outcomes.get(outcome, 0))
+        yield outcomes
+        for name, text, series in (
+            ("dubsim_webhook_attempt_seconds", "Successful attempt latency", engine.latency),
+            ("dubsim_webhook_lag_seconds", "Event commit to delivered", engine.lag),
+        ):
+            family = HistogramMetricFamily(name, text)
+            cumulative, buckets = 0.0, []
+            for bound, n in zip((*LATENCY_BUCKETS, math.inf), series[:-1], strict=True):
+                cumulative += n
+                buckets.append(("+Inf" if bound == math.inf else repr(bound), cumulative))
+            family.add_metric([], buckets, series[-1])
+            yield family
+        depth = GaugeMetricFamily(
+            "dubsim_webhook_queue_depth",
+            f"Deliveries waiting per endpoint (the {QUEUE_LABELS} deepest; the rest as other)",
+            labels=["endpoint"],
+        )
+        for endpoint_id, n in engine.queue_depths():
+            depth.add_metric([endpoint_id], n)
+        yield depth
+
+
+WEBHOOKS = web.AppKey("webhooks", WebhookService)
