@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from . import api
+from .api import heygen_v2, heygen_v3
 from .api._http import http_middleware
 from .api.stream import close_streams
 from .appkeys import AUTH, FAULTS, HUB, METRICS, SCHEDULER, SERVICE, SETTINGS, SOCKETS
@@ -44,6 +45,8 @@ def create_app(settings: Settings) -> web.Application:
     app[FAULTS] = random.Random(settings.seed)
     app[SOCKETS] = weakref.WeakSet()
     api.setup(app)
+    for facade in (heygen_v2, heygen_v3):  # the HeyGen-compatible API: docs/heygen.md
+        facade.setup(app)
     app.cleanup_ctx.append(_run_service)
     app.on_shutdown.append(close_streams)
     return app

@@ -170,6 +170,23 @@ class Settings(msgspec.Struct, kw_only=True):
         Annotated[float, Meta(gt=0, le=86_400)],
         doc("the window AUTH_FAILURES counts in", "s"),
     ] = 60.0
+    result_url_ttl_s: Annotated[
+        Annotated[float, Meta(ge=60, le=365 * 86_400)],
+        doc(
+            "HeyGen API: how long its result and caption links stay valid (made anew per read)", "s"
+        ),
+    ] = 7 * 86_400.0
+    heygen_plan: Annotated[
+        typing.Literal["free", "pro", "scale", "pay-as-you-go"],
+        doc("HeyGen API: the plan of a caller whose request names none (X-Dubsim-Plan)"),
+    ] = "pro"
+    heygen_queue: Annotated[
+        Annotated[int, Meta(ge=0, le=1_000_000)],
+        doc(
+            "HeyGen API: jobs a user may have waiting beyond its plan's concurrency; beyond: 429",
+            "jobs",
+        ),
+    ] = 20
     config: Config = msgspec.field(default_factory=Config)
 
     @classmethod
