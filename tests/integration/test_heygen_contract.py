@@ -10,7 +10,6 @@ The schemas leave most fields optional, so the happy paths also assert fields li
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -166,7 +165,9 @@ async def test_every_route_happy_and_failing_matches_the_contract(api: ApiFactor
     await call(client, "get", cp, f"{cp}?video_translate_id={v2_id}&caption_type=txt", 400)
     await call(client, "get", cp, f"{cp}?caption_type=srt", 400)
     await call(client, "get", cp, f"{cp}?video_translate_id=nope&caption_type=srt", 404)
-    await call(client, "get", cp, f"{cp}?video_translate_id={v2_id}&caption_type=srt", 401, headers={})
+    await call(
+        client, "get", cp, f"{cp}?video_translate_id={v2_id}&caption_type=srt", 401, headers={}
+    )
 
     # ---- v3 translations ----
     v = "/v3/video-translations"
@@ -176,15 +177,31 @@ async def test_every_route_happy_and_failing_matches_the_contract(api: ApiFactor
     (v3_id,) = body["data"]["video_translation_ids"]
     await call(client, "post", v, v, 400, json={"video": VIDEO, "output_languages": []})
     await call(client, "post", v, v, 400, json={"video": VIDEO, "output_languages": ["Elvish"]})
-    await call(client, "post", v, v, 400, json={"video": {"type": "file"}, "output_languages": ["Hindi"]})
-    await call(client, "post", v, v, 400, json={"video": VIDEO, "output_languages": ["Hindi"], "x": 1})
+    await call(
+        client, "post", v, v, 400, json={"video": {"type": "file"}, "output_languages": ["Hindi"]}
+    )
+    await call(
+        client, "post", v, v, 400, json={"video": VIDEO, "output_languages": ["Hindi"], "x": 1}
+    )
     await call(client, "post", v, v, 401, headers={"x-api-key": ""}, json={})
     # over the queue bound (free: 1 running + 3 queued), with jobs that never finish
-    stuck = {"x-api-key": "queued", "X-Dubsim-Plan": "free", "X-Dubsim-Scenario": '{"outcome": "stuck"}'}
+    stuck = {
+        "x-api-key": "queued",
+        "X-Dubsim-Plan": "free",
+        "X-Dubsim-Scenario": '{"outcome": "stuck"}',
+    }
     four = ["Hindi", "Thai", "Greek", "Czech"]
-    await call(client, "post", v, v, 200, headers=stuck, json={"video": VIDEO, "output_languages": four})
     await call(
-        client, "post", v, v, 429, headers=stuck, json={"video": VIDEO, "output_languages": ["Thai"]}
+        client, "post", v, v, 200, headers=stuck, json={"video": VIDEO, "output_languages": four}
+    )
+    await call(
+        client,
+        "post",
+        v,
+        v,
+        429,
+        headers=stuck,
+        json={"video": VIDEO, "output_languages": ["Thai"]},
     )
     await call(
         client,
@@ -301,14 +318,22 @@ async def test_rate_limits_and_store_failures_answer_in_the_envelope(api: ApiFac
     client = await api(rate_limit=1)
     free = {**KEY, "X-Dubsim-Plan": "free"}
     v = "/v3/video-translations"
-    await call(client, "post", v, v, 200, headers=free, json={"video": VIDEO, "output_languages": ["Thai"]})
+    await call(
+        client, "post", v, v, 200, headers=free, json={"video": VIDEO, "output_languages": ["Thai"]}
+    )
     body = await call(
         client, "post", v, v, 429, headers=free, json={"video": VIDEO, "output_languages": ["Thai"]}
     )
     assert body["error"]["code"] == "rate_limit_exceeded"
     p = "/v2/video_translate"
     body = await call(
-        client, "post", p, p, 429, headers=free, json={"video_url": VIDEO["url"], "output_language": "Thai"}
+        client,
+        "post",
+        p,
+        p,
+        429,
+        headers=free,
+        json={"video_url": VIDEO["url"], "output_language": "Thai"},
     )
     assert body["data"] is None  # v2 errors keep the data key
     # an injected read fault is HeyGen-shaped too
@@ -325,7 +350,13 @@ async def test_either_key_header_names_the_user(api: ApiFactory, header: str) ->
     value = "Bearer carol-key" if header == "Authorization" else "carol-key"
     v = "/v3/video-translations"
     body = await call(
-        client, "post", v, v, 200, headers={header: value}, json={"video": VIDEO, "output_languages": ["Dutch"]}
+        client,
+        "post",
+        v,
+        v,
+        200,
+        headers={header: value},
+        json={"video": VIDEO, "output_languages": ["Dutch"]},
     )
     job_id = body["data"]["video_translation_ids"][0]
     job = await (await client.get(f"/v1/jobs/{job_id}")).json()
