@@ -362,3 +362,77 @@ async def test_either_key_header_names_the_user(api: ApiFactory, header: str) ->
     job = await (await client.get(f"/v1/jobs/{job_id}")).json()
     assert job["user_id"] == "carol-key" and job["target_language"] == "nl"
     assert job["role"] == "premium"  # HEYGEN_PLAN=pro: a paid plan
+
+
+BAD_BODIES: list[Any] = [
+    b"",
+    b"not json",
+    b"[]",
+    b"null",
+    b'"text"',
+    b"{" * 5000,
+    b'{"video": {"type": "url", "url": 1}, "output_languages": ["Spanish"]}',
+    b'{"video": {"type": "url", "url": "ftp://x"}, "output_languages": ["Spanish"]}',
+    b'{"video": {"type": "url", "url": "https://x"}, "output_languages": "Spanish"}',
+    b'{"video": {"type": "url", "url": "https://x"}, "output_languages": ["Spanish", "spanish"]}',
+    b'{"video_url": "https://x", "output_language": "Spanish", "output_languages": ["French"]}',
+    b'{"video_url": "https://x", "output_language": "Spanish", "speaker_num": -1}',
+    b'{"video_url": "https://x", "output_language": "Spanish", "start_time": 5, "end_time": 1}',
+    b'{"video_url": "https://x", "output_language": "Spanish", "mode": "fast"}',
+    b'{"video_url": "\\u0000", "output_language": "\\ud800"}',
+    b'{"title": ' + b'"x"' * 2 + b"}",
+    b'{"title": "' + b"x" * 2000 + b'"}',
+    b'{"srt": {"type": "asset_id"}}',
+    b'{"captions": "yes"}',
+]
+
+
+async def test_bad_input_is_a_heygen_4xx_never_a_500(api: ApiFactory) -> None:
+    """Garbage to every facade route: a HeyGen-shaped 4xx each time, and nothing changes."""
+    from tests.reliability.conftest import fingerprint
+
+    client = await api(auto_process=False)
+    v = "/v3/video-translations"
+    (job,) = (
+        await call(client, "post", v, v, 200, json={"video": VIDEO, "output_languages": ["Hindi"]})
+    )["data"]["video_translation_ids"]
+    proof = (
+        await call(
+            client,
+            "post",
+            f"{v}/proofreads",
+            f"{v}/proofreads",
+            200,
+            json={"video": VIDEO, "output_languages": ["Hindi"], "title": "t"},
+        )
+    )["data"]["proofread_ids"][0]
+    before = fingerprint(client.app)
+    odd_headers: list[dict[str, str]] = [
+        KEY,
+        {**KEY, "X-Dubsim-Scenario": "{not json"},
+        {**KEY, "X-Dubsim-Scenario": '{"outcome": "exploded"}'},
+        {**KEY, "X-Dubsim-Plan": "enterprise"},
+        {**KEY, "Idempotency-Key": "x" * 300},
+        {"x-api-key": "k" * 500},
+        {"Authorization": "Basic Zm9vOmJhcg=="},
+    ]
+    for path in sorted(FACADE_PATHS):
+        for method in SPEC["paths"][path]:
+            url = path.replace("{video_translation_id}", job).replace("{proofread_id}", proof)
+            for headers in odd_headers:
+                identified = headers.get("x-api-key") == KEY["x-api-key"]
+                if method == "delete" and identified and "X-Dubsim-Plan" not in headers:
+                    continue  # a delete takes no body and no scenario: it would succeed
+                for data in BAD_BODIES if method in ("post", "put", "patch") else [b""]:
+                    resp = await client.request(
+                        method,
+                        url,
+                        data=data,
+                        headers={"Content-Type": "application/json", **headers},
+                    )
+                    body = await resp.json()
+                    # reads ignore a body and the mutation-only headers; everything else is 4xx
+                    read_ok = method == "get" and resp.status == 200
+                    assert read_ok or 400 <= resp.status < 500, (method, url, headers, data, body)
+                    validate(method, path, resp.status, body)
+    assert fingerprint(client.app) == before
