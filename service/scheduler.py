@@ -285,9 +285,9 @@ class Scheduler:
         job = record.job
         busy = self._busy.get(job.user_id)
         if job.status is Status.PROCESSING:
+            if self.admission(record) is None:  # not limited (a v1 job): holds no slot
+                return
             if busy is None:
-                if self.admission(record) is None:
-                    return
                 busy = self._busy[job.user_id] = set()
             busy.add(job.id)
         elif busy is not None and job.id in busy:

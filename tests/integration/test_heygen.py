@@ -60,9 +60,12 @@ async def statuses(client: TestClient[Any, Any], user: str) -> dict[str, int]:
 
 async def until(client: TestClient[Any, Any], user: str, want: dict[str, int]) -> None:
     """Wait (generously) until the user's jobs are in exactly these states."""
-    async with asyncio.timeout(20):
-        while await statuses(client, user) != want:
-            await asyncio.sleep(0.05)
+    try:
+        async with asyncio.timeout(20):
+            while await statuses(client, user) != want:
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        raise AssertionError(f"{user}: {await statuses(client, user)}, not {want}") from None
 
 
 async def reach(client: TestClient[Any, Any], job_id: str, status: str) -> None:
@@ -201,11 +204,21 @@ async def test_jobs_beyond_the_plans_concurrency_wait_their_turn(api: ApiFactory
         if j != running[0]
     }
     assert words == {"pending", "running"}
-    # a v1 job of the same user is not held by the plan
+    # a v1 job of the same user is not held by the plan, and holds none of its slots
     v1 = await client.post(
         "/v1/jobs", json={"scenario": {"outcome": "stuck"}}, headers={"X-User-Id": "free-user"}
     )
-    await reach(client, (await v1.json())["id"], "processing")
+    v1_id = (await v1.json())["id"]
+    await reach(client, v1_id, "processing")
+    (now_running,) = [
+        j
+        for j in [first, *rest]
+        if (await (await client.get(f"/v1/jobs/{j}")).json())["status"] == "processing"
+    ]
+    assert (
+        await client.delete(f"/v3/video-translations/{now_running}", headers=free)
+    ).status == 200
+    await until(client, "free-user", {"cancelled": 2, "processing": 2})
     assert len(pro) == 4
 
 
