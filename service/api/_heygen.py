@@ -37,7 +37,7 @@ import msgspec
 from aiohttp import web
 from msgspec import Meta as Constraint
 
-from ..appkeys import SCHEDULER, SERVICE, SETTINGS
+from ..appkeys import AUTH, SCHEDULER, SERVICE, SETTINGS
 from ..errors import (
     Conflict,
     Forbidden,
@@ -236,6 +236,8 @@ def identify(request: web.Request) -> Caller:
         raise HeyGenError(401, "unauthorized", f"send your API key in {KEY_HEADER}")
     if len(key) > MAX_KEY or not key.isprintable():
         raise HeyGenError(401, "unauthorized", f"an API key is 1..{MAX_KEY} printable characters")
+    if request.app[AUTH].token_ok(key):  # it would be kept as a user id, in the clear
+        raise HeyGenError(401, "unauthorized", "the admin token is not an API key")
     plan = request.headers.get(PLAN_HEADER, request.app[SETTINGS].heygen_plan).strip().lower()
     if plan not in PLAN_CONCURRENCY:
         raise invalid(f"{PLAN_HEADER} must be one of {', '.join(PLAN_CONCURRENCY)}", PLAN_HEADER)

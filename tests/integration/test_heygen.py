@@ -129,6 +129,27 @@ async def test_v2_status_moves_to_success_with_a_fresh_signed_link(api: ApiFacto
     assert v3["audio_url"] is None
 
 
+async def test_waiting_and_running_words(api: ApiFactory) -> None:
+    client = await api(auto_process=False)
+    headers = key("w", scenario=STUCK)
+    resp = await client.post(
+        "/v2/video_translate",
+        json={"video_url": "https://v.example/w.mp4", "output_language": "Thai"},
+        headers=headers,
+    )
+    job_id = (await resp.json())["data"]["video_translate_id"]
+
+    async def words() -> tuple[str, str]:
+        v2 = await (await client.get(f"/v2/video_translate/{job_id}", headers=headers)).json()
+        v3 = await (await client.get(f"/v3/video-translations/{job_id}", headers=headers)).json()
+        return v2["data"]["status"], v3["data"]["status"]
+
+    assert await words() == ("pending", "pending")
+    assert (await client.post("/v1/process", json={"count": 1}, headers=ADMIN)).status == 200
+    await reach(client, job_id, "processing")
+    assert await words() == ("running", "running")
+
+
 async def test_audio_only_translations_link_the_audio(api: ApiFactory) -> None:
     client = await api()
     (job_id,) = await v3_submit(client, key("u"), ["German"], translate_audio_only=True)
