@@ -276,6 +276,10 @@ class JobService:
     def __len__(self) -> int:
         return len(self._records)
 
+    def in_flight(self, user_id: str) -> int:
+        """How many of the user's jobs are unfinished (what MAX_IN_FLIGHT counts)."""
+        return self._in_flight.get(user_id, 0)
+
     def records(self) -> Iterator[Record]:
         """Every job, oldest first."""
         return iter(list(self._records.values()))

@@ -98,6 +98,12 @@ class Scheduler:
         self._attempts: dict[str, asyncio.Task[None]] = {}
         self._entropy = random.Random()
         self.runner: AttemptRunner | None = None
+        # Per-user concurrency (the HeyGen facade's plans): how many of a job's user's jobs
+        # may run at once, or None (every v1 job: only WORKERS bounds it). Jobs over the limit
+        # wait, parked per user, and go back to the queue one per slot that frees.
+        self.admission: Callable[[Record], int | None] = _unlimited
+        self._busy: dict[str, set[str]] = {}  # user -> limited jobs being started or running
+        self._parked: dict[str, list[tuple[int, int, str]]] = {}  # user -> queue entries
         service.dispatcher = self
 
     # ---- Dispatcher ------------------------------------------------------------
@@ -110,6 +116,8 @@ class Scheduler:
                 task.cancel()
         if event is EventType.DELETED and self.runner is not None:
             self.runner.job_deleted(job.id)
+        if job.status is Status.PROCESSING or job.user_id in self._busy:
+            self._account(record)
         if job.status is Status.PENDING and event is not EventType.DELETED:
             self._enqueue(record)
         elif job.status is Status.FAILED:
@@ -141,6 +149,7 @@ class Scheduler:
             for record, claimed in zip(batch, claims, strict=True):
                 if isinstance(claimed, StoreUnavailable):
                     refused = claimed
+                    self._release(record)
                     self._enqueue(record)  # still pending, still queued
                 elif isinstance(claimed, BaseException):
                     raise claimed
@@ -196,6 +205,8 @@ class Scheduler:
         for record in self.service.records():
             if record.job.status in (Status.PENDING, Status.FAILED):
                 self.job_changed(record, EventType.RETRYING)
+            elif record.job.status is Status.PROCESSING:  # running on another process
+                self._account(record)
         self._loops.append(asyncio.create_task(self._retry_loop(), name="retries"))
         if self.service.store.shared:
             self._loops.append(asyncio.create_task(self._lease_loop(), name="leases"))
@@ -257,6 +268,7 @@ class Scheduler:
         try:
             claimed = await self._claim(record)
         except StoreUnavailable:
+            self._release(record)
             self._enqueue(record)  # still pending: try again once the store is back
             await asyncio.sleep(STORE_RETRY_S)
             return
@@ -272,12 +284,59 @@ class Scheduler:
 
     def _pop(self) -> Record | None:
         while self._queue:
-            _, _, job_id = heapq.heappop(self._queue)
+            entry = heapq.heappop(self._queue)
+            job_id = entry[2]
             self._queued.discard(job_id)
             record = self.service.find(job_id)
-            if record is not None and record.job.status is Status.PENDING:
-                return record
+            if record is None or record.job.status is not Status.PENDING:
+                continue
+            limit = self.admission(record)
+            if limit is not None:
+                busy = self._busy.setdefault(record.job.user_id, set())
+                if len(busy) >= limit:  # the user's plan is full: wait for a slot
+                    heapq.heappush(self._parked.setdefault(record.job.user_id, []), entry)
+                    continue
+                busy.add(job_id)  # reserved until its claim commits (or fails)
+            return record
         return None
+
+    # ---- per-user concurrency (admission) ------------------------------------------
+
+    def _account(self, record: Record) -> None:
+        """Keep `_busy` in step with committed events (from any process): a limited job
+        counts while it runs; when it stops, one of its user's parked jobs is queued."""
+        job = record.job
+        busy = self._busy.get(job.user_id)
+        if job.status is Status.PROCESSING:
+            if self.admission(record) is None:  # not limited (a v1 job): holds no slot
+                return
+            if busy is None:
+                busy = self._busy[job.user_id] = set()
+            busy.add(job.id)
+        elif busy is not None and job.id in busy:
+            self._release(record)
+
+    def _release(self, record: Record) -> None:
+        """A reserved or running limited job no longer holds its user's slot."""
+        user = record.job.user_id
+        busy = self._busy.get(user)
+        if busy is None or record.job.id not in busy:
+            return
+        busy.discard(record.job.id)
+        parked = self._parked.get(user)
+        while parked:
+            entry = heapq.heappop(parked)
+            waiting = self.service.find(entry[2])
+            if waiting is not None and waiting.job.status is Status.PENDING:
+                if entry[2] not in self._queued:
+                    self._queued.add(entry[2])
+                    heapq.heappush(self._queue, entry)
+                    self._has_work.set()
+                break
+        if not parked:
+            self._parked.pop(user, None)
+            if not busy:
+                del self._busy[user]
 
     async def _claim(self, record: Record) -> tuple[int, Plan] | None:
         """pending -> processing, for this process: (attempt, plan), or None if we lost it.
@@ -448,6 +507,10 @@ class Scheduler:
                     await self.service.report_progress(record, int(done * 100), attempt)
         if duration <= 0:
             await asyncio.sleep(0)  # an instant job still yields once, like any other
+
+
+def _unlimited(record: Record) -> int | None:
+    return None
 
 
 async def _persist(step: Callable[..., Awaitable[object]], *args: object) -> None:

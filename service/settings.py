@@ -258,6 +258,17 @@ class Settings(msgspec.Struct, kw_only=True):
         Annotated[int, Meta(ge=1, le=1_000_000)],
         doc("events queued in memory per webhook endpoint; more wait in the event log", "events"),
     ] = 1000
+    heygen_plan: Annotated[
+        Literal["free", "pro", "scale", "pay-as-you-go"],
+        doc("HeyGen API: the plan of a caller whose request names none (X-Dubsim-Plan)"),
+    ] = "pro"
+    heygen_queue: Annotated[
+        Annotated[int, Meta(ge=0, le=1_000_000)],
+        doc(
+            "HeyGen API: jobs a user may have waiting beyond its plan's concurrency; beyond: 429",
+            "jobs",
+        ),
+    ] = 20
     config: Config = msgspec.field(default_factory=Config)
 
     @classmethod

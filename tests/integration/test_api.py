@@ -363,6 +363,7 @@ async def test_openapi_documents_every_route(api: ApiFactory) -> None:
         if route.method != "HEAD"
         and route.resource is not None
         and not route.resource.canonical.startswith("/static")
+        and not getattr(route.handler, "own_credentials", False)  # HeyGen's: its own contract
     }
     assert served - documented == set()
     assert documented - served == set()
