@@ -73,6 +73,7 @@ USER_AGENT: Final = f"dubsim-webhooks/{VERSION}"
 KIND: Final = "webhook"
 KIND_STATE: Final = "webhook_state"
 KIND_LOG: Final = "webhook_log"
+STOP_GRACE_S: Final = 3.0  # what stopping may spend writing progress and releasing leases
 KIND_LEASE: Final = "webhook_lease"
 KIND_KEY: Final = "webhook_key"
 ADMIN_OWNER: Final = "*"
@@ -363,14 +364,18 @@ class WebhookService:
             if worker.task is not None:
                 worker.task.cancel()
         await asyncio.gather(*(w.task for w in workers if w.task), return_exceptions=True)
-        for worker in workers:
-            with contextlib.suppress(Exception):
-                await self._settle(worker)
-            with contextlib.suppress(Exception):
-                await self._flush_log(worker)
-            if self.store.shared:
-                with contextlib.suppress(Exception):
-                    await self._release(worker.id)
+        # progress and leases are written if the store answers in time; a stop never hangs on
+        # it (what was not written is sent again after the restart, with the same ids)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(STOP_GRACE_S):
+                for worker in workers:
+                    with contextlib.suppress(Exception):
+                        await self._settle(worker)
+                    with contextlib.suppress(Exception):
+                        await self._flush_log(worker)
+                    if self.store.shared:
+                        with contextlib.suppress(Exception):
+                            await self._release(worker.id)
         self._workers.clear()
         if self._session is not None:
             await self._session.close()
