@@ -402,7 +402,9 @@ async def test_poll_hints_for_each_status(closing: list[Any]) -> None:
     assert scheduler.poll_hint(free) == pytest.approx(10.0 + 0.02)
     clock.t += 4.0
     assert scheduler.poll_hint(free) == pytest.approx(6.0 + 0.02)
-    clock.t += 6.0 + 3.0  # 3 s overdue: half the delay
+    clock.t = T0 + 9.5  # half a second to go: just after it, not the overdue back-off
+    assert scheduler.poll_hint(free) == pytest.approx(0.5 + 0.02)
+    clock.t = T0 + 13.0  # 3 s overdue: half the delay
     assert scheduler.poll_hint(free) == pytest.approx(1.5)
     clock.t += 100.0
     assert scheduler.poll_hint(free) == 30.0
@@ -855,6 +857,7 @@ class SharedStore(SQLiteStore):
         super().__init__(":memory:")
         self.renewed: list[tuple[list[str], float, float]] = []
         self.expired: list[str] = []
+        self.asked: list[float] = []
         self.fail_next: Exception | None = None
 
     async def renew_leases(self, job_ids: list[str], lease_s: float, now: float) -> None:
@@ -864,13 +867,22 @@ class SharedStore(SQLiteStore):
         self.renewed.append((sorted(job_ids), lease_s, now))
 
     async def expired_leases(self, now: float) -> list[str]:
+        self.asked.append(now)
         expired, self.expired = self.expired, []
         return expired
 
 
 async def test_on_a_shared_store_leases_are_renewed_and_expired_ones_taken_back(
-    closing: list[Any], caplog: pytest.LogCaptureFixture
+    closing: list[Any], caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    slept: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def sleep(delay: float, *args: Any) -> Any:
+        slept.append(delay)
+        return await real_sleep(delay, *args)
+
+    monkeypatch.setattr(asyncio, "sleep", sleep)
     store = SharedStore()
     config = Config(rate_limit=1000, auto_process=False, attempt_timeout_s=3600.0)
     claimed: list[float | None] = []
@@ -893,11 +905,17 @@ async def test_on_a_shared_store_leases_are_renewed_and_expired_ones_taken_back(
     store.expired = [theirs.job.id, mine.job.id]  # ours is still running here: kept
     with caplog.at_level(logging.ERROR, logger="service.scheduler"):
         scheduler.start()
+        names = [t.get_name() for t in scheduler._loops]
+        assert names == ["retries", "leases", "dispatch", "expiry"]
         await until(lambda: status(service, theirs) is Status.PENDING)
         assert status(service, mine) is Status.PROCESSING
         await until(lambda: len(store.renewed) >= 2)
         ids, lease, now = store.renewed[-1]
         assert ids == [mine.job.id] and lease == 0.06 and now == T0
+        assert set(store.asked) == {T0}  # expiry is judged at the clock's now
+        # renewed every third of the lease, so one late round does not lose it
+        assert pytest.approx(0.02) in slept
+        assert not [d for d in slept if d > 0.02 + 1e-9 and d != 1.0]
         store.fail_next = StoreUnavailable("down")
         count = len(store.renewed)
         await until(lambda: len(store.renewed) > count)
@@ -932,6 +950,7 @@ async def test_on_a_private_store_no_lease_and_a_stop_leaves_jobs_processing(
     scheduler.start()
     await scheduler.start_now(1)
     assert leases == [None]
+    assert scheduler.running == 1
     assert [t.get_name() for t in scheduler._loops] == ["retries", "dispatch", "expiry"]
     await scheduler.stop()
     assert scheduler._loops == [] and scheduler.running == 0
@@ -958,3 +977,89 @@ async def test_a_crashed_attempt_is_logged_and_frees_its_worker(
         await advance_until(clock, lambda: status(service, two) is Status.COMPLETED)
     assert status(service, one) is Status.PROCESSING
     assert scheduler._tasks == set() or all(not t.done() for t in scheduler._tasks)
+
+
+async def test_start_now_makes_up_for_a_lost_claim_but_never_exceeds_count(
+    closing: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service, scheduler = await make()
+    closing.append((service, scheduler))
+    records = [await submit(service) for _ in range(5)]
+    real = service.begin_attempt
+
+    async def begin(record: Record, *args: Any) -> bool:
+        if record.job.id == records[0].job.id:
+            return False  # another process claimed it between our pop and our claim
+        return await real(record, *args)
+
+    monkeypatch.setattr(service, "begin_attempt", begin)
+    started = await scheduler.start_now(2)
+    assert [r.job.id for r in started] == [records[1].job.id, records[2].job.id]
+    assert [status(service, r) for r in records[3:]] == [Status.PENDING] * 2
+
+
+async def test_stop_cancels_hung_attempts_too(closing: list[Any]) -> None:
+    clock = ManualClock()
+    config = Config(rate_limit=1000, workers=1, attempt_timeout_s=3600.0)
+    service, scheduler = await make(config, clock)
+    closing.append((service, scheduler))
+    scheduler.start()
+    record = await submit(service, scenario=Scenario(duration_s=1.0, outcome=Outcome.STUCK))
+    await until(lambda: scheduler.running == 1)
+    task = scheduler._attempts[record.job.id]
+    await advance_until(clock, lambda: task not in scheduler._tasks)  # hung: off the workers
+    await scheduler.stop()
+    assert task.cancelled() and scheduler.running == 0
+
+
+class HandBack(SQLiteStore):
+    shared = True
+
+
+@pytest.mark.parametrize("how", ["refused", "hangs"])
+async def test_a_failed_or_hung_hand_back_does_not_hold_up_stop(
+    closing: list[Any], monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    monkeypatch.setattr("service.scheduler.HANDBACK_S", 0.05)
+    config = Config(rate_limit=1000, auto_process=False, attempt_timeout_s=3600.0)
+    service, scheduler = await make(config, ManualClock(), store=HandBack(":memory:"))
+    closing.append((service, scheduler))
+    record = await submit(service, scenario=Scenario(duration_s=1.0, outcome=Outcome.STUCK))
+    await scheduler.start_now(1)
+    asked: list[str] = []
+
+    async def interrupted(job_id: str) -> bool:
+        asked.append(job_id)
+        if how == "refused":
+            raise StoreUnavailable("down")
+        await asyncio.Event().wait()
+        return True
+
+    service.interrupted = interrupted  # type: ignore[method-assign]
+    async with asyncio.timeout(10):
+        await scheduler.stop()  # returns, and raises nothing: the lease runs out instead
+    assert asked == [record.job.id]
+
+
+async def test_a_claim_refused_by_the_store_is_tried_again_later(
+    closing: list[Any], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr("service.scheduler.STORE_RETRY_S", 0.01)
+    clock = ManualClock()
+    service, scheduler = await make(Config(rate_limit=1000, error_rate=0.0), clock)
+    closing.append((service, scheduler))
+    real = service.begin_attempt
+    refusals = [StoreUnavailable("down")]
+
+    async def begin(record: Record, *args: Any) -> bool:
+        if refusals:
+            raise refusals.pop()
+        return await real(record, *args)
+
+    service.begin_attempt = begin  # type: ignore[method-assign]
+    with caplog.at_level(logging.ERROR, logger="service.scheduler"):
+        scheduler.start()
+        record = await submit(service, scenario=Scenario(duration_s=1.0))
+        await until(lambda: not refusals)
+        await advance_until(clock, lambda: status(service, record) is Status.COMPLETED)
+    assert caplog.records == []  # a refusal is not a crash
