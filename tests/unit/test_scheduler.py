@@ -775,6 +775,8 @@ async def test_a_crash_while_requeueing_is_logged_and_the_loop_goes_on(
         await advance_until(clock, lambda: not crashes)
         await until(lambda: bool(caplog.records))
         assert [r.getMessage() for r in caplog.records] == ["requeueing a failed job crashed"]
+        exc_info = caplog.records[0].exc_info
+        assert exc_info is not None and repr(exc_info[1]) == "KeyError('bug')"  # the traceback
         assert status(service, record) is Status.FAILED
         # the loop lives on: the next failure is requeued
         other = await submit(service, scenario=failing)
@@ -972,6 +974,8 @@ async def test_a_crashed_attempt_is_logged_and_frees_its_worker(
         scheduler.start()
         one = await submit(service)
         await until(lambda: any(r.getMessage() == "an attempt crashed" for r in caplog.records))
+        crashed = next(r for r in caplog.records if r.getMessage() == "an attempt crashed")
+        assert crashed.exc_info is not None and repr(crashed.exc_info[1]) == "KeyError('bug')"
         monkeypatch.undo()
         two = await submit(service, scenario=Scenario(duration_s=1.0))
         await advance_until(clock, lambda: status(service, two) is Status.COMPLETED)
