@@ -1,0 +1,230 @@
+"""The Redis store's own promises, past the shared contract in test_store.py: leases (held by a
+start, renewed, expired), the free plan's window on Redis, a config saved by another process,
+catching up with another process, scripts Redis forgot, the deadline a late command is refused
+by, and what a store that is not open (or a Redis that is not there) answers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from service.errors import StartupError
+from service.models import EventType, Status
+from service.settings import Config
+from service.store import Change, StoreUnavailable
+from service.store import redis as redis_module
+from service.store.redis import RedisStore
+from tests.unit.test_store import Log, create, job
+
+LEASES = "dubsim:leases"
+
+
+class Configs:
+    def __init__(self) -> None:
+        self.seen: list[Config] = []
+
+    def __call__(self, config: Config) -> None:
+        self.seen.append(config)
+
+
+@pytest.fixture
+async def stores(redis_url: str) -> AsyncIterator[Callable[..., Any]]:
+    opened: list[RedisStore] = []
+
+    async def open_one(log: Log | None = None, configs: Configs | None = None) -> RedisStore:
+        store = RedisStore(redis_url, event_buffer=100)
+        await store.open(log or Log(), configs or Configs())
+        opened.append(store)
+        return store
+
+    yield open_one
+    for store in opened:
+        await store.close()
+
+
+@pytest.fixture
+async def raw(redis_url: str) -> AsyncIterator[Any]:
+    client: Any = aioredis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.01)
+
+
+def start(job_id: str, expect: int, lease_s: float | None) -> Change:
+    return Change(job(job_id, Status.PROCESSING), EventType.STARTED, "t1", expect, lease_s=lease_s)
+
+
+# ---- leases -------------------------------------------------------------------------
+
+
+async def test_a_start_holds_a_lease_that_is_renewed_and_runs_out(
+    stores: Callable[..., Any], raw: Any
+) -> None:
+    store = await stores()
+    await store.commit(create("a"))
+    await store.commit(create("b"))
+    before = time.time()
+    await store.commit(start("a", 1, 30.0))
+    after = time.time()
+    score = await raw.zscore(LEASES, "a")
+    assert before + 30.0 <= score <= after + 30.0  # the lease runs out lease_s from now
+    await store.commit(start("b", 2, None))
+    assert await raw.zscore(LEASES, "b") is None  # no lease asked for: none held
+    # renewed to now + lease_s; a job that holds no lease is not given one
+    await store.renew_leases(["a", "b", "nobody"], 100.0, 1000.0)
+    assert await raw.zscore(LEASES, "a") == 1100.0
+    assert await raw.zscore(LEASES, "b") is None
+    assert await raw.zscore(LEASES, "nobody") is None
+    assert await store.expired_leases(1099.0) == []
+    assert await store.expired_leases(1100.0) == ["a"]  # runs out at its time
+    await store.renew_leases([], 100.0, 5000.0)  # nothing to renew: nothing asked of Redis
+    assert await store.expired_leases(1100.0) == ["a"]
+
+
+async def test_at_most_100_expired_leases_are_taken_back_per_round_oldest_first(
+    stores: Callable[..., Any], raw: Any
+) -> None:
+    store = await stores()
+    await raw.zadd(LEASES, {f"job-{n:03}": float(n) for n in range(150)})
+    expired = await store.expired_leases(1000.0)
+    assert expired == [f"job-{n:03}" for n in range(100)]
+    assert await store.expired_leases(49.5) == [f"job-{n:03}" for n in range(50)]
+
+
+# ---- the free plan's window ---------------------------------------------------------
+
+
+async def test_the_moving_window_on_redis(stores: Callable[..., Any]) -> None:
+    store = await stores()
+    hit = store.rate_hit
+    d = await hit("u", 2, 1000.0)
+    assert (d.allowed, d.limit, d.remaining, d.reset_s) == (True, 2, 1, 3600.0)
+    d = await hit("u", 2, 1010.0)
+    assert (d.allowed, d.limit, d.remaining, d.reset_s) == (True, 2, 0, 3590.0)
+    d = await hit("u", 2, 1020.0)
+    assert (d.allowed, d.limit, d.remaining, d.reset_s) == (False, 2, 0, 3580.0)
+    d = await hit("other", 2, 1020.0)  # per user
+    assert (d.allowed, d.remaining) == (True, 1)
+    d = await hit("u", 2, 4600.5)  # the hit at 1000 has left the window
+    assert (d.allowed, d.remaining) == (True, 0)
+    assert d.reset_s == pytest.approx(1010.0 + 3600.0 - 4600.5)
+    d = await hit("nobody", 0, 1000.0)  # a limit of 0: refused, and no window to wait for
+    assert (d.allowed, d.limit, d.remaining, d.reset_s) == (False, 0, 0, 0.0)
+    # two hits at the same instant are two hits, not one
+    await hit("same", 2, 7000.0)
+    d = await hit("same", 2, 7000.0)
+    assert (d.allowed, d.remaining) == (True, 0)
+
+
+# ---- other processes ----------------------------------------------------------------
+
+
+async def test_a_config_saved_by_another_process_reaches_this_one(
+    stores: Callable[..., Any],
+) -> None:
+    mine, theirs = Configs(), Configs()
+    log = Log()
+    store = await stores(log, mine)
+    other = await stores(Log(), theirs)
+    await store.commit(create("a"))
+    await other.save_config(Config(max_attempts=7))
+    await other.commit(create("b"))
+    await until(lambda: [e.job.id for e in log.events] == ["a", "b"])
+    assert mine.seen == [Config(max_attempts=7)]
+    assert theirs.seen == [Config(max_attempts=7)]
+    # a process started later loads it
+    late = RedisStore(store._url)
+    try:
+        assert (await late.open(Log(), Configs())).config == Config(max_attempts=7)
+    finally:
+        await late.close()
+
+
+async def test_sync_catches_up_with_another_processes_commits(stores: Callable[..., Any]) -> None:
+    log = Log()
+    store = await stores(log)
+    other = await stores()
+    for n in range(5):
+        await other.commit(create(f"j{n}"))
+    await store.sync()  # returns once everything committed anywhere so far is applied here
+    assert [e.job.id for e in log.events] == [f"j{n}" for n in range(5)]
+
+
+async def test_scripts_redis_forgot_are_loaded_again(stores: Callable[..., Any], raw: Any) -> None:
+    store = await stores()
+    await raw.script_flush()  # as after a Redis restart
+    assert await store.commit(create("a")) == 1
+    await raw.script_flush()
+    assert await store.put_doc("keys", "k", b"v") == 1
+    await raw.script_flush()
+    assert (await store.rate_hit("u", 1, 1000.0)).allowed
+    await raw.script_flush()
+    await store.save_config(Config(max_attempts=4))
+    assert store.health() is None
+
+
+async def test_a_command_that_reaches_redis_after_its_deadline_changes_nothing(
+    stores: Callable[..., Any], raw: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = await stores()
+    assert await store.commit(create("a")) == 1
+    real = time.time
+    # our clock says the deadline (now + DEADLINE_S) is already past on Redis's clock
+    monkeypatch.setattr(redis_module.time, "time", lambda: real() - 60.0)
+    with pytest.raises(StoreUnavailable) as info:
+        await store.put_doc("keys", "k", b"v")
+    assert info.value.reason == "redis unavailable: redis answered too late"
+    assert store.health() == "redis unavailable: redis answered too late"
+    with pytest.raises(StoreUnavailable) as info:
+        await store.commit(start("a", 1, None))
+    assert info.value.reason == "redis unavailable: redis answered too late"
+    assert await raw.hget("dubsim:doc:keys", "k") is None
+    assert await raw.hget("dubsim:job:a", "v") == b"1"
+    monkeypatch.setattr(redis_module.time, "time", real)
+    assert await store.put_doc("keys", "k", b"v") == 1
+    assert store.health() is None  # a command that succeeds clears it
+    assert await store.commit(start("a", 1, None)) == 2
+
+
+def test_the_deadline_is_deadline_s_from_now_in_milliseconds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(redis_module.time, "time", lambda: 1000.25)
+    assert redis_module._deadline() == 1_003_250
+    assert redis_module.DEADLINE_S == 3.0
+
+
+# ---- not open, not there ------------------------------------------------------------
+
+
+async def test_a_store_that_is_not_open_is_unavailable(redis_url: str) -> None:
+    store = RedisStore(redis_url)
+    for call in (
+        store.get_doc("keys", "k"),
+        store.docs("keys"),
+        store.put_doc("keys", "k", b"v"),
+        store.sync(),
+        store.expired_leases(0.0),
+        store.renew_leases(["a"], 1.0, 0.0),
+    ):
+        with pytest.raises(StoreUnavailable) as info:
+            await call
+        assert info.value.reason == "the store is not open"
+
+
+async def test_no_redis_at_the_url_is_a_startup_error() -> None:
+    store = RedisStore("redis://127.0.0.1:1/0")
+    with pytest.raises(StartupError) as info:
+        await store.open(Log(), Configs())
+    assert info.value.setting == "REDIS_URL"
+    assert info.value.problem.startswith("cannot use redis://127.0.0.1:1/0: ")
