@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -107,3 +108,35 @@ async def test_a_deleted_document_starts_again_at_version_1_also_after_a_reopen(
     assert await again.put_doc("keys", "k", b"d", expect=1) == 2
     assert await again.put_doc("keys", "gone", b"y", expect=0) == 1
     await again.close()
+
+
+async def test_deleting_a_document_that_does_not_exist_is_a_no_op(tmp_path: Path) -> None:
+    store = await reopen(str(tmp_path / "s.db"))
+    assert await store.put_doc("keys", "never", None) == 0
+    assert await store.put_doc("nothing-of-this-kind", "never", None) == 0
+    with pytest.raises(VersionConflict):
+        await store.put_doc("keys", "never", None, expect=1)
+    assert await store.put_doc("keys", "k", b"v") == 1  # the store still writes
+    assert await store.docs("keys") == [(await store.get_doc("keys", "k"))]
+    await store.close()
+
+
+async def test_every_write_runs_on_the_stores_one_thread(tmp_path: Path) -> None:
+    """The connection lives on one dedicated thread (named sqlite…): opening, every batch
+    and closing run there, never on the event loop's default executor."""
+    store = SQLiteStore(str(tmp_path / "s.db"))
+    threads: list[str] = []
+    for name in ("_open_sync", "_write_sync", "_close_sync"):
+        real = getattr(store, name)
+
+        def spy(*args: object, _real: object = real) -> object:
+            threads.append(threading.current_thread().name)
+            return _real(*args)  # type: ignore[operator]
+
+        setattr(store, name, spy)
+    await store.open(Log(), lambda config: None)
+    await store.commit(create("a"))
+    await store.put_doc("keys", "k", b"v")
+    await store.close()
+    assert len(threads) >= 4
+    assert len(set(threads)) == 1 and threads[0].startswith("sqlite")
