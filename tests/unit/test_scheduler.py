@@ -1067,3 +1067,33 @@ async def test_a_claim_refused_by_the_store_is_tried_again_later(
         await until(lambda: not refusals)
         await advance_until(clock, lambda: status(service, record) is Status.COMPLETED)
     assert caplog.records == []  # a refusal is not a crash
+
+
+async def test_a_stuck_attempt_hangs_where_its_plan_says(closing: list[Any]) -> None:
+    clock = InstantClock()
+    config = Config(rate_limit=1000, auto_process=False, attempt_timeout_s=3600.0)
+    service, scheduler = await make(config, clock)
+    closing.append((service, scheduler))
+    record = await submit(service, scenario=Scenario(duration_s=10.0, outcome=Outcome.STUCK))
+    plan = scheduler._plan(at_attempt(record, 1))
+    assert plan.stuck_at is not None
+    await scheduler.start_now(1)
+    task = scheduler._attempts[record.job.id]
+    await until(lambda: task not in scheduler._tasks)  # hung: its worker is free
+    assert clock.t == pytest.approx(T0 + 10.0 * plan.stuck_at, abs=0.5)  # no further
+    job = service.get(record.job.id).job
+    assert job.status is Status.PROCESSING and job.progress <= plan.stuck_at * 100
+    assert not task.done()
+
+
+async def test_an_instant_attempt_completes(
+    closing: list[Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    config = Config(rate_limit=1000, auto_process=False, translation_delay=0.0, error_rate=0.0)
+    service, scheduler = await make(config)
+    closing.append((service, scheduler))
+    record = await submit(service)
+    with caplog.at_level(logging.ERROR, logger="service.scheduler"):
+        await scheduler.start_now(1)
+        await until(lambda: status(service, record) is Status.COMPLETED)
+    assert caplog.records == []
