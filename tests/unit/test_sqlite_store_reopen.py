@@ -1,0 +1,133 @@
+"""What a reopened SQLite store gives back, field by field (the replay buffer's events as they
+were committed, each job's key and request hash, the free plan's recent hits), what a key
+deleted after a reopen frees, how a startup failure is worded, and that a caller who gave up
+on a commit does not hold up the others in its batch."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+
+import pytest
+
+from service.errors import StartupError
+from service.models import EventType, Status
+from service.store import Change, Committed, SQLiteStore
+from tests.unit.test_store import Log, create, job, move
+
+
+async def reopen(path: str, log: Log | None = None) -> tuple[SQLiteStore, object]:
+    store = SQLiteStore(path, event_buffer=100)
+    loaded = await store.open(log or Log(), lambda config: None)
+    return store, loaded
+
+
+async def test_the_replay_buffer_comes_back_exactly_as_committed(tmp_path: Path) -> None:
+    path = str(tmp_path / "s.db")
+    log = Log()
+    store, _ = await reopen(path, log)
+    await store.commit(create("a", key="key-a"))
+    await store.commit(create("b"))
+    await store.commit(move("a", Status.PROCESSING, expect=1))
+    await store.commit(Change(job("b"), EventType.DELETED, "t9", 2))
+    await store.close()
+    committed: list[Committed] = log.events
+    assert [e.at for e in committed] == ["t0", "t0", "t1", "t9"]
+    again, loaded = await reopen(path)
+    await again.close()
+    assert loaded.events == committed  # type: ignore[attr-defined]  # every field
+    assert loaded.events[0].idempotency_key == "key-a"  # type: ignore[attr-defined]
+    assert loaded.events[0].request_hash == "hash"  # type: ignore[attr-defined]
+    stored = loaded.jobs[0]  # type: ignore[attr-defined]
+    assert (stored.job.id, stored.idempotency_key, stored.request_hash) == ("a", "key-a", "hash")
+
+
+async def test_a_keyed_job_deleted_after_a_reopen_frees_its_key(tmp_path: Path) -> None:
+    path = str(tmp_path / "s.db")
+    store, _ = await reopen(path)
+    await store.commit(create("a", key="k"))
+    await store.close()
+    again, _ = await reopen(path)
+    await again.commit(Change(job("a"), EventType.DELETED, "t", 1))
+    assert await again.commit(create("b", key="k")) == 3  # the user's key is free again
+    await again.close()
+
+
+async def test_recent_rate_hits_come_back_after_a_reopen(tmp_path: Path) -> None:
+    path = str(tmp_path / "s.db")
+    store, _ = await reopen(path)
+    now = time.time()
+    assert (await store.rate_hit("u", 1, now)).allowed
+    await store.commit(create("a"))
+    await store.close()
+    again, _ = await reopen(path)
+    assert not (await again.rate_hit("u", 1, now + 1)).allowed  # the hit a second ago counts
+    await again.close()
+
+
+async def test_a_missing_directory_is_named_in_the_startup_error(tmp_path: Path) -> None:
+    missing = tmp_path / "no" / "such"
+    path = f"file:{missing}/s.db?mode=rwc"  # a URI: no lock file, so the open itself checks
+    with pytest.raises(StartupError) as caught:
+        await SQLiteStore(path).open(Log(), lambda config: None)
+    assert caught.value.setting == "DB"
+    # (not a URI to sqlite3 here: the name is a relative path, resolved from the cwd)
+    assert caught.value.problem.startswith(f"cannot open {path}: no directory ")
+    assert caught.value.problem.endswith(f"file:{missing}")
+
+
+async def test_a_newer_files_schema_is_named_in_the_startup_error(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = str(tmp_path / "s.db")
+    store, _ = await reopen(path)
+    await store.close()
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA user_version = 9")
+    conn.close()
+    with pytest.raises(StartupError) as caught:
+        await reopen(path)
+    assert caught.value.problem == f"cannot open {path}: written by a newer dubsim (schema 9)"
+
+
+async def test_a_caller_that_gave_up_does_not_hold_up_the_rest_of_its_batch(
+    tmp_path: Path,
+) -> None:
+    store, _ = await reopen(str(tmp_path / "s.db"))
+    await store.commit(create("a"))
+    changes = [
+        asyncio.create_task(store.commit(create("x"))),
+        asyncio.create_task(store.commit(create("y"))),
+        asyncio.create_task(store.commit(move("a", Status.PROCESSING, expect=1))),
+    ]
+    docs = [
+        asyncio.create_task(store.put_doc("keys", "p", b"1")),
+        asyncio.create_task(store.put_doc("keys", "q", b"2")),
+    ]
+    await asyncio.sleep(0)  # all handed over: one batch
+    changes[0].cancel()
+    docs[0].cancel()
+    async with asyncio.timeout(10):
+        assert await asyncio.gather(*changes[1:]) == [3, 4]
+        assert await docs[1] == 1
+    # the abandoned ones were written all the same: durable, just unanswered
+    assert [d.id for d in await store.docs("keys")] == ["p", "q"]
+    await store.close()
+
+
+async def test_a_failing_on_commit_is_logged_and_the_commit_still_answers(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(events: list[Committed]) -> None:
+        raise KeyError("bug")
+
+    store = SQLiteStore(str(tmp_path / "s.db"))
+    await store.open(broken, lambda config: None)
+    with caplog.at_level(logging.ERROR, logger="service.store.sqlite"):
+        async with asyncio.timeout(10):
+            assert await store.commit(create("a")) == 1
+    assert [r.getMessage() for r in caplog.records] == ["applying committed changes failed"]
+    assert caplog.records[0].exc_info is not None
+    await store.close()
