@@ -1097,3 +1097,55 @@ async def test_an_instant_attempt_completes(
         await scheduler.start_now(1)
         await until(lambda: status(service, record) is Status.COMPLETED)
     assert caplog.records == []
+
+
+async def test_scripted_failures_draw_their_error_code_like_any_other(
+    closing: list[Any],
+) -> None:
+    service, scheduler = await make()
+    closing.append((service, scheduler))
+    record = await submit(service)
+    for scenario in (
+        Scenario(duration_s=1.0, outcome=Outcome.FAILED),
+        Scenario(duration_s=1.0, outcome=Outcome.PERMANENTLY_FAILED),
+        Scenario(duration_s=1.0, outcome=Outcome.COMPLETED, fail_attempts=100),
+    ):
+        codes = {
+            scheduler._plan(at_attempt(record, n, scenario=scenario)).error_code
+            for n in range(1, 61)
+        }
+        assert codes == set(CODES), scenario
+
+
+async def test_a_start_carries_the_planned_eta_and_the_default_lease_is_10_s(
+    closing: list[Any],
+) -> None:
+    clock = ManualClock()
+    service, scheduler = await make(clock=clock)
+    closing.append((service, scheduler))
+    assert scheduler.lease_s == 10.0
+    record = await submit(service, scenario=Scenario(duration_s=7.5))
+    await scheduler.start_now(1)
+    job = service.get(record.job.id).job
+    assert job.status is Status.PROCESSING and job.eta == iso_ms(T0 + 7.5)
+
+
+async def test_a_job_deleted_while_queued_is_skipped(closing: list[Any]) -> None:
+    service, scheduler = await make()
+    closing.append((service, scheduler))
+    gone, kept = await submit(service), await submit(service)
+    await service.cancel(gone.job.id, None)
+    assert await service.cleanup() == 1  # finished jobs go; its queue entry stays behind
+    assert service.find(gone.job.id) is None
+    assert [r.job.id for r in await scheduler.start_now(5)] == [kept.job.id]
+
+
+async def test_a_failed_job_without_a_due_time_is_due_at_once(closing: list[Any]) -> None:
+    service, scheduler = await make()
+    closing.append((service, scheduler))
+    record = await submit(service)
+    failed = msgspec.structs.replace(record.job, status=Status.FAILED, not_before=None)
+    fake = type("R", (), {"job": failed, "ordinal": record.ordinal})()
+    scheduler.job_changed(fake, EventType.FAILED)
+    assert [job_id for _, job_id in scheduler._retries] == [record.job.id]
+    assert scheduler._retries[0][0] <= T0
