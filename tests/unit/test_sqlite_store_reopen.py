@@ -14,7 +14,7 @@ import pytest
 
 from service.errors import StartupError
 from service.models import EventType, Status
-from service.store import Change, Committed, SQLiteStore
+from service.store import Change, Committed, SQLiteStore, VersionConflict
 from tests.unit.test_store import Log, create, job, move
 
 
@@ -131,3 +131,74 @@ async def test_a_failing_on_commit_is_logged_and_the_commit_still_answers(
     assert [r.getMessage() for r in caplog.records] == ["applying committed changes failed"]
     assert caplog.records[0].exc_info is not None
     await store.close()
+
+
+async def test_seqs_are_never_reused_even_when_the_event_log_is_gone(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = str(tmp_path / "s.db")
+    store, _ = await reopen(path)
+    for name in "abc":
+        await store.commit(create(name))
+    await store.commit(Change(job("c"), EventType.DELETED, "t", 3))  # seq 4: the last
+    await store.close()
+    conn = sqlite3.connect(path)
+    conn.execute("DELETE FROM events")  # as in a file from before the event log
+    conn.commit()
+    conn.close()
+    again, loaded = await reopen(path)
+    assert loaded.seq == 4  # type: ignore[attr-defined]
+    assert await again.commit(create("d")) == 5
+    await again.close()
+
+
+async def test_a_conflict_in_a_batch_does_not_stop_the_changes_after_it(tmp_path: Path) -> None:
+    store, _ = await reopen(str(tmp_path / "s.db"))
+    await store.commit(create("a"))
+    results = await asyncio.gather(
+        store.commit(create("a")),  # exists
+        store.commit(create("x")),
+        store.commit(move("zzz", Status.PROCESSING, expect=1)),  # never existed
+        store.commit(create("y")),
+        return_exceptions=True,
+    )
+    assert [type(r).__name__ for r in results] == [
+        "VersionConflict",
+        "int",
+        "VersionConflict",
+        "int",
+    ]
+    assert str(results[0]) == "a" and str(results[2]) == "zzz"  # it names the job
+    assert results[1] == 2 and results[3] == 3
+    with pytest.raises(VersionConflict) as caught:
+        await store.put_doc("keys", "k1", b"v", expect=3)
+    assert str(caught.value) == "keys/k1"
+    await store.close()
+
+
+async def test_a_deleted_job_can_not_be_moved(tmp_path: Path) -> None:
+    store, _ = await reopen(str(tmp_path / "s.db"))
+    await store.commit(create("a"))
+    assert await store.commit(Change(job("a"), EventType.DELETED, "t", 1)) == 2
+    with pytest.raises(VersionConflict):  # decided on the version the delete left
+        await store.commit(move("a", Status.PROCESSING, expect=2))
+    await store.close()
+
+
+async def test_hundreds_of_deletes_in_one_batch_all_reach_the_file(tmp_path: Path) -> None:
+    path = str(tmp_path / "s.db")
+    store, _ = await reopen(path)
+    names = [f"j{n}" for n in range(900)]  # more than two statements' worth of rows
+    seqs = await asyncio.gather(*(store.commit(create(n)) for n in names))
+    deleted = await asyncio.gather(
+        *(
+            store.commit(Change(job(n), EventType.DELETED, "t", s))
+            for n, s in zip(names, seqs, strict=True)
+        )
+    )
+    assert len(set(deleted)) == 900
+    await store.commit(create("kept"))
+    await store.close()
+    again, loaded = await reopen(path)
+    await again.close()
+    assert [s.job.id for s in loaded.jobs] == ["kept"]  # type: ignore[attr-defined]
