@@ -6,6 +6,7 @@ by, and what a store that is not open (or a Redis that is not there) answers."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -228,3 +229,112 @@ async def test_no_redis_at_the_url_is_a_startup_error() -> None:
         await store.open(Log(), Configs())
     assert info.value.setting == "REDIS_URL"
     assert info.value.problem.startswith("cannot use redis://127.0.0.1:1/0: ")
+
+
+# ---- a tail that lags, a Redis that fails ---------------------------------------------
+
+
+def gate_tail(store: RedisStore) -> asyncio.Event:
+    """Hold this process's tail back (its next XREAD waits for the returned event)."""
+    gate = asyncio.Event()
+    conn: Any = store._tail_conn
+    real = conn.xread
+
+    async def gated(*args: Any, **kwargs: Any) -> Any:
+        await gate.wait()
+        return await real(*args, **kwargs)
+
+    conn.xread = gated
+    return gate
+
+
+async def test_sync_waits_for_the_tail_to_apply_what_redis_holds(
+    stores: Callable[..., Any],
+) -> None:
+    log = Log()
+    store = await stores(log)
+    other = await stores()
+    async with asyncio.timeout(5):
+        await store.sync()  # an empty Redis: nothing to wait for
+    gate = gate_tail(store)
+    await asyncio.sleep(0.6)  # the XREAD in flight returns (BLOCK 500 ms); the next one waits
+    for n in range(3):
+        await other.commit(create(f"j{n}"))
+    syncing = asyncio.create_task(store.sync())
+    await asyncio.sleep(0.2)
+    assert not syncing.done()  # Redis is at seq 3, this process is not yet
+    gate.set()
+    async with asyncio.timeout(10):
+        await syncing
+    assert [e.job.id for e in log.events] == ["j0", "j1", "j2"]
+
+
+async def test_a_commit_this_process_can_not_read_back_in_time_is_a_503(
+    stores: Callable[..., Any], monkeypatch: pytest.MonkeyPatch, raw: Any
+) -> None:
+    monkeypatch.setattr(redis_module, "APPLY_TIMEOUT_S", 0.2)
+    store = await stores()
+    gate = gate_tail(store)
+    await asyncio.sleep(0.6)
+    with pytest.raises(StoreUnavailable) as info:
+        await store.commit(create("a"))
+    assert info.value.reason == (
+        "committed, but this process could not read it back from redis in time"
+    )
+    assert info.value.retry_after_s == 1.0
+    assert await raw.hget("dubsim:job:a", "v") == b"1"  # durable all the same
+    gate.set()
+
+
+async def test_a_failing_redis_is_a_503_that_names_the_error_logged_once(
+    stores: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    store = await stores()
+    working = store._redis
+    store._redis = aioredis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=2)
+    calls = [
+        lambda: store.sync(),
+        lambda: store.renew_leases(["a"], 1.0, 0.0),
+        lambda: store.expired_leases(0.0),
+        lambda: store.get_doc("keys", "k"),
+        lambda: store.docs("keys"),
+        lambda: store.put_doc("keys", "k", b"v"),
+        lambda: store.rate_hit("u", 1, 1000.0),
+    ]
+    try:
+        with caplog.at_level(logging.ERROR, logger="service.store.redis"):
+            for call in calls:
+                with pytest.raises(StoreUnavailable) as info:
+                    await call()
+                assert info.value.reason == f"redis unavailable: {info.value.__cause__}"
+                assert info.value.retry_after_s == 1.0
+        errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+        assert len(errors) == 1 and errors[0].startswith("redis unavailable: ")  # once
+        assert store.health() is not None
+    finally:
+        await store._redis.aclose()
+        store._redis = working
+
+
+async def test_after_a_failed_write_a_probe_notices_that_redis_takes_writes_again(
+    stores: Callable[..., Any],
+    raw: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr(redis_module, "PROBE_INTERVAL_S", 0.05)
+    store = await stores()
+    real = time.time
+    monkeypatch.setattr(redis_module.time, "time", lambda: real() - 60.0)
+    with caplog.at_level(logging.INFO, logger="service.store.redis"):
+        with pytest.raises(StoreUnavailable):
+            await store.commit(create("a"))
+        assert store.health() == "redis unavailable: redis answered too late"
+        monkeypatch.setattr(redis_module.time, "time", real)
+        await until(lambda: store.health() is None)  # nobody wrote: the probe did
+    assert [r.getMessage() for r in caplog.records] == [
+        "redis unavailable: redis answered too late",
+        "redis takes writes again",
+    ]
+    probe = await raw.get("dubsim:probe")
+    assert abs(float(probe) - real()) < 60.0  # the probe wrote the time, on our clock
