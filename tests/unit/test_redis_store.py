@@ -11,16 +11,17 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import msgspec
 import pytest
 import redis.asyncio as aioredis
 
 from service.errors import StartupError
 from service.models import EventType, Status
 from service.settings import Config
-from service.store import Change, StoreUnavailable
+from service.store import Change, StoreUnavailable, VersionConflict
 from service.store import redis as redis_module
 from service.store.redis import RedisStore
-from tests.unit.test_store import Log, create, job
+from tests.unit.test_store import Log, create, job, move
 
 LEASES = "dubsim:leases"
 
@@ -338,3 +339,61 @@ async def test_after_a_failed_write_a_probe_notices_that_redis_takes_writes_agai
     ]
     probe = await raw.get("dubsim:probe")
     assert abs(float(probe) - real()) < 60.0  # the probe wrote the time, on our clock
+
+
+async def test_hits_at_one_instant_are_distinct_across_calls_and_processes(
+    stores: Callable[..., Any],
+) -> None:
+    store = await stores()
+    other = await stores()
+    assert (await store.rate_hit("u", 3, 5000.0)).allowed
+    assert (await other.rate_hit("u", 3, 5000.0)).allowed  # another process, the same instant
+    assert (await store.rate_hit("u", 3, 5000.0)).allowed
+    refused = await store.rate_hit("u", 3, 5000.0)
+    assert (refused.allowed, refused.remaining) == (False, 0)  # three hits counted, not one
+    assert (await store.rate_hit("w", 1, 1000.0)).allowed
+    d = await store.rate_hit("w", 1, 4599.5)
+    assert (d.allowed, d.reset_s) == (False, 0.5)  # half a second left, not rounded up
+
+
+async def test_an_empty_document_is_kept_empty_and_a_conflict_names_the_document(
+    stores: Callable[..., Any],
+) -> None:
+    store = await stores()
+    assert await store.put_doc("keys", "empty", b"") == 1
+    doc = await store.get_doc("keys", "empty")
+    assert doc is not None and doc.body == b""
+    with pytest.raises(VersionConflict) as caught:
+        await store.put_doc("keys", "empty", b"x", expect=5)
+    assert str(caught.value) == "keys/empty"
+
+
+async def test_events_from_the_tail_carry_their_time_and_bytes(stores: Callable[..., Any]) -> None:
+    log = Log()
+    store = await stores(log)
+    await store.commit(create("a", key="k"))
+    await store.commit(move("a", Status.PROCESSING, expect=1))
+    first, second = log.events
+    assert (first.at, first.idempotency_key, first.request_hash) == ("t0", "k", "hash")
+    assert (second.at, second.idempotency_key, second.request_hash) == ("t1", None, None)
+    assert first.data == msgspec.json.encode(first.job)
+    assert msgspec.json.decode(second.data)["status"] == "processing"
+
+
+async def test_each_new_failure_after_a_success_is_logged_again(
+    stores: Callable[..., Any], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = await stores()
+    real = time.time
+    with caplog.at_level(logging.ERROR, logger="service.store.redis"):
+        for _ in range(2):
+            monkeypatch.setattr(redis_module.time, "time", lambda: real() - 60.0)
+            for _ in range(2):  # a streak of failures: logged once
+                with pytest.raises(StoreUnavailable):
+                    await store.put_doc("keys", "k", b"v")
+            monkeypatch.setattr(redis_module.time, "time", real)
+            await store.put_doc("keys", "k", b"v")
+            assert store.health() is None
+    assert [r.getMessage() for r in caplog.records] == [
+        "redis unavailable: redis answered too late"
+    ] * 2
