@@ -202,3 +202,71 @@ async def test_hundreds_of_deletes_in_one_batch_all_reach_the_file(tmp_path: Pat
     again, loaded = await reopen(path)
     await again.close()
     assert [s.job.id for s in loaded.jobs] == ["kept"]  # type: ignore[attr-defined]
+
+
+async def test_a_store_that_never_opened_closes_at_once(tmp_path: Path) -> None:
+    async with asyncio.timeout(10):
+        await SQLiteStore(str(tmp_path / "s.db")).close()
+
+
+async def test_the_writer_task_is_named(tmp_path: Path) -> None:
+    store, _ = await reopen(str(tmp_path / "s.db"))
+    assert store._writer is not None and store._writer.get_name() == "sqlite-writer"
+    await store.close()
+
+
+async def test_startup_errors_say_what_is_wrong_with_the_file(tmp_path: Path) -> None:
+    missing = str(tmp_path / "no" / "s.db")
+    with pytest.raises(StartupError) as caught:
+        await reopen(missing)
+    assert caught.value.problem == f"cannot open {missing}: No such file or directory"
+    path = str(tmp_path / "s.db")
+    first, _ = await reopen(path)
+    with pytest.raises(StartupError) as caught:
+        await reopen(path)
+    assert caught.value.problem == (
+        f"{path} is in use by another dubsim process; SQLite allows one server process per "
+        "file (use REDIS_URL to run several)"
+    )
+    await first.close()
+
+
+async def test_a_statement_failing_mid_batch_rolls_it_all_back_and_the_store_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service.store import StoreUnavailable
+    from service.store import sqlite as sqlite_module
+
+    path = str(tmp_path / "s.db")
+    store, _ = await reopen(path)
+    await store.commit(create("a"))
+    monkeypatch.setattr(sqlite_module, "_INSERT_EVENTS", ("INSERT INTO nowhere VALUES {}", 7))
+    with pytest.raises(StoreUnavailable):  # the job row was written, then the events failed
+        await store.commit(create("b"))
+    monkeypatch.undo()
+    async with asyncio.timeout(10):
+        assert await store.commit(create("c")) == 2  # seq 2 was never handed out
+    await store.close()
+    again, loaded = await reopen(path)
+    await again.close()
+    assert [s.job.id for s in loaded.jobs] == ["a", "c"]  # type: ignore[attr-defined]
+
+
+async def test_a_deleted_job_can_not_be_moved_on_its_old_version_either(tmp_path: Path) -> None:
+    store, _ = await reopen(str(tmp_path / "s.db"))
+    await store.commit(create("a"))
+    await store.commit(Change(job("a"), EventType.DELETED, "t", 1))
+    with pytest.raises(VersionConflict):
+        await store.commit(move("a", Status.PROCESSING, expect=1))
+    await store.close()
+
+
+async def test_a_keyed_job_born_and_deleted_in_one_batch(tmp_path: Path) -> None:
+    store, _ = await reopen(str(tmp_path / "s.db"))
+    results = await asyncio.gather(
+        store.commit(create("a", key="k")),
+        store.commit(Change(job("a"), EventType.DELETED, "t", 1)),
+    )
+    assert results == [1, 2]
+    assert await store.commit(create("b", key="k")) == 3  # the key is free
+    await store.close()
