@@ -403,3 +403,43 @@ async def test_each_new_failure_after_a_success_is_logged_again(
     assert [r.getMessage() for r in caplog.records] == [
         "redis unavailable: redis answered too late"
     ] * 2
+
+
+async def test_one_tail_read_with_jobs_a_config_and_jobs_applies_all_in_order(
+    stores: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    log, configs = Log(), Configs()
+    store = await stores(log, configs)
+    other = await stores()
+    gate = gate_tail(store)
+    await asyncio.sleep(0.6)  # the XREAD in flight returns; the next one waits
+    await other.commit(create("a"))
+    await other.save_config(Config(max_attempts=5))
+    await other.commit(create("b"))
+    with caplog.at_level(logging.ERROR, logger="service.store.redis"):
+        gate.set()  # one XREAD now returns all three
+        await until(lambda: [e.job.id for e in log.events] == ["a", "b"])
+        await store.sync()
+    assert configs.seen == [Config(max_attempts=5)]
+    assert caplog.records == []  # applied as it came, not rescued by the error path
+
+
+async def test_commits_applied_one_tail_read_at_a_time_all_answer(
+    stores: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(redis_module, "APPLY_TIMEOUT_S", 3.0)
+    store = await stores()
+    gate = gate_tail(store)
+    conn: Any = store._tail_conn
+    gated = conn.xread
+
+    async def one_at_a_time(*args: Any, **kwargs: Any) -> Any:
+        return await gated(*args, **{**kwargs, "count": 1})
+
+    conn.xread = one_at_a_time
+    await asyncio.sleep(0.6)
+    commits = [asyncio.create_task(store.commit(create(n))) for n in ("a", "b", "c")]
+    await asyncio.sleep(0.1)  # all three committed in Redis, none applied here yet
+    gate.set()
+    async with asyncio.timeout(10):
+        assert sorted(await asyncio.gather(*commits)) == [1, 2, 3]  # no waiter dropped
