@@ -301,13 +301,15 @@ async def test_a_failing_redis_is_a_503_that_names_the_error_logged_once(
         lambda: store.docs("keys"),
         lambda: store.put_doc("keys", "k", b"v"),
         lambda: store.rate_hit("u", 1, 1000.0),
+        lambda: store.commit(create("x")),
     ]
     try:
         with caplog.at_level(logging.ERROR, logger="service.store.redis"):
             for call in calls:
                 with pytest.raises(StoreUnavailable) as info:
                     await call()
-                assert info.value.reason == f"redis unavailable: {info.value.__cause__}"
+                reason = info.value.reason  # names the error underneath
+                assert reason.startswith("redis unavailable: ") and "127.0.0.1:1" in reason
                 assert info.value.retry_after_s == 1.0
         errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
         assert len(errors) == 1 and errors[0].startswith("redis unavailable: ")  # once
@@ -443,3 +445,27 @@ async def test_commits_applied_one_tail_read_at_a_time_all_answer(
     gate.set()
     async with asyncio.timeout(10):
         assert sorted(await asyncio.gather(*commits)) == [1, 2, 3]  # no waiter dropped
+
+
+async def test_a_commit_redis_refuses_is_a_503_and_an_abandoned_one_holds_up_no_other(
+    stores: Callable[..., Any],
+) -> None:
+    from redis.exceptions import ResponseError
+
+    store = await stores()
+    real = store._pipeline
+
+    async def one_refused(batch: list[Any]) -> list[Any]:
+        results = await real(batch)
+        return [ResponseError("boom") if c.job.id == "bad" else r for (c, _), r in
+                zip(batch, results, strict=True)]  # fmt: skip
+
+    store._pipeline = one_refused  # type: ignore[method-assign]
+    tasks = [asyncio.create_task(store.commit(create(n))) for n in ("gone", "bad", "ok")]
+    await asyncio.sleep(0)  # handed over together: one pipeline
+    tasks[0].cancel()
+    async with asyncio.timeout(10):
+        results = await asyncio.gather(*tasks[1:], return_exceptions=True)
+    assert isinstance(results[0], StoreUnavailable)
+    assert results[0].reason == "redis unavailable: boom"
+    assert isinstance(results[1], int)  # answered although the one before it was abandoned
