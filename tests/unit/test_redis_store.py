@@ -385,6 +385,9 @@ async def test_events_from_the_tail_carry_their_time_and_bytes(stores: Callable[
     assert (first.at, first.idempotency_key, first.request_hash) == ("t0", "k", "hash")
     assert (second.at, second.idempotency_key, second.request_hash) == ("t1", None, None)
     assert first.data == msgspec.json.encode(first.job)
+    await store.commit(create("plain"))  # no key, no request hash
+    third = log.events[2]
+    assert (third.idempotency_key, third.request_hash) == (None, None)
     assert msgspec.json.decode(second.data)["status"] == "processing"
 
 
