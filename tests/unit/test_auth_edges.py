@@ -60,11 +60,11 @@ def test_a_genuine_cookie_is_accepted_the_helper_signs_like_the_server() -> None
         f"{int(NOW) + 60}.",  # no nonce: nothing a logout could revoke
     ],
 )
-def test_genuinely_signed_but_malformed_cookies_are_refused(payload: str) -> None:
+async def test_genuinely_signed_but_malformed_cookies_are_refused(payload: str) -> None:
     auth = Auth(TOKEN)
     cookie = signed(payload)
     assert not ok_at(auth, cookie)
-    auth.close_session(cookie)  # and a logout with one is a no-op, not an error
+    await auth.close_session(cookie)  # and a logout with one is a no-op, not an error
 
 
 def test_an_expiry_of_fifteen_digits_is_still_well_formed() -> None:
@@ -81,10 +81,10 @@ def test_a_token_with_a_lone_surrogate_is_wrong_not_a_crash(token: str) -> None:
     "cookie",
     [f"{int(NOW) + 60}.\ud800.{'0' * 64}", f"{int(NOW) + 60}.n\udcff.{'a' * 64}"],
 )
-def test_a_cookie_with_a_lone_surrogate_is_refused_not_a_crash(cookie: str) -> None:
+async def test_a_cookie_with_a_lone_surrogate_is_refused_not_a_crash(cookie: str) -> None:
     auth = Auth(TOKEN)
     assert not ok_at(auth, cookie)
-    auth.close_session(cookie)
+    await auth.close_session(cookie)
 
 
 def test_a_surrogate_nonce_is_signed_consistently() -> None:
