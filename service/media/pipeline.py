@@ -25,7 +25,7 @@ from ..models import Stage
 from ..scheduler import Plan
 from ..store import StoreUnavailable
 from . import script
-from .probe import NotAVideo, probe
+from .probe import INPUT_GUARD, NotAVideo, probe
 from .tools import FfmpegProgress, ToolFailed
 
 if TYPE_CHECKING:
@@ -158,7 +158,7 @@ class Attempt:
             _, err = await tools.run(
                 "ffmpeg",
                 [
-                    *("-hide_banner", "-nostats", "-y", "-i", str(source), "-vn"),
+                    *("-hide_banner", "-nostats", "-y", *INPUT_GUARD, "-i", str(source), "-vn"),
                     *("-af", SILENCE, "-ac", "1", "-ar", "22050", str(original)),
                     *("-progress", "pipe:1"),
                 ],
@@ -241,7 +241,8 @@ class Attempt:
         pace = ["-re"] if self.media.realtime else []
         for video_codec in (["-c:v", "copy"], ["-c:v", "libx264", "-preset", "veryfast"]):
             args = [
-                *("-hide_banner", "-nostats", "-y", *pace, "-i", str(source), "-i", str(voice)),
+                *("-hide_banner", "-nostats", "-y", *pace, *INPUT_GUARD, "-i", str(source)),
+                *("-i", str(voice)),
                 *("-filter_complex", graph, "-map", "0:v:0", "-map", "[mixed]", *video_codec),
                 *("-c:a", "aac", "-b:a", "128k", "-t", f"{duration:.3f}"),
                 *("-movflags", "+faststart", "-f", "mp4", str(result), "-progress", "pipe:1"),
