@@ -17,13 +17,14 @@ import io
 import resource
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from tests.conftest import ApiFactory, wait_for_status
+from tests.conftest import ADMIN, ApiFactory, wait_for_status
 from tests.media.conftest import Inputs, inputs  # noqa: F401  (the session's test videos)
 
 ALICE = {"X-User-Id": "alice"}
@@ -241,3 +242,51 @@ async def test_a_playlist_asset_cannot_feed_the_pipeline(
     assert done["status"] == "permanently_failed"
     assert done["error"]["code"] == "media_error"
     assert done["stage"] == "probe"
+
+
+async def virtual_job(api: ApiFactory, tmp_path: Path) -> tuple[TestClient[Any, Any], Any]:
+    """A plain job completed under CLOCK=virtual (result links valid 600 s)."""
+    client = await api(
+        clock="virtual",
+        clock_start="2030-01-01T00:00:00+00:00",
+        attempt_timeout_s=86_400,
+        result_url_ttl_s=600,
+        media_dir=str(tmp_path / "media"),
+    )
+    resp = await client.post("/v1/jobs", json={"target_language": "fr"}, headers=ALICE)
+    job = await resp.json()
+    assert resp.status == 201, job
+    resp = await client.post("/v1/clock/advance", json={"seconds": 120}, headers=ADMIN)
+    assert resp.status == 200
+    return client, await wait_for_status(client, job["id"], {"completed"})
+
+
+async def test_a_fresh_link_works_under_the_virtual_clock(api: ApiFactory, tmp_path: Path) -> None:
+    """Links were signed with the wall clock and checked with the service's: under
+    CLOCK=virtual (started in 2030) every result_url was born expired. Signed and checked
+    on one clock, a fresh link downloads, and expires RESULT_URL_TTL_S later on that clock."""
+    client, done = await virtual_job(api, tmp_path)
+    link = urlsplit(done["result_url"])
+    resp = await client.get(f"{link.path}?{link.query}")  # no credentials: the link alone
+    assert resp.status == 200, await resp.text()
+    resp = await client.post("/v1/clock/advance", json={"seconds": 3600}, headers=ADMIN)
+    assert resp.status == 200
+    resp = await client.get(f"{link.path}?{link.query}")
+    assert resp.status == 403
+
+
+async def test_asking_for_the_job_again_gives_a_link_that_works(
+    api: ApiFactory, tmp_path: Path
+) -> None:
+    """UNFIXED. An expired link answers 403 "this link has expired ...; ask for the job
+    again", and docs/media.md says result_url is valid RESULT_URL_TTL_S. But result_url is
+    signed once, when the job completes, and stored: asking again gives the same dead link,
+    so past the TTL no link-holder (a HeyGen-style client, a browser) can ever download the
+    result again. The contract: the job read after the TTL carries a link valid now."""
+    client, done = await virtual_job(api, tmp_path)
+    resp = await client.post("/v1/clock/advance", json={"seconds": 3600}, headers=ADMIN)
+    assert resp.status == 200
+    again = await (await client.get(f"/v1/jobs/{done['id']}", headers=ALICE)).json()
+    link = urlsplit(again["result_url"])
+    resp = await client.get(f"{link.path}?{link.query}")
+    assert resp.status == 200, await resp.text()
