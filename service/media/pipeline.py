@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import shutil
+import wave
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
@@ -165,15 +166,18 @@ class Attempt:
                 on_line=FfmpegProgress(duration, self.reporter.update),
             )
 
+            # speech only where sound was decoded: a header may claim hours the file has not
+            heard = min(duration, await asyncio.to_thread(_wav_seconds, original, duration))
+
             await self._begin(Stage.TRANSCRIBE)
-            speech = speech_spans(err.decode(errors="replace"), duration)
+            speech = speech_spans(err.decode(errors="replace"), heard)
             cues = script.transcribe(media.script_seed(self.record), speech)
 
             await self._begin(Stage.TRANSLATE)
             translated = script.translate(cues, job.target_language)
 
             await self._begin(Stage.SYNTHESIZE)
-            voice = await self._synthesize(translated, duration)
+            voice = await self._synthesize(translated, heard)
 
             await self._begin(Stage.MIX)
             result = work / "result.mp4"
@@ -278,6 +282,15 @@ def speech_spans(log_text: str, duration: float) -> list[tuple[float, float]]:
     if cursor < duration:
         spans.append((cursor, duration))
     return [(round(a, 3), round(b, 3)) for a, b in spans if b - a > 0]
+
+
+def _wav_seconds(path: Path, otherwise: float) -> float:
+    """How long the WAV ffmpeg decoded is (`otherwise` if it can't be read)."""
+    try:
+        with wave.open(str(path), "rb") as wav:
+            return wav.getnframes() / wav.getframerate()
+    except (OSError, EOFError, wave.Error, ZeroDivisionError):
+        return otherwise
 
 
 def _fresh_dir(job_dir: Path, work: Path) -> None:

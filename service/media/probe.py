@@ -86,6 +86,10 @@ async def probe(tools: Tools, path: Path) -> Probed:
     if audio is None:
         raise NotAVideo("the video has no audio track to dub", reason="no_audio")
     duration = _float(found.format.duration if found.format else None) or _float(video.duration)
+    # the container's header may claim far more than its streams hold: believe the streams
+    streams = [d for s in (video, audio) if (d := _float(s.duration)) is not None and d > 0]
+    if duration is not None and streams:
+        duration = min(duration, max(streams))
     if duration is None or duration <= 0:
         raise NotAVideo("the video has no measurable duration", reason="no_duration")
     return Probed(

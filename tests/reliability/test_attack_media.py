@@ -14,7 +14,10 @@
 from __future__ import annotations
 
 import io
+import re
 import resource
+import struct
+import subprocess
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -290,3 +293,56 @@ async def test_asking_for_the_job_again_gives_a_link_that_works(
     link = urlsplit(again["result_url"])
     resp = await client.get(f"{link.path}?{link.query}")
     assert resp.status == 200, await resp.text()
+
+
+def lying_header(source: Path, dest: Path, claimed_s: int) -> Path:
+    """`source` remuxed to `dest` (.mp4 or .mkv) whose container header claims `claimed_s`
+    seconds while its streams hold what they held (3 s)."""
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y", "-i", str(source), "-c", "copy", str(dest)],
+        check=True,
+        timeout=60,
+    )
+    data = bytearray(dest.read_bytes())
+    if dest.suffix == ".mp4":  # mvhd: version/flags, created, modified, timescale, duration
+        at = data.index(b"mvhd")
+        (timescale,) = struct.unpack(">I", data[at + 16 : at + 20])
+        data[at + 20 : at + 24] = struct.pack(">I", timescale * claimed_s)
+    else:  # Matroska Segment Info Duration (ID 0x4489, 8-byte float, in milliseconds)
+        at = data.index(b"\x44\x89\x88")
+        data[at + 3 : at + 11] = struct.pack(">d", claimed_s * 1000.0)
+    dest.write_bytes(data)
+    return dest
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
+async def test_a_header_claiming_hours_costs_what_the_file_holds(
+    api: ApiFactory,
+    inputs: Inputs,  # noqa: F811
+    tmp_path: Path,
+    suffix: str,
+) -> None:
+    """A 3 s clip whose header claims 300 s was dubbed as 300 s: one espeak-ng run per 2.5 s
+    of claimed "sound" and a voice track padded to the claim (a 117 KB upload claiming 10 h
+    started 14,400 espeak-ng runs and ~1 GB of WAVs). Its captions and voice must cover only
+    what the file holds; an MP4's stream durations also correct the asset's duration_s."""
+    lying = lying_header(inputs.ok, tmp_path / f"lying{suffix}", 300)
+    client = await api(media_dir=str(tmp_path / "media"))
+    status, asset = await upload(client, lying.read_bytes(), ALICE)
+    assert status == 201, asset
+    if suffix == ".mp4":
+        assert asset["duration_s"] < 4
+    resp = await client.post(
+        "/v1/jobs",
+        json={"target_language": "fr", "video": {"type": "asset_id", "asset_id": asset["id"]}},
+        headers=ALICE,
+    )
+    job = await resp.json()
+    assert resp.status == 201, job
+    done = await wait_for_status(client, job["id"], {"completed", "permanently_failed"}, 60)
+    assert done["status"] == "completed", done
+    srt = await (await client.get(f"/v1/jobs/{job['id']}/captions.srt", headers=ALICE)).text()
+    ends = re.findall(r"--> (\d\d):(\d\d):(\d\d),(\d\d\d)", srt)
+    assert ends, srt
+    h, m, s, ms = (int(x) for x in ends[-1])
+    assert h * 3600 + m * 60 + s + ms / 1000 <= 3.5, srt
