@@ -54,6 +54,12 @@ class Gone(ServiceError):
     code = "gone"
 
 
+class InsufficientStorage(ServiceError):
+    """The disk is full (or a file-size limit was hit) while storing what was sent."""
+
+    code = "insufficient_storage"
+
+
 class UnsupportedMediaType(ServiceError):
     code = "unsupported_media_type"
 

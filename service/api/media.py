@@ -10,11 +10,16 @@ script; a job not completed yet gets 409.
 
 from __future__ import annotations
 
+import asyncio
+import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Final
 
-from aiohttp import BodyPartReader, web
+from aiohttp import BodyPartReader, hdrs, web
+from aiohttp.abc import AbstractStreamWriter
 from aiohttp.typedefs import Handler
+from multidict import CIMultiDict
 
 from ..appkeys import AUTH, SERVICE
 from ..auth import user_id
@@ -58,20 +63,31 @@ async def upload(request: web.Request) -> web.Response:
 
 
 async def _multipart(request: web.Request) -> AsyncIterator[bytes]:
-    reader = await request.multipart()
-    while True:
-        part = await reader.next()
-        if part is None:
-            raise ValidationFailed("the multipart form has no file part", field="file")
-        if isinstance(part, BodyPartReader) and part.filename is not None:
-            return _part_chunks(part)
-        if isinstance(part, BodyPartReader):
-            await part.release()
+    try:
+        reader = await request.multipart()
+        while True:
+            part = await reader.next()
+            if part is None:
+                break
+            if isinstance(part, BodyPartReader) and part.filename is not None:
+                return _part_chunks(part)
+            if isinstance(part, BodyPartReader):
+                await part.release()
+    except ValueError as exc:  # aiohttp's word for a form it can't parse
+        raise _bad_form(exc) from None
+    raise ValidationFailed("the multipart form has no file part", field="file")
+
+
+def _bad_form(exc: ValueError) -> ValidationFailed:
+    return ValidationFailed(f"the multipart form is malformed: {exc}"[:200], field="file")
 
 
 async def _part_chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
-    while chunk := await part.read_chunk(CHUNK):
-        yield chunk
+    try:
+        while chunk := await part.read_chunk(CHUNK):
+            yield chunk
+    except ValueError as exc:
+        raise _bad_form(exc) from None
 
 
 async def get_asset(request: web.Request) -> web.Response:
@@ -107,15 +123,52 @@ async def _artifact(request: web.Request, artifact: str) -> web.StreamResponse:
         path = media.job_dir(job.id) / FILES[artifact]
         if not path.is_file():
             raise Gone(f"the job's {artifact} is no longer on disk", artifact=artifact)
-        return web.FileResponse(path, headers=headers)
+        return _FileResponse(path, headers=headers)
     if artifact == "result":
-        return web.FileResponse(PLACEHOLDER, headers=headers)
+        return _FileResponse(PLACEHOLDER, headers=headers)
     cues = media.placeholder_captions(record)
     text = script.srt(cues) if artifact == "captions.srt" else script.vtt(cues)
     headers["ETag"] = f'"{job.id}-{artifact}"'
     if request.headers.get("If-None-Match") == headers["ETag"]:
         return web.Response(status=304, headers=headers)
     return web.Response(body=text.encode(), headers=headers)
+
+
+_ONE_RANGE: Final = re.compile(r"bytes=(\d*)-(\d*)", re.IGNORECASE | re.ASCII)
+
+
+class _FileResponse(web.FileResponse):
+    """aiohttp's FileResponse, with the rules of RFC 9110 (section 14) it does not apply.
+
+    A Range that is not one valid byte range (another unit, several ranges, garbage, last
+    before first) is ignored: 200 with the whole file, not 416. An `If-Range` naming another
+    ETag gets the whole file (aiohttp only compares dates). `bytes=-0` asks for nothing: 416.
+    """
+
+    def __init__(self, path: Path, headers: dict[str, str]) -> None:
+        super().__init__(path, headers=headers)
+        self.file = path
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        rng = request.headers.get(hdrs.RANGE)
+        if rng is not None:
+            st = await asyncio.to_thread(self.file.stat)
+            etag = f'"{st.st_mtime_ns:x}-{st.st_size:x}"'
+            if_range = request.headers.get(hdrs.IF_RANGE, "")
+            one = _ONE_RANGE.fullmatch(rng.strip())
+            headers = CIMultiDict(request.headers)
+            if (
+                one is None
+                or one.group(1) == one.group(2) == ""
+                or (one.group(1) and one.group(2) and int(one.group(1)) > int(one.group(2)))
+                or (if_range[:1] in ('"', "W") and if_range != etag)
+            ):
+                del headers[hdrs.RANGE]
+                request = request.clone(headers=headers)
+            elif one.group(1) == "" and int(one.group(2)) == 0:
+                headers[hdrs.RANGE] = f"bytes={st.st_size}-"  # aiohttp's own 416
+                request = request.clone(headers=headers)
+        return await super().prepare(request)
 
 
 def _authorize(request: web.Request, record: Record, links: Links, artifact: str) -> None:

@@ -64,7 +64,7 @@ ROUTES: tuple[Route, ...] = (
         None,
         Asset,
         201,
-        (400, 413, 422),
+        (400, 413, 422, 507),
         params=_USER,
     ),
     Route("get", "/v1/assets/{id}", "Read an asset", None, Asset, 200, (404,), params=_ID),

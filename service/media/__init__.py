@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Final
@@ -116,11 +115,12 @@ class Media:
         return self.root / "jobs" / job_id
 
     def result_url(self, job: Job) -> str:
-        expires = int(time.time()) + self.ttl_s
-        return self.base + self.links.path(job.id, "result", expires)
+        return self.signed(job, "result")
 
     def signed(self, job: Job, artifact: str) -> str:
-        return self.base + self.links.path(job.id, artifact, int(time.time()) + self.ttl_s)
+        # the service's clock, the one links are checked against (CLOCK=virtual included)
+        expires = int(self.service.clock.now()) + self.ttl_s
+        return self.base + self.links.path(job.id, artifact, expires)
 
     def script_seed(self, record: Record) -> str:
         return f"{self.seed}/{record.ordinal}" if self.seed is not None else record.job.id

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,7 +21,7 @@ import aiohttp
 import msgspec
 
 from ..clock import Clock
-from ..errors import NotFound, PayloadTooLarge, ValidationFailed
+from ..errors import InsufficientStorage, NotFound, PayloadTooLarge, ValidationFailed
 from ..models import Asset, iso_ms
 from ..store import Store
 from .probe import probe
@@ -28,6 +29,7 @@ from .tools import Tools
 
 KIND: Final = "assets"
 FLUSH_BYTES: Final = 1 << 20  # chunks are gathered and written off the loop per MiB
+FULL: Final = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})  # no room for the file
 
 
 class VideoUnreachable(ValidationFailed):
@@ -95,6 +97,17 @@ class Assets:
             raise
 
     async def _write(self, part: Path, chunks: AsyncIterator[bytes]) -> int:
+        try:
+            return await self._write_all(part, chunks)
+        except OSError as exc:
+            if exc.errno not in FULL:
+                raise
+            raise InsufficientStorage(
+                "the server has no room to store this video; try again later",
+                reason="disk_full",
+            ) from None
+
+    async def _write_all(self, part: Path, chunks: AsyncIterator[bytes]) -> int:
         size = 0
         pending: list[bytes] = []
         pending_size = 0

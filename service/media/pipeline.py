@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import shutil
+import wave
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
@@ -25,7 +26,7 @@ from ..models import Stage
 from ..scheduler import Plan
 from ..store import StoreUnavailable
 from . import script
-from .probe import NotAVideo, probe
+from .probe import INPUT_GUARD, NotAVideo, probe
 from .tools import FfmpegProgress, ToolFailed
 
 if TYPE_CHECKING:
@@ -158,22 +159,25 @@ class Attempt:
             _, err = await tools.run(
                 "ffmpeg",
                 [
-                    *("-hide_banner", "-nostats", "-y", "-i", str(source), "-vn"),
+                    *("-hide_banner", "-nostats", "-y", *INPUT_GUARD, "-i", str(source), "-vn"),
                     *("-af", SILENCE, "-ac", "1", "-ar", "22050", str(original)),
                     *("-progress", "pipe:1"),
                 ],
                 on_line=FfmpegProgress(duration, self.reporter.update),
             )
 
+            # speech only where sound was decoded: a header may claim hours the file has not
+            heard = min(duration, await asyncio.to_thread(_wav_seconds, original, duration))
+
             await self._begin(Stage.TRANSCRIBE)
-            speech = speech_spans(err.decode(errors="replace"), duration)
+            speech = speech_spans(err.decode(errors="replace"), heard)
             cues = script.transcribe(media.script_seed(self.record), speech)
 
             await self._begin(Stage.TRANSLATE)
             translated = script.translate(cues, job.target_language)
 
             await self._begin(Stage.SYNTHESIZE)
-            voice = await self._synthesize(translated, duration)
+            voice = await self._synthesize(translated, heard)
 
             await self._begin(Stage.MIX)
             result = work / "result.mp4"
@@ -241,7 +245,8 @@ class Attempt:
         pace = ["-re"] if self.media.realtime else []
         for video_codec in (["-c:v", "copy"], ["-c:v", "libx264", "-preset", "veryfast"]):
             args = [
-                *("-hide_banner", "-nostats", "-y", *pace, "-i", str(source), "-i", str(voice)),
+                *("-hide_banner", "-nostats", "-y", *pace, *INPUT_GUARD, "-i", str(source)),
+                *("-i", str(voice)),
                 *("-filter_complex", graph, "-map", "0:v:0", "-map", "[mixed]", *video_codec),
                 *("-c:a", "aac", "-b:a", "128k", "-t", f"{duration:.3f}"),
                 *("-movflags", "+faststart", "-f", "mp4", str(result), "-progress", "pipe:1"),
@@ -277,6 +282,15 @@ def speech_spans(log_text: str, duration: float) -> list[tuple[float, float]]:
     if cursor < duration:
         spans.append((cursor, duration))
     return [(round(a, 3), round(b, 3)) for a, b in spans if b - a > 0]
+
+
+def _wav_seconds(path: Path, otherwise: float) -> float:
+    """How long the WAV ffmpeg decoded is (`otherwise` if it can't be read)."""
+    try:
+        with wave.open(str(path), "rb") as wav:
+            return wav.getnframes() / wav.getframerate()
+    except (OSError, EOFError, wave.Error, ZeroDivisionError):
+        return otherwise
 
 
 def _fresh_dir(job_dir: Path, work: Path) -> None:

@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Final
 
 import msgspec
 
 from ..errors import ValidationFailed
 from .tools import ToolFailed, Tools
+
+# Containers that hold their own media. Playlists and lists of other files (hls, concat,
+# image sequences...) are refused: ffmpeg would open whatever they name (local files, other
+# users' assets, any URL), so an upload could read what it must not.
+CONTAINERS: Final = frozenset(
+    {"mov", "mp4", "matroska", "webm", "avi", "flv", "mpegts", "mpeg", "ogg", "asf"}
+)
+# ffmpeg's own guard, put before every `-i` of an input video: other demuxers are not even
+# opened, so a playlist can't make ffprobe or ffmpeg touch the files it names.
+INPUT_GUARD: Final = ("-format_whitelist", ",".join(sorted(CONTAINERS)))
 
 
 class Probed(msgspec.Struct, frozen=True):
@@ -32,6 +43,7 @@ class _Stream(msgspec.Struct):
 
 
 class _Format(msgspec.Struct):
+    format_name: str = ""
     duration: str | None = None
     size: str | None = None
 
@@ -46,17 +58,27 @@ async def probe(tools: Tools, path: Path) -> Probed:
     try:
         out, _ = await tools.run(
             "ffprobe",
-            ["-v", "error", "-show_streams", "-show_format", "-of", "json", str(path)],
+            [
+                *("-v", "error", *INPUT_GUARD),
+                *("-show_streams", "-show_format", "-of", "json", str(path)),
+            ],
         )
     except ToolFailed as exc:
+        # ffprobe names the file it read: the server's own path, which is nobody's business
+        said = exc.stderr.replace(str(path), "the file").strip()[-200:]
         raise NotAVideo(
-            "not a video ffprobe can read: " + (exc.stderr.strip()[-200:] or "unknown format"),
-            reason="unreadable",
+            "not a video ffprobe can read: " + (said or "unknown format"), reason="unreadable"
         ) from None
     try:
         found = msgspec.json.decode(out, type=_Output)
     except msgspec.MsgspecError:
         raise NotAVideo("ffprobe could not describe the file", reason="unreadable") from None
+    container = found.format.format_name if found.format else ""
+    if not CONTAINERS.intersection(container.split(",")):
+        raise NotAVideo(
+            f"not a video container dubsim accepts ({container or 'unknown'})",
+            reason="unreadable",
+        )
     video = next((s for s in found.streams if s.codec_type == "video"), None)
     audio = next((s for s in found.streams if s.codec_type == "audio"), None)
     if video is None or video.width <= 0 or video.height <= 0:
@@ -64,6 +86,10 @@ async def probe(tools: Tools, path: Path) -> Probed:
     if audio is None:
         raise NotAVideo("the video has no audio track to dub", reason="no_audio")
     duration = _float(found.format.duration if found.format else None) or _float(video.duration)
+    # the container's header may claim far more than its streams hold: believe the streams
+    streams = [d for s in (video, audio) if (d := _float(s.duration)) is not None and d > 0]
+    if duration is not None and streams:
+        duration = min(duration, max(streams))
     if duration is None or duration <= 0:
         raise NotAVideo("the video has no measurable duration", reason="no_duration")
     return Probed(
