@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 from typing import Final, TypeVar
+from urllib.parse import parse_qs, urlsplit
 
 import msgspec
 from aiohttp import web
@@ -13,7 +14,7 @@ from ..appkeys import AUTH, HUB, SERVICE
 from ..auth import IDENTITY, plan_for, user_id
 from ..errors import BadRequest, Forbidden, ValidationFailed
 from ..hub import Wire
-from ..jobs import Record
+from ..jobs import JobService, Record
 from ..models import Role, Status, SubmitRequest
 from ._gate import GATE
 from ._http import decode_json, injected_fault, json_response, read_json
@@ -183,9 +184,25 @@ async def get_job(request: web.Request) -> web.StreamResponse:
                     request, record.job.id, wait, terminal_only=until == "terminal"
                 )
             record = service.find(record.job.id) or record
+    fresh = _with_fresh_link(service, record)
+    if fresh is not None:  # never a 304 for a copy whose link has died: here is one valid now
+        return json_response(fresh, headers=job_headers(request, record))
     if etag is not None and etag == record.etag:
         return web.Response(status=304, headers=job_headers(request, record))
     return json_response(record.data, headers=job_headers(request, record))
+
+
+def _with_fresh_link(service: JobService, record: Record) -> bytes | None:
+    """The job's JSON with its `result_url` signed anew, if the one it was completed with has
+    expired (RESULT_URL_TTL_S): asking for the job again is how a link-holder gets a link that
+    works. None (serve the stored bytes) while it is still good, which is the common case."""
+    job = record.job
+    if job.result_url is None or service.result_link is None:
+        return None
+    expires = parse_qs(urlsplit(job.result_url).query).get("expires", [""])[0]
+    if expires.isascii() and expires.isdigit() and int(expires) > service.clock.now():
+        return None
+    return msgspec.json.encode(msgspec.structs.replace(job, result_url=service.result_link(job)))
 
 
 def _wait_seconds(request: web.Request) -> float:

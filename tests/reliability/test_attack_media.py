@@ -281,11 +281,10 @@ async def test_a_fresh_link_works_under_the_virtual_clock(api: ApiFactory, tmp_p
 async def test_asking_for_the_job_again_gives_a_link_that_works(
     api: ApiFactory, tmp_path: Path
 ) -> None:
-    """UNFIXED. An expired link answers 403 "this link has expired ...; ask for the job
-    again", and docs/media.md says result_url is valid RESULT_URL_TTL_S. But result_url is
-    signed once, when the job completes, and stored: asking again gives the same dead link,
-    so past the TTL no link-holder (a HeyGen-style client, a browser) can ever download the
-    result again. The contract: the job read after the TTL carries a link valid now."""
+    """An expired link answers 403 "this link has expired ...; ask for the job again", and
+    docs/media.md says result_url is valid RESULT_URL_TTL_S. The outsider found the link was
+    signed once at completion and stored, so asking again gave the same dead link. The
+    contract: the job read after the TTL carries a link valid now."""
     client, done = await virtual_job(api, tmp_path)
     resp = await client.post("/v1/clock/advance", json={"seconds": 3600}, headers=ADMIN)
     assert resp.status == 200
