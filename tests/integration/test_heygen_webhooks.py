@@ -329,7 +329,7 @@ async def test_callback_url_bad_input_is_a_heygen_400(served: Any) -> None:
     assert resp.status == 401
     # a /v1 endpoint of the same user is not a HeyGen one
     resp = await client.post(
-        "/v1/webhooks", json={"url": "https://h.example/x"}, headers={"X-User-Id": "bad-user"}
+        "/v1/webhooks", json={"url": "http://127.0.0.1:9/x"}, headers={"X-User-Id": "bad-user"}
     )
     v1_id = (await resp.json())["id"]
     resp = await client.delete(f"/v3/webhooks/endpoints/{v1_id}", headers={"x-api-key": "bad-user"})
