@@ -79,11 +79,8 @@ def create_app(settings: Settings) -> web.Application:
     app[WEBHOOKS] = webhooks
     api.setup(app)
     webhooks_api.setup(app)
-    for facade in (
-        heygen_v2,
-        heygen_v3,
-        heygen_webhooks,
-    ):  # the HeyGen-compatible API: docs/heygen.md
+    # the HeyGen-compatible API: docs/heygen.md
+    for facade in (heygen_v2, heygen_v3, heygen_webhooks):
         facade.setup(app)
     app.cleanup_ctx.append(_run_service)
     app.on_shutdown.append(close_streams)
