@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from . import api
-from .api import heygen_v2, heygen_v3
+from .api import heygen_v2, heygen_v3, heygen_webhooks
 from .api import webhooks as webhooks_api
 from .api._http import http_middleware
 from .api.media import MEDIA
@@ -79,7 +79,8 @@ def create_app(settings: Settings) -> web.Application:
     app[WEBHOOKS] = webhooks
     api.setup(app)
     webhooks_api.setup(app)
-    for facade in (heygen_v2, heygen_v3):  # the HeyGen-compatible API: docs/heygen.md
+    # the HeyGen-compatible API: docs/heygen.md
+    for facade in (heygen_v2, heygen_v3, heygen_webhooks):
         facade.setup(app)
     app.cleanup_ctx.append(_run_service)
     app.on_shutdown.append(close_streams)

@@ -22,7 +22,8 @@ Internal interface for other features (the HeyGen facade): `register(...)` makes
 with an owner, an event filter, a named payload transformer (`transformers[name]`, a function
 from the event to the body bytes, or None to skip it) and `signed=False` for unsigned
 deliveries; `ensure_lane(owner, ...)` makes the per-owner lane that POSTs terminal events of
-that owner's jobs to each job's own `callback_url`.
+that owner's jobs to each job's own `callback_url`; `lane_claims` lets such a lane keep its
+jobs from the default lane; `update(..., transform=)` changes an endpoint's transformer.
 """
 
 from __future__ import annotations
@@ -318,6 +319,9 @@ class WebhookService:
         self.lease_s = lease_s
         self.rng = random.Random(seed)
         self.transformers: dict[str, Transformer] = {}
+        # the default callbacks lane (no transform) leaves alone a job one of these claims:
+        # another lane, with its own transform, POSTs that job's callback (the HeyGen facade)
+        self.lane_claims: list[Callable[[Published], bool]] = []
         self.holder = secrets.token_hex(8)  # this process, as a lease holder
         self._workers: dict[str, _Worker] = {}
         self._tap: _Tap | None = None
@@ -674,6 +678,8 @@ class WebhookService:
             if body is None:
                 return None
         else:
+            if endpoint.lane and any(claim(pub) for claim in self.lane_claims):
+                return None
             body = event_body(pub)
         faults = info.scenario.webhook if info.scenario is not None else None
         return Item(
@@ -1134,6 +1140,7 @@ class WebhookService:
         events: list[str] | None = None,
         description: str | None = None,
         status: str | None = None,
+        transform: str | None = None,
     ) -> Endpoint:
         await self.endpoint(endpoint_id, owner)
         if url is not None:
@@ -1147,6 +1154,8 @@ class WebhookService:
                 e.events = chosen
             if description is not None:
                 e.description = description
+            if transform is not None:
+                e.transform = transform
             if status is not None:
                 if status == "enabled" and e.status != "enabled":
                     e.disabled_reason = None

@@ -50,8 +50,9 @@ from ..errors import (
 from ..jobs import JobService, Record
 from ..keys import KEYS
 from ..links import Links
-from ..models import Role, Scenario, Status, SubmitRequest, parse_iso
+from ..models import Job, Role, Scenario, Status, SubmitRequest, parse_iso
 from ..store import StoreUnavailable, VersionConflict
+from ..webhooks import ADMIN_OWNER, WEBHOOKS
 from ._http import CHALLENGE, decode_json, http_status, injected_fault, json_response
 
 log = logging.getLogger(__name__)
@@ -120,6 +121,25 @@ class AssetId(msgspec.Struct, tag_field="type", tag="asset_id", forbid_unknown_f
 
 
 Asset = AssetUrl | AssetId
+
+# ---- webhook events ----------------------------------------------------------------------
+
+# The events the facade sends (heygen_webhooks.py): (kind, succeeded) -> HeyGen's name
+EVENT_NAMES: Final[dict[tuple[str, bool], str]] = {
+    ("t", True): "video_translate.success",
+    ("t", False): "video_translate.fail",
+    ("p", True): "proofread_creation.success",
+    ("p", False): "proofread_creation.fail",
+}
+HEYGEN_EVENTS: Final = tuple(EVENT_NAMES.values())
+LANE: Final = "heygen"  # the name of each user's lane for callback_url deliveries
+
+
+def transform_name(events: frozenset[str] | tuple[str, ...]) -> str:
+    """The webhook transformer that sends these of HEYGEN_EVENTS: `heygen:` + one bit each.
+    An endpoint's HeyGen event filter is its transformer (all 16 are registered at start)."""
+    return "heygen:" + "".join("1" if e in events else "0" for e in HEYGEN_EVENTS)
+
 
 # ---- errors and envelopes -------------------------------------------------------------
 
@@ -245,6 +265,8 @@ async def identify(request: web.Request) -> Caller:
         raise HeyGenError(401, "unauthorized", f"an API key is 1..{MAX_KEY} printable characters")
     if request.app[AUTH].token_ok(key):  # it would be kept as a user id, in the clear
         raise HeyGenError(401, "unauthorized", "the admin token is not an API key")
+    if key == ADMIN_OWNER:  # as an owner of webhooks, "*" means everyone
+        raise HeyGenError(401, "unauthorized", f"{ADMIN_OWNER!r} is not an API key")
     settings = request.app[SETTINGS]
     if settings.auth == "keys":
         identity = await request.app[KEYS].lookup(key)
@@ -327,6 +349,11 @@ def language_name(name: str, param: str) -> str:
     return found
 
 
+def language_of(code: str) -> str:
+    """The HeyGen name of a job's target language code."""
+    return _BY_CODE.get(code, code)
+
+
 def languages(names: list[str], param: str) -> list[str]:
     if not names:
         raise invalid("name at least one output language", param)
@@ -353,6 +380,8 @@ class Facade:
         self.links = Links(settings.admin_token)
         self.ttl_s = settings.result_url_ttl_s
         self.queue = settings.heygen_queue
+        # where links in webhook bodies point (no request to take the host from)
+        self.base = (settings.public_url or f"http://{settings.host}:{settings.port}").rstrip("/")
 
     @property
     def service(self) -> JobService:
@@ -362,6 +391,11 @@ class Facade:
         """An absolute, signed link to an artifact, valid RESULT_URL_TTL_S from now."""
         expires = int(self.service.clock.now() + self.ttl_s)
         return f"{request.scheme}://{request.host}{self.links.path(job_id, artifact, expires)}"
+
+    def public_link(self, job_id: str, artifact: str) -> str:
+        """The same link on PUBLIC_URL (or http://HOST:PORT): for webhook bodies."""
+        expires = int(self.service.clock.now() + self.ttl_s)
+        return self.base + self.links.path(job_id, artifact, expires)
 
     async def meta(self, record: Record) -> tuple[Meta, int]:
         """The job's document and its version (0: none yet; the defaults then)."""
@@ -419,11 +453,20 @@ class Facade:
                 None,
                 _retry_after(wait),
             )
+        callbacks = sorted({m.callback_url for m in metas if m.callback_url is not None})
+        if callbacks:
+            await self.prepare_callbacks(caller.user_id, callbacks)
         role = role_of(caller.plan)
         records: list[Record] = []
         for index, meta in enumerate(metas):
+            # callback_id/url ride on the job too: the webhook transformer reads them from the
+            # committed event (heygen_webhooks.py), with no document read on the way
             submit = SubmitRequest(
-                role=role, target_language=LANGUAGES[meta.output_language], scenario=scenario
+                role=role,
+                target_language=LANGUAGES[meta.output_language],
+                scenario=scenario,
+                callback_url=meta.callback_url,
+                callback_id=meta.callback_id,
             )
             key = tag(kind, caller.plan, call.request_id, index)
             record, _, _ = await service.submit(caller.user_id, submit, key)
@@ -432,6 +475,19 @@ class Facade:
                 await service.store.put_doc(DOC, record.job.id, msgspec.json.encode(meta), 0)
             records.append(record)
         return records
+
+    async def prepare_callbacks(self, user_id: str, urls: list[str]) -> None:
+        """Before a job with a callback_url exists: a valid URL (400 naming callback_url), and
+        the user's HeyGen lane, durable (unsigned HeyGen bodies to each job's callback_url)."""
+        webhooks = self.app[WEBHOOKS]
+        for url in urls:
+            try:
+                await webhooks.validate_url(url)
+            except ServiceError as exc:
+                raise invalid(f"callback_url: {exc.message}", "callback_url") from None
+        await webhooks.ensure_lane(
+            user_id, name=LANE, transform=transform_name(HEYGEN_EVENTS), signed=False
+        )
 
     async def sweep(self) -> int:
         """Delete expired Idempotency-Key records and the documents of jobs that are gone
@@ -663,7 +719,10 @@ async def _sweeping(app: web.Application) -> AsyncIterator[None]:
 
 
 def failure_message(record: Record) -> str | None:
-    job = record.job
+    return job_failure_message(record.job)
+
+
+def job_failure_message(job: Job) -> str | None:
     if job.status is Status.PERMANENTLY_FAILED:
         return job.error.message if job.error is not None else "the translation failed"
     if job.status is Status.CANCELLED:

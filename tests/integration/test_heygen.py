@@ -95,7 +95,7 @@ async def test_v2_status_moves_to_success_with_a_fresh_signed_link(api: ApiFacto
             "output_language": "spanish",  # names match without regard to case
             "title": "Keynote",
             "callback_id": "cb-1",
-            "callback_url": "https://hooks.example/heygen",
+            "callback_url": "http://127.0.0.1:9/heygen",  # loopback, nothing listens
             "mode": "precision",
             "enable_caption": True,
         },

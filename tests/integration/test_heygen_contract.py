@@ -16,6 +16,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from jsonschema import Draft202012Validator
 
+from service.appkeys import SERVICE
 from tests.conftest import ADMIN, ROOT, ApiFactory
 
 SPEC: dict[str, Any] = json.loads(
@@ -51,7 +52,7 @@ V2_STATUS = {
 }
 KEY = {"x-api-key": "contract-user"}
 VIDEO = {"type": "url", "url": "https://videos.example/talk.mp4"}
-FACADE_PATHS = {p for p in SPEC["paths"] if not p.startswith("/v3/webhooks")}
+FACADE_PATHS = set(SPEC["paths"])
 checked: set[tuple[str, str, int]] = set()
 
 
@@ -111,7 +112,9 @@ def test_the_facade_serves_exactly_the_contract_paths() -> None:
             assert route.resource is not None
             served.setdefault(route.resource.canonical, set()).add(route.method.lower())
     expected = {
-        path.replace("{video_translation_id}", "{id}").replace("{proofread_id}", "{id}"): set(ops)
+        path.replace("{video_translation_id}", "{id}")
+        .replace("{proofread_id}", "{id}")
+        .replace("{endpoint_id}", "{id}"): set(ops)
         for path, ops in SPEC["paths"].items()
         if path in FACADE_PATHS
     }
@@ -329,12 +332,92 @@ async def test_every_route_happy_and_failing_matches_the_contract(api: ApiFactor
     await call(client, "get", ip, f"{v}/{proof}", 404, headers=pk)
     await call(client, "get", gp, f"{pr}/{made}", 404, headers=pk)
 
+    await webhook_routes(client)
+
     # every route of the contract answered at least one success and one error
     for path in FACADE_PATHS:
         for method in SPEC["paths"][path]:
             statuses = {s for m, p_, s in checked if (m, p_) == (method, path)}
             assert any(s < 300 for s in statuses), (method, path)
             assert any(s >= 400 for s in statuses), (method, path)
+
+
+async def webhook_routes(client: TestClient[Any, Any]) -> None:
+    """/v3/webhooks/...: each route's successes and errors, against the contract."""
+    ep, one = "/v3/webhooks/endpoints", "/v3/webhooks/endpoints/{endpoint_id}"
+    rot = "/v3/webhooks/endpoints/{endpoint_id}/rotate-secret"
+    hook = "http://127.0.0.1:9/heygen"  # loopback, nothing listens: deliveries just fail
+    body = await call(client, "post", ep, ep, 200, json={"url": hook})
+    created = body["data"]
+    assert (created["url"], created["status"], created["events"]) == (hook, "enabled", None)
+    assert created["secret"].startswith("whsec_")
+    first = created["endpoint_id"]
+    body = await call(
+        client, "post", ep, ep, 200, json={"url": hook, "events": ["video_translate.fail"]}
+    )
+    assert body["data"]["events"] == ["video_translate.fail"]
+    second = body["data"]["endpoint_id"]
+    await call(client, "post", ep, ep, 400, json={"url": "ftp://x"})
+    await call(client, "post", ep, ep, 400, json={"url": hook, "events": ["video.done"]})
+    await call(client, "post", ep, ep, 400, json={"url": hook, "events": []})
+    await call(client, "post", ep, ep, 400, json={"url": hook, "entity_id": "project-1"})
+    await call(client, "post", ep, ep, 400, json={"events": None})
+    await call(client, "post", ep, ep, 401, headers={}, json={"url": hook})
+
+    body = await call(client, "get", ep, f"{ep}?limit=1", 200)
+    assert [e["endpoint_id"] for e in body["data"]] == [first]
+    assert body["has_more"] is True and body["data"][0]["secret"] is None
+    body = await call(client, "get", ep, f"{ep}?limit=1&token={body['next_token']}", 200)
+    assert [e["endpoint_id"] for e in body["data"]] == [second]
+    assert (body["has_more"], body["next_token"]) == (False, None)
+    await call(client, "get", ep, f"{ep}?limit=0", 400)
+    await call(client, "get", ep, f"{ep}?token=nope", 400)
+    await call(client, "get", ep, ep, 401, headers={})
+    body = await call(client, "get", ep, ep, 200, headers={"x-api-key": "someone-else"})
+    assert body["data"] == []
+
+    body = await call(
+        client, "patch", one, f"{ep}/{second}", 200, json={"events": ["video_translate.success"]}
+    )
+    assert body["data"]["events"] == ["video_translate.success"] and body["data"]["url"] == hook
+    await call(client, "patch", one, f"{ep}/{second}", 400, json={})
+    await call(client, "patch", one, f"{ep}/{second}", 400, json={"url": "nope"})
+    await call(client, "patch", one, f"{ep}/nope", 404, json={"url": hook})
+    await call(client, "patch", one, f"{ep}/{second}", 401, headers={}, json={"url": hook})
+    other = {"x-api-key": "someone-else"}
+    await call(client, "patch", one, f"{ep}/{second}", 404, headers=other, json={"url": hook})
+
+    body = await call(client, "post", rot, f"{ep}/{first}/rotate-secret", 200)
+    assert body["data"]["endpoint_id"] == first
+    assert body["data"]["secret"].startswith("whsec_")
+    assert body["data"]["secret"] != created["secret"]
+    await call(client, "post", rot, f"{ep}/nope/rotate-secret", 404)
+    await call(client, "post", rot, f"{ep}/{first}/rotate-secret", 404, headers=other)
+    await call(client, "post", rot, f"{ep}/{first}/rotate-secret", 401, headers={})
+
+    await call(client, "delete", one, f"{ep}/{second}", 404, headers=other)
+    await call(client, "delete", one, f"{ep}/{second}", 401, headers={})
+    body = await call(client, "delete", one, f"{ep}/{second}", 200)
+    assert body["error"] is None
+    await call(client, "delete", one, f"{ep}/{second}", 404)
+
+    et = "/v3/webhooks/event-types"
+    body = await call(client, "get", et, et, 200)
+    assert [t["event_type"] for t in body["data"]] == [
+        "video_translate.success",
+        "video_translate.fail",
+        "proofread_creation.success",
+        "proofread_creation.fail",
+    ]
+    await call(client, "get", et, et, 401, headers={})
+
+    ev = "/v3/webhooks/events"
+    body = await call(client, "get", ev, f"{ev}?event_type=video_translate.success", 200)
+    assert body["data"] and all(e["event_type"] == "video_translate.success" for e in body["data"])
+    await call(client, "get", ev, f"{ev}?event_type=video.done", 400)
+    await call(client, "get", ev, f"{ev}?limit=101", 400)
+    await call(client, "get", ev, f"{ev}?token=x", 400)
+    await call(client, "get", ev, ev, 401, headers={})
 
 
 async def test_rate_limits_and_store_failures_answer_in_the_envelope(api: ApiFactory) -> None:
@@ -429,7 +512,19 @@ async def test_bad_input_is_a_heygen_4xx_never_a_500(api: ApiFactory) -> None:
             json={"video": VIDEO, "output_languages": ["Hindi"], "title": "t"},
         )
     )["data"]["proofread_ids"][0]
-    before = fingerprint(client.app)
+    (endpoint,) = (
+        (
+            await call(
+                client,
+                "post",
+                "/v3/webhooks/endpoints",
+                "/v3/webhooks/endpoints",
+                200,
+                json={"url": "http://127.0.0.1:9/h"},
+            )
+        )["data"]["endpoint_id"],
+    )
+    before = fingerprint(client.app), await client.app[SERVICE].store.docs("webhook")
     odd_headers: list[dict[str, str]] = [
         KEY,
         {**KEY, "X-Dubsim-Scenario": "{not json"},
@@ -441,11 +536,16 @@ async def test_bad_input_is_a_heygen_4xx_never_a_500(api: ApiFactory) -> None:
     ]
     for path in sorted(FACADE_PATHS):
         for method in SPEC["paths"][path]:
-            url = path.replace("{video_translation_id}", job).replace("{proofread_id}", proof)
+            url = (
+                path.replace("{video_translation_id}", job)
+                .replace("{proofread_id}", proof)
+                .replace("{endpoint_id}", endpoint)
+            )
             for headers in odd_headers:
                 identified = headers.get("x-api-key") == KEY["x-api-key"]
-                if method == "delete" and identified and "X-Dubsim-Plan" not in headers:
-                    continue  # a delete takes no body and no scenario: it would succeed
+                takes_nothing = method == "delete" or path.endswith("/rotate-secret")
+                if takes_nothing and identified and "X-Dubsim-Plan" not in headers:
+                    continue  # no body, no scenario: it would succeed
                 for data in BAD_BODIES if method in ("post", "put", "patch") else [b""]:
                     resp = await client.request(
                         method,
@@ -458,7 +558,7 @@ async def test_bad_input_is_a_heygen_4xx_never_a_500(api: ApiFactory) -> None:
                     read_ok = method == "get" and resp.status == 200
                     assert read_ok or 400 <= resp.status < 500, (method, url, headers, data, body)
                     validate(method, path, resp.status, body)
-    assert fingerprint(client.app) == before
+    assert (fingerprint(client.app), await client.app[SERVICE].store.docs("webhook")) == before
 
 
 async def test_the_admin_token_is_not_an_api_key(api: ApiFactory) -> None:
