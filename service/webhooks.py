@@ -1429,7 +1429,8 @@ def created_view(endpoint: Endpoint) -> EndpointCreated:
     )
 
 
-_NAT64: Final = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("64:ff9b:1::/48"))
+_NAT64: Final = ipaddress.IPv6Network("64:ff9b::/96")  # well-known prefix, IPv4 in the last 32 bits
+_LOCAL_NAT64: Final = ipaddress.IPv6Network("64:ff9b:1::/48")  # local use (RFC 8215): private
 
 
 def _embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
@@ -1438,7 +1439,7 @@ def _embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
     found = [a for a in (ip.ipv4_mapped, ip.sixtofour) if a is not None]
     if ip.teredo is not None:
         found.extend(ip.teredo)
-    if ip.packed[:12] == bytes(12) or any(ip in net for net in _NAT64):
+    if ip.packed[:12] == bytes(12) or ip in _NAT64:
         found.append(ipaddress.IPv4Address(ip.packed[12:]))
     return found
 
@@ -1449,7 +1450,7 @@ def _private(address: str) -> bool:
         inner = _embedded_ipv4(ip)
         if ip.ipv4_mapped is not None:
             ip = ip.ipv4_mapped
-        if any(not v4.is_global or v4.is_multicast for v4 in inner):
+        if ip in _LOCAL_NAT64 or any(not v4.is_global or v4.is_multicast for v4 in inner):
             return True
     return not ip.is_global or ip.is_multicast
 
