@@ -1294,7 +1294,10 @@ class WebhookService:
         return "whsec_" + base64.b64encode(digest[:24]).decode()
 
     async def validate_url(self, url: str) -> None:
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+        except ValueError:  # e.g. an unclosed "[" of an IPv6 host
+            raise ValidationFailed("url is not a valid URL", field="url") from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValidationFailed(
                 "url must be an http:// or https:// URL with a host", field="url"

@@ -120,6 +120,20 @@ async def test_public_ipv6_is_still_accepted(api: ApiFactory) -> None:
         assert (await client.delete(f"/v1/webhooks/{hook}", headers=BOB)).status == 204
 
 
+@pytest.mark.parametrize(
+    "url",
+    ["http://[::1", "http://[::1/hook", "http://[127.0.0.1]/", "https://]/"],
+)
+async def test_a_malformed_url_is_a_422_not_a_500(api: ApiFactory, url: str) -> None:
+    client = await api()
+    resp = await client.post("/v1/webhooks", json={"url": url}, headers=BOB)
+    assert resp.status == 422, await resp.text()
+    assert (await resp.json())["error"]["code"] == "validation_error"
+    resp = await client.post("/v1/jobs", json={"callback_url": url}, headers=BOB)
+    assert resp.status == 422, await resp.text()
+    assert (await (await client.get("/v1/jobs", headers=BOB)).json())["jobs"] == []
+
+
 # ---------------------------------------------------------------- virtual clock on Redis
 
 
