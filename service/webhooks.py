@@ -960,7 +960,9 @@ class WebhookService:
                 raise
             except Exception:
                 log.exception("webhook lease round failed")
-            await self.clock.sleep(self.lease_s / 3)
+            # liveness is real time, whatever the service's clock says (a virtual advance
+            # must not age a live process's leases, nor run a lease round per LEASE_S/3)
+            await asyncio.sleep(self.lease_s / 3)
 
     async def _lease_round(self) -> None:
         endpoints = {e.id: e for e in map(_decode_endpoint_doc, await self.store.docs(KIND))}
@@ -992,7 +994,7 @@ class WebhookService:
     async def _try_lease(self, endpoint: Endpoint) -> None:
         if endpoint.id in self._workers or self._closing:
             return
-        now = self.clock.now()
+        now = time.time()  # real time: a lease is about a process being alive
         doc = await self.store.get_doc(KIND_LEASE, endpoint.id)
         lease = None if doc is None else msgspec.json.decode(doc.body, type=Lease)
         if lease is not None and lease.holder != self.holder and lease.until > now:
@@ -1014,7 +1016,7 @@ class WebhookService:
         lease = msgspec.json.decode(doc.body, type=Lease)
         if lease.holder != self.holder:
             return False
-        body = _encode(Lease(self.holder, self.clock.now() + self.lease_s))
+        body = _encode(Lease(self.holder, time.time() + self.lease_s))
         try:
             await self.store.put_doc(KIND_LEASE, endpoint_id, body, doc.version)
         except VersionConflict:
@@ -1306,7 +1308,10 @@ class WebhookService:
         return "whsec_" + base64.b64encode(digest[:24]).decode()
 
     async def validate_url(self, url: str) -> None:
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+        except ValueError:  # e.g. an unclosed "[" of an IPv6 host
+            raise ValidationFailed("url is not a valid URL", field="url") from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValidationFailed(
                 "url must be an http:// or https:// URL with a host", field="url"
@@ -1441,10 +1446,29 @@ def created_view(endpoint: Endpoint) -> EndpointCreated:
     )
 
 
+_NAT64: Final = ipaddress.IPv6Network("64:ff9b::/96")  # well-known prefix, IPv4 in the last 32 bits
+_LOCAL_NAT64: Final = ipaddress.IPv6Network("64:ff9b:1::/48")  # local use (RFC 8215): private
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address carries to (mapped, IPv4-compatible, 6to4, NAT64,
+    Teredo): a packet to it may end up there, so each must be public too."""
+    found = [a for a in (ip.ipv4_mapped, ip.sixtofour) if a is not None]
+    if ip.teredo is not None:
+        found.extend(ip.teredo)
+    if ip.packed[:12] == bytes(12) or ip in _NAT64:
+        found.append(ipaddress.IPv4Address(ip.packed[12:]))
+    return found
+
+
 def _private(address: str) -> bool:
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        inner = _embedded_ipv4(ip)
+        if ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        if ip in _LOCAL_NAT64 or any(not v4.is_global or v4.is_multicast for v4 in inner):
+            return True
     return not ip.is_global or ip.is_multicast
 
 

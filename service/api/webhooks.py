@@ -14,7 +14,7 @@ from msgspec import Meta
 
 from ..appkeys import AUTH
 from ..auth import user_id
-from ..errors import ValidationFailed
+from ..errors import Forbidden, ValidationFailed
 from ..models import iso_ms
 from ..webhooks import ADMIN_OWNER, WEBHOOKS, Delivery, EndpointView, created_view, view
 from ._http import json_response, read_json
@@ -70,6 +70,8 @@ def _who(request: web.Request) -> tuple[str, str | None]:
     if request.app[AUTH].is_admin(request):
         return ADMIN_OWNER, None
     me = user_id(request)
+    if me == ADMIN_OWNER:  # "*" names the admin's endpoints: no user may call itself that
+        raise Forbidden(f"user id {ADMIN_OWNER!r} is reserved for the admin's webhooks")
     return me, me
 
 
