@@ -48,7 +48,7 @@ from ..errors import (
     Unavailable,
 )
 from ..jobs import JobService, Record
-from ..keys import KEYS
+from ..keys import KEY_PREFIX, KEYS
 from ..links import Links
 from ..models import Role, Scenario, Status, SubmitRequest, parse_iso
 from ..store import StoreUnavailable, VersionConflict
@@ -230,7 +230,9 @@ class Caller(NamedTuple):
 async def identify(request: web.Request) -> Caller:
     """The caller of a HeyGen route: the one place identity comes from (see the module doc).
 
-    AUTH=open: any non-empty key is the user id; the plan is X-Dubsim-Plan or HEYGEN_PLAN.
+    AUTH=open: any non-empty key is the user id; the plan is X-Dubsim-Plan or HEYGEN_PLAN. But
+    a key shaped like dubsim's own (`dsk_...`) is a secret, never a user id (it would be kept
+    in the clear in every job): it is looked up as in AUTH=keys, and unknown or revoked is 401.
     AUTH=keys: the key must be one the admin made (`/v1/keys`); it names the user, and its plan
     decides HeyGen's: a free key is HeyGen's free plan, a premium key HEYGEN_PLAN (X-Dubsim-Plan
     is not listened to: a caller does not pick its own plan)."""
@@ -246,7 +248,7 @@ async def identify(request: web.Request) -> Caller:
     if request.app[AUTH].token_ok(key):  # it would be kept as a user id, in the clear
         raise HeyGenError(401, "unauthorized", "the admin token is not an API key")
     settings = request.app[SETTINGS]
-    if settings.auth == "keys":
+    if settings.auth == "keys" or key.startswith(KEY_PREFIX):
         identity = await request.app[KEYS].lookup(key)
         if identity is None:
             raise HeyGenError(401, "unauthorized", "unknown or revoked API key")
@@ -353,6 +355,9 @@ class Facade:
         self.links = Links(settings.admin_token)
         self.ttl_s = settings.result_url_ttl_s
         self.queue = settings.heygen_queue
+        # user -> jobs of requests past the queue-bound check not yet handed to the service
+        # (which then counts them itself): concurrent requests each see the others
+        self._pending: dict[str, int] = {}
 
     @property
     def service(self) -> JobService:
@@ -409,7 +414,8 @@ class Facade:
         service, caller = self.service, call.caller
         scenario = scenario_of(request)
         bound = PLAN_CONCURRENCY[caller.plan] + self.queue
-        if service.in_flight(caller.user_id) + len(metas) > bound:
+        user = caller.user_id
+        if service.in_flight(user) + self._pending.get(user, 0) + len(metas) > bound:
             wait = service.config.translation_delay
             raise HeyGenError(
                 429,
@@ -421,17 +427,32 @@ class Facade:
             )
         role = role_of(caller.plan)
         records: list[Record] = []
-        for index, meta in enumerate(metas):
-            submit = SubmitRequest(
-                role=role, target_language=LANGUAGES[meta.output_language], scenario=scenario
-            )
-            key = tag(kind, caller.plan, call.request_id, index)
-            record, _, _ = await service.submit(caller.user_id, submit, key)
-            # expect=0: a job found again by a retry keeps the document it has
-            with contextlib.suppress(VersionConflict):
-                await service.store.put_doc(DOC, record.job.id, msgspec.json.encode(meta), 0)
-            records.append(record)
+        held = len(metas)
+        self._hold(user, held)
+        try:
+            for index, meta in enumerate(metas):
+                submit = SubmitRequest(
+                    role=role, target_language=LANGUAGES[meta.output_language], scenario=scenario
+                )
+                key = tag(kind, caller.plan, call.request_id, index)
+                # handed over: from here service.in_flight counts it (no await in between)
+                held -= 1
+                self._hold(user, -1)
+                record, _, _ = await service.submit(user, submit, key)
+                # expect=0: a job found again by a retry keeps the document it has
+                with contextlib.suppress(VersionConflict):
+                    await service.store.put_doc(DOC, record.job.id, msgspec.json.encode(meta), 0)
+                records.append(record)
+        finally:
+            self._hold(user, -held)
         return records
+
+    def _hold(self, user: str, delta: int) -> None:
+        left = self._pending.get(user, 0) + delta
+        if left > 0:
+            self._pending[user] = left
+        else:
+            self._pending.pop(user, None)
 
     async def sweep(self) -> int:
         """Delete expired Idempotency-Key records and the documents of jobs that are gone
