@@ -25,6 +25,7 @@ from aiohttp.test_utils import TestClient
 
 from service.app import create_app
 from service.appkeys import SERVICE
+from service.keys import KEYS
 from tests.conftest import ADMIN, ApiFactory, make_settings
 
 VIDEO = {"type": "url", "url": "https://videos.example/talk.mp4"}
@@ -184,3 +185,45 @@ async def test_open_mode_heygen_takes_a_made_key_for_its_user_and_plan(api: ApiF
     # any other non-empty key is still a sandbox user id, as documented
     plain = await client.get("/v3/video-translations", headers={"x-api-key": "my-sandbox-key"})
     assert plain.status == 200
+
+
+# ---- a revocation racing a lookup ----------------------------------------------------------
+
+
+async def test_a_lookup_in_flight_during_a_revocation_does_not_revive_the_key(
+    api: ApiFactory,
+) -> None:
+    """The revoking process refuses the key's next request, even when a request with that key
+    was reading the key's document while the revocation ran (found: that lookup put the key
+    back into the process's cache, so the key kept working there for KEY_CACHE_S)."""
+    client = await api(auth="keys", key_cache_s=30)
+    made = await make_key(client, "carol", "free")
+    headers = {"x-api-key": made["key"]}
+    ring = client.app[KEYS]
+    store = ring.store
+    read, release = asyncio.Event(), asyncio.Event()
+    real_get_doc = store.get_doc
+
+    async def slow_get_doc(kind: str, doc_id: str) -> Any:
+        doc = await real_get_doc(kind, doc_id)
+        if kind == "apikey":
+            read.set()
+            await release.wait()  # the document is read; the revocation runs now
+        return doc
+
+    store.get_doc = slow_get_doc
+    try:
+        in_flight = asyncio.ensure_future(client.get("/v1/jobs", headers=headers))
+        async with asyncio.timeout(10):
+            await read.wait()
+        revoked = await client.delete(f"/v1/keys/{made['id']}", headers=ADMIN)
+        assert revoked.status == 200
+        release.set()
+        first = await in_flight  # it began before the revocation: either answer is fair
+        assert first.status in (200, 401)
+    finally:
+        store.get_doc = real_get_doc
+    after = await client.get("/v1/jobs", headers=headers)
+    assert after.status == 401, await after.text()
+    heygen = await client.get("/v3/video-translations", headers=headers)
+    assert heygen.status == 401
