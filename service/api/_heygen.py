@@ -245,9 +245,15 @@ async def identify(request: web.Request) -> Caller:
         raise HeyGenError(401, "unauthorized", f"send your API key in {KEY_HEADER}")
     if len(key) > MAX_KEY or not key.isprintable():
         raise HeyGenError(401, "unauthorized", f"an API key is 1..{MAX_KEY} printable characters")
-    if request.app[AUTH].token_ok(key):  # it would be kept as a user id, in the clear
-        raise HeyGenError(401, "unauthorized", "the admin token is not an API key")
     settings = request.app[SETTINGS]
+    if not key.startswith(KEY_PREFIX):
+        # a key that may be a guess at the admin token: an address locked out by the admin
+        # throttle is refused here too (429), or this route would be an unthrottled oracle
+        request.app[AUTH].throttle.check(request.remote or "unknown")
+        if settings.auth == "open" and request.app[AUTH].token_ok(key):
+            # it would be kept as a user id, in the clear (with AUTH=keys it is simply not a
+            # key: the same 401 as any unknown one, so the answer tells a guesser nothing)
+            raise HeyGenError(401, "unauthorized", "the admin token is not an API key")
     if settings.auth == "keys" or key.startswith(KEY_PREFIX):
         identity = await request.app[KEYS].lookup(key)
         if identity is None:

@@ -227,3 +227,49 @@ async def test_a_lookup_in_flight_during_a_revocation_does_not_revive_the_key(
     assert after.status == 401, await after.text()
     heygen = await client.get("/v3/video-translations", headers=headers)
     assert heygen.status == 401
+
+
+# ---- the HeyGen facade as an admin-token oracle --------------------------------------------
+
+
+async def test_the_heygen_facade_is_no_admin_token_oracle(api: ApiFactory) -> None:
+    """Found: guesses at the admin token sent as a HeyGen key were never throttled (15 in a
+    row, then 12 more while the address was locked out on /v1: no 429), and the right one got
+    its own answer ("the admin token is not an API key"), unlike any wrong one."""
+    client = await api(auth="keys", auth_failures=3)
+    token = ADMIN["Authorization"].removeprefix("Bearer ")
+    path = "/v3/video-translations"
+    made = await make_key(client, "dora", "premium")
+    # AUTH=keys: the admin token is not a key, refused exactly as any unknown key is
+    right = await client.get(path, headers={"x-api-key": token})
+    wrong = await client.get(path, headers={"x-api-key": "not-the-admin-token-at-all"})
+    assert right.status == wrong.status == 401
+    assert await right.json() == await wrong.json()
+    v2 = await client.get("/v2/video_translate/target_languages", headers={"x-api-key": token})
+    assert v2.status == 401 and "admin" not in (await v2.json())["error"]["message"]
+    # locked out by wrong tokens on /v1: every further guess is 429 here too, right or wrong
+    for n in range(3):
+        bad = await client.patch("/v1/config", json={}, headers={"Authorization": f"Bearer x{n}"})
+        assert bad.status == 401
+    for guess in (token, "another-guess-of-the-token"):
+        for headers in ({"x-api-key": guess}, {"Authorization": f"Bearer {guess}"}):
+            resp = await client.get(path, headers=headers)
+            assert resp.status == 429, await resp.text()
+            assert (await resp.json())["error"]["code"] == "rate_limit_exceeded"
+            assert int(resp.headers["Retry-After"]) >= 1
+    # a made key is not a guess at the token: it still works from that address
+    assert (await client.get(path, headers={"x-api-key": made["key"]})).status == 200
+
+
+async def test_open_mode_heygen_guesses_are_throttled_too(api: ApiFactory) -> None:
+    client = await api(auth_failures=3)  # AUTH=open: any key is a user id, but not the token
+    token = ADMIN["Authorization"].removeprefix("Bearer ")
+    path = "/v3/video-translations"
+    refused = await client.get(path, headers={"x-api-key": token})
+    assert refused.status == 401  # never kept as a user id in the clear
+    for n in range(3):
+        bad = await client.patch("/v1/config", json={}, headers={"Authorization": f"Bearer x{n}"})
+        assert bad.status == 401
+    for guess in (token, "some-sandbox-key"):
+        resp = await client.get(path, headers={"x-api-key": guess})
+        assert resp.status == 429, await resp.text()
