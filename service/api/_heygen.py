@@ -552,7 +552,10 @@ async def _idempotent(
         if doc is not None:
             expect = doc.version
             held = _idem_decoder.decode(doc.body)
-            if now - held.created_at < IDEMPOTENCY_TTL_S:
+            # only successes are remembered: after an error the key may carry another request,
+            # which starts afresh (a new request id: none of the failed request's jobs)
+            other_after_error = held.fingerprint != fingerprint and held.state == "failed"
+            if now - held.created_at < IDEMPOTENCY_TTL_S and not other_after_error:
                 if held.fingerprint != fingerprint:
                     raise invalid(
                         "this Idempotency-Key was used with another request in the last 24 h",

@@ -273,3 +273,54 @@ async def test_open_mode_heygen_guesses_are_throttled_too(api: ApiFactory) -> No
     for guess in (token, "some-sandbox-key"):
         resp = await client.get(path, headers={"x-api-key": guess})
         assert resp.status == 429, await resp.text()
+
+
+# ---- Idempotency-Key after an error --------------------------------------------------------
+
+
+async def test_after_an_error_the_idempotency_key_may_be_used_again(api: ApiFactory) -> None:
+    """docs/heygen.md: "Only successes are remembered: after an error the key may be used
+    again." Found: the corrected request was refused, 400 "this Idempotency-Key was used with
+    another request in the last 24 h"."""
+    client = await api()
+    headers = {"x-api-key": "idem-after-error", "Idempotency-Key": "order-7"}
+    bad = await client.post(
+        "/v3/video-translations",
+        json={"video": VIDEO, "output_languages": ["Klingon"]},
+        headers=headers,
+    )
+    assert bad.status == 400
+    assert (await bad.json())["error"]["param"] == "output_languages"
+    assert not await user_jobs(client, "idem-after-error")
+    good = {"video": VIDEO, "output_languages": ["Spanish", "French"]}
+    fixed = await client.post("/v3/video-translations", json=good, headers=headers)
+    assert fixed.status == 200, await fixed.text()
+    ids = (await fixed.json())["data"]["video_translation_ids"]
+    assert len(ids) == 2
+    # from now on it is remembered: a repeat replays, another request is refused
+    again = await client.post("/v3/video-translations", json=good, headers=headers)
+    assert again.status == 200 and again.headers["Idempotent-Replayed"] == "true"
+    assert (await again.json())["data"]["video_translation_ids"] == ids
+    other = await client.post(
+        "/v3/video-translations",
+        json={"video": VIDEO, "output_languages": ["German"]},
+        headers=headers,
+    )
+    assert other.status == 400
+    assert (await other.json())["error"]["param"] == "Idempotency-Key"
+    assert sorted(j["id"] for j in await user_jobs(client, "idem-after-error")) == sorted(ids)
+    # the same on v2, and for a PATCH whose first try was refused
+    v2 = {"x-api-key": "idem-after-error", "Idempotency-Key": "v2-order"}
+    first = await client.post("/v2/video_translate", json={"video_url": VIDEO["url"]}, headers=v2)
+    assert first.status == 400
+    second = await client.post(
+        "/v2/video_translate",
+        json={"video_url": VIDEO["url"], "output_language": "Italian"},
+        headers=v2,
+    )
+    assert second.status == 200, await second.text()
+    rename = {"x-api-key": "idem-after-error", "Idempotency-Key": "rename-1"}
+    path = f"/v3/video-translations/{ids[0]}"
+    assert (await client.patch(path, json={"title": 5}, headers=rename)).status == 400
+    renamed = await client.patch(path, json={"title": "Talk"}, headers=rename)
+    assert renamed.status == 200 and (await renamed.json())["data"]["title"] == "Talk"
