@@ -266,6 +266,11 @@ class JobService:
     def find(self, job_id: str) -> Record | None:
         return self._records.get(job_id)
 
+    def find_by_key(self, user_id: str, idempotency_key: str) -> Record | None:
+        """The user's job made under this Idempotency-Key, if it is still here."""
+        job_id = self._keys.get((user_id, idempotency_key))
+        return None if job_id is None else self._records.get(job_id)
+
     async def fetch(self, job_id: str) -> Record:
         """Like get, but a job just made on another process is waited for, not a 404."""
         record = self._records.get(job_id)

@@ -421,7 +421,10 @@ class Facade:
         scenario = scenario_of(request)
         bound = PLAN_CONCURRENCY[caller.plan] + self.queue
         user = caller.user_id
-        if service.in_flight(user) + self._pending.get(user, 0) + len(metas) > bound:
+        keys = [tag(kind, caller.plan, call.request_id, index) for index in range(len(metas))]
+        # a retry (Idempotency-Key) finds the jobs its first try made: those count already
+        new = [service.find_by_key(user, key) is None for key in keys]
+        if service.in_flight(user) + self._pending.get(user, 0) + sum(new) > bound:
             wait = service.config.translation_delay
             raise HeyGenError(
                 429,
@@ -433,17 +436,16 @@ class Facade:
             )
         role = role_of(caller.plan)
         records: list[Record] = []
-        held = len(metas)
+        held = sum(new)
         self._hold(user, held)
         try:
-            for index, meta in enumerate(metas):
+            for meta, key, fresh in zip(metas, keys, new, strict=True):
                 submit = SubmitRequest(
                     role=role, target_language=LANGUAGES[meta.output_language], scenario=scenario
                 )
-                key = tag(kind, caller.plan, call.request_id, index)
-                # handed over: from here service.in_flight counts it (no await in between)
-                held -= 1
-                self._hold(user, -1)
+                if fresh:  # handed over: from here service.in_flight counts it (no await between)
+                    held -= 1
+                    self._hold(user, -1)
                 record, _, _ = await service.submit(user, submit, key)
                 # expect=0: a job found again by a retry keeps the document it has
                 with contextlib.suppress(VersionConflict):

@@ -324,3 +324,32 @@ async def test_after_an_error_the_idempotency_key_may_be_used_again(api: ApiFact
     assert (await client.patch(path, json={"title": 5}, headers=rename)).status == 400
     renamed = await client.patch(path, json={"title": "Talk"}, headers=rename)
     assert renamed.status == 200 and (await renamed.json())["data"]["title"] == "Talk"
+
+
+async def test_a_retry_completes_a_request_that_failed_part_way_near_the_queue_bound(
+    api: ApiFactory,
+) -> None:
+    """docs/heygen.md: with an Idempotency-Key, a retry of a request that failed part-way (or
+    whose process died) finds the jobs already made and completes the set. Found: the retry
+    counted the request's own jobs against the queue bound again, so near the bound it was
+    429 until they finished (seen after a kill -9 that left 4 of 23 jobs: every retry 429)."""
+    # free plan: 1 running + HEYGEN_QUEUE 2 = at most 3 unfinished; 2 submissions an hour
+    client = await api(heygen_queue=2, rate_limit=2)
+    headers = {
+        "x-api-key": "part-way",
+        "X-Dubsim-Plan": "free",
+        "X-Dubsim-Scenario": '{"outcome": "stuck"}',
+        "Idempotency-Key": "three-languages",
+    }
+    request = {"video": VIDEO, "output_languages": ["Spanish", "French", "German"]}
+    first = await client.post("/v3/video-translations", json=request, headers=headers)
+    assert first.status == 429  # the hourly limit, after two of the three jobs
+    assert len(await user_jobs(client, "part-way")) == 2
+    raised = await client.patch("/v1/config", json={"rate_limit": 10}, headers=ADMIN)
+    assert raised.status == 200
+    retry = await client.post("/v3/video-translations", json=request, headers=headers)
+    assert retry.status == 200, await retry.text()
+    ids = (await retry.json())["data"]["video_translation_ids"]
+    jobs = await user_jobs(client, "part-way")
+    assert len(ids) == len(set(ids)) == 3 and sorted(ids) == sorted(j["id"] for j in jobs)
+    assert sorted(j["target_language"] for j in jobs) == ["de", "es", "fr"]
