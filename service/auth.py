@@ -243,7 +243,14 @@ def presented_key(request: web.Request, *, allow_query: bool = False) -> str | N
     (`allow_query`: the WebSocket and SSE, which browsers open without headers) `?api_key=`."""
     key = request.headers.get(KEY_HEADER)
     if key is not None:
-        return key.strip()
+        key = key.strip()
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        token = token.strip()
+        if scheme.lower() == "bearer" and token.startswith(KEY_PREFIX) and token != key:
+            # two different keys: neither is taken silently over the other (a revoked one
+            # must not ride along unnoticed beside a good one)
+            raise Unauthorized("two different API keys (x-api-key and Authorization)")
+        return key
     header = request.headers.get("Authorization")
     if header is not None:
         scheme, _, token = header.partition(" ")

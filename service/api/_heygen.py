@@ -237,9 +237,13 @@ async def identify(request: web.Request) -> Caller:
     decides HeyGen's: a free key is HeyGen's free plan, a premium key HEYGEN_PLAN (X-Dubsim-Plan
     is not listened to: a caller does not pick its own plan)."""
     key = request.headers.get(KEY_HEADER)
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    bearer = token.strip() if scheme.lower() == "bearer" else None
     if key is None:
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        key = token if scheme.lower() == "bearer" else None
+        key = bearer
+    elif bearer is not None and bearer != key.strip():
+        # two different keys: neither is taken silently over the other
+        raise HeyGenError(401, "unauthorized", "two different API keys (x-api-key and Bearer)")
     key = (key or "").strip()
     if not key:
         raise HeyGenError(401, "unauthorized", f"send your API key in {KEY_HEADER}")

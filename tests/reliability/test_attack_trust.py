@@ -353,3 +353,31 @@ async def test_a_retry_completes_a_request_that_failed_part_way_near_the_queue_b
     jobs = await user_jobs(client, "part-way")
     assert len(ids) == len(set(ids)) == 3 and sorted(ids) == sorted(j["id"] for j in jobs)
     assert sorted(j["target_language"] for j in jobs) == ["de", "es", "fr"]
+
+
+# ---- two keys on one request ---------------------------------------------------------------
+
+
+async def test_two_different_keys_on_one_request_are_refused(api: ApiFactory) -> None:
+    """Found: `x-api-key: <good>` with `Authorization: Bearer <revoked or unknown dsk_ key>`
+    was served as the good key's user, the other key never checked (a presented credential
+    must be checked, never silently passed over)."""
+    client = await api(auth="keys")
+    good = (await make_key(client, "vera", "free"))["key"]
+    other = await make_key(client, "walt", "premium")
+    assert (await client.delete(f"/v1/keys/{other['id']}", headers=ADMIN)).status == 200
+    for second in (other["key"], "dsk_never-made", (await make_key(client, "xena", "free"))["key"]):
+        both = {"x-api-key": good, "Authorization": f"Bearer {second}"}
+        for path in ("/v1/jobs", "/jobs", "/v3/video-translations"):
+            resp = await client.get(path, headers=both)
+            assert resp.status == 401, (path, await resp.text())
+            assert "WWW-Authenticate" in resp.headers
+        sse = await client.get(f"/v1/events?mine=1&api_key={good}", headers=both)
+        assert sse.status == 401
+    # the same key twice is one key
+    same = {"x-api-key": good, "Authorization": f"Bearer {good}"}
+    assert (await client.get("/v1/jobs", headers=same)).status == 200
+    assert (await client.get("/v3/video-translations", headers=same)).status == 200
+    # and a key beside the admin token is still the key's request, the token checked
+    admin_too = {"x-api-key": good, **ADMIN}
+    assert (await client.get("/v1/jobs", headers=admin_too)).status == 200
