@@ -374,6 +374,15 @@ async def test_two_different_keys_on_one_request_are_refused(api: ApiFactory) ->
             assert "WWW-Authenticate" in resp.headers
         sse = await client.get(f"/v1/events?mine=1&api_key={good}", headers=both)
         assert sse.status == 401
+        # where a key may ride in the URL: beside a header's, or twice
+        for url, headers in (
+            (f"/v1/events?mine=1&api_key={second}", {"x-api-key": good}),
+            (f"/v1/events?mine=1&api_key={good}&api_key={second}", {}),
+            (f"/v1/ws?api_key={second}", {"x-api-key": good}),
+            (f"/v1/ws?api_key={good}&api_key={second}", {}),
+        ):
+            resp = await client.get(url, headers=headers)
+            assert resp.status == 401, (url, await resp.text())
     # the same key twice is one key
     same = {"x-api-key": good, "Authorization": f"Bearer {good}"}
     assert (await client.get("/v1/jobs", headers=same)).status == 200
