@@ -240,20 +240,23 @@ IDENTITY = web.RequestKey("identity", Identity)
 
 def presented_key(request: web.Request, *, allow_query: bool = False) -> str | None:
     """The API key the request carries: `x-api-key`, `Authorization: Bearer dsk_...`, or
-    (`allow_query`: the WebSocket and SSE, which browsers open without headers) `?api_key=`."""
-    key = request.headers.get(KEY_HEADER)
-    if key is not None:
-        return key.strip()
-    header = request.headers.get("Authorization")
-    if header is not None:
-        scheme, _, token = header.partition(" ")
-        token = token.strip()
-        if scheme.lower() == "bearer" and token.startswith(KEY_PREFIX):
-            return token
-        return None
-    if allow_query:
-        return request.query.get(KEY_QUERY)
-    return None
+    (`allow_query`: the WebSocket and SSE, which browsers open without headers) `?api_key=`.
+
+    Two different keys on one request are refused (401): neither is taken silently over the
+    other, or a revoked key could ride along unnoticed beside a good one."""
+    header = request.headers.get(KEY_HEADER)
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    token = token.strip()
+    bearer = token if scheme.lower() == "bearer" and token.startswith(KEY_PREFIX) else None
+    queried = request.query.getall(KEY_QUERY, []) if allow_query else []
+    given = None if header is None else header.strip()
+    if len({key for key in (given, bearer, *queried) if key is not None}) > 1:
+        raise Unauthorized("two different API keys on one request")
+    if given is not None:
+        return given
+    if "Authorization" in request.headers:
+        return bearer
+    return queried[0] if queried else None
 
 
 # set by the guard in AUTH=keys: then X-User-Id names nobody

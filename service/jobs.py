@@ -155,6 +155,9 @@ class JobService:
         self._keys: dict[tuple[str, str], str] = {}  # (user, Idempotency-Key) -> job id
         self._encoder = msgspec.json.Encoder()
         self._in_flight: dict[str, int] = {}  # user -> jobs not yet terminal
+        # user -> submissions past the MAX_IN_FLIGHT check whose commit has not landed yet:
+        # counted with _in_flight, so concurrent submits can't all pass the check at once
+        self._submitting: dict[str, int] = {}
         self.submitted: dict[Role, int] = {Role.FREE: 0, Role.PREMIUM: 0}
         self.rate_limited = 0
         # webhooks: validates a callback_url and makes its lane durable before the job exists
@@ -263,6 +266,11 @@ class JobService:
     def find(self, job_id: str) -> Record | None:
         return self._records.get(job_id)
 
+    def find_by_key(self, user_id: str, idempotency_key: str) -> Record | None:
+        """The user's job made under this Idempotency-Key, if it is still here."""
+        job_id = self._keys.get((user_id, idempotency_key))
+        return None if job_id is None else self._records.get(job_id)
+
     async def fetch(self, job_id: str) -> Record:
         """Like get, but a job just made on another process is waited for, not a 404."""
         record = self._records.get(job_id)
@@ -277,8 +285,16 @@ class JobService:
         return len(self._records)
 
     def in_flight(self, user_id: str) -> int:
-        """How many of the user's jobs are unfinished (what MAX_IN_FLIGHT counts)."""
-        return self._in_flight.get(user_id, 0)
+        """How many of the user's jobs are unfinished or being submitted (what MAX_IN_FLIGHT
+        counts)."""
+        return self._in_flight.get(user_id, 0) + self._submitting.get(user_id, 0)
+
+    def _hold(self, user_id: str, delta: int) -> None:
+        left = self._submitting.get(user_id, 0) + delta
+        if left > 0:
+            self._submitting[user_id] = left
+        else:
+            self._submitting.pop(user_id, None)
 
     def records(self) -> Iterator[Record]:
         """Every job, oldest first."""
@@ -348,9 +364,8 @@ class JobService:
                 return self._replay(existing, request_hash), False, None
         if request.callback_url is not None and self.prepare_callback is not None:
             await self.prepare_callback(user_id, request.callback_url)
-        now = self.clock.now()
         config = self.config
-        if self._in_flight.get(user_id, 0) >= config.max_in_flight:
+        if self.in_flight(user_id) >= config.max_in_flight:
             self.rate_limited += 1
             raise RateLimited(
                 f"at most {config.max_in_flight} unfinished jobs per user; wait for some to finish",
@@ -358,6 +373,24 @@ class JobService:
                 remaining=0,
                 reset_s=max(1.0, config.translation_delay),
             )
+        # held from the check until the commit has landed in _in_flight (no await between the
+        # check and the hold): concurrent submits each see the others
+        self._hold(user_id, +1)
+        try:
+            return await self._submit(user_id, request, idempotency_key, request_hash, config)
+        finally:
+            self._hold(user_id, -1)
+
+    async def _submit(
+        self,
+        user_id: str,
+        request: SubmitRequest,
+        idempotency_key: str | None,
+        request_hash: str | None,
+        config: Config,
+    ) -> tuple[Record, bool, Decision | None]:
+        """submit, past the MAX_IN_FLIGHT check: the rate window, then the commit."""
+        now = self.clock.now()
         # a media job's video is checked (a URL fetched) before the rate window counts it:
         # a refused video changes nothing
         video: AssetVideo | msgspec.UnsetType = msgspec.UNSET

@@ -151,6 +151,8 @@ class KeyRing:
         self._clock = clock
         self._monotonic = monotonic
         self._cache: dict[str, tuple[float, Identity]] = {}  # sha256 -> (until, identity)
+        # revocations made here: a lookup that was reading while one ran doesn't cache its read
+        self._revocations = 0
 
     async def create(self, request: CreateKey) -> NewKey:
         if request.plan not in PLANS:
@@ -187,6 +189,7 @@ class KeyRing:
             if stored.id == key_id:
                 await self.store.put_doc(KIND, doc.id, None)
                 self._cache.pop(doc.id, None)
+                self._revocations += 1
                 return stored.info()
         raise NotFound(f"no API key {key_id}")
 
@@ -200,6 +203,9 @@ class KeyRing:
             if cached[0] > self._monotonic():
                 return cached[1]
             del self._cache[hashed]
+        # the cache counts from before the read (a slow read doesn't stretch KEY_CACHE_S), and a
+        # read that a revocation here overlapped is not cached at all (it may predate it)
+        read_at, revocations = self._monotonic(), self._revocations
         doc = await self.store.get_doc(KIND, hashed)
         if doc is None:
             return None
@@ -215,8 +221,8 @@ class KeyRing:
             with contextlib.suppress(VersionConflict, StoreUnavailable):
                 await self.store.put_doc(KIND, doc.id, _encode(stored), expect=doc.version)
         identity = Identity(stored.user_id, stored.plan, stored.id)
-        if self.cache_s > 0:
-            self._cache[hashed] = (self._monotonic() + self.cache_s, identity)
+        if self.cache_s > 0 and revocations == self._revocations:
+            self._cache[hashed] = (read_at + self.cache_s, identity)
             if len(self._cache) > MAX_CACHED:
                 del self._cache[next(iter(self._cache))]
         return identity

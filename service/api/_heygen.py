@@ -48,7 +48,7 @@ from ..errors import (
     Unavailable,
 )
 from ..jobs import JobService, Record
-from ..keys import KEYS
+from ..keys import KEY_PREFIX, KEYS
 from ..links import Links
 from ..models import Job, Role, Scenario, Status, SubmitRequest, parse_iso
 from ..store import StoreUnavailable, VersionConflict
@@ -250,25 +250,37 @@ class Caller(NamedTuple):
 async def identify(request: web.Request) -> Caller:
     """The caller of a HeyGen route: the one place identity comes from (see the module doc).
 
-    AUTH=open: any non-empty key is the user id; the plan is X-Dubsim-Plan or HEYGEN_PLAN.
+    AUTH=open: any non-empty key is the user id; the plan is X-Dubsim-Plan or HEYGEN_PLAN. But
+    a key shaped like dubsim's own (`dsk_...`) is a secret, never a user id (it would be kept
+    in the clear in every job): it is looked up as in AUTH=keys, and unknown or revoked is 401.
     AUTH=keys: the key must be one the admin made (`/v1/keys`); it names the user, and its plan
     decides HeyGen's: a free key is HeyGen's free plan, a premium key HEYGEN_PLAN (X-Dubsim-Plan
     is not listened to: a caller does not pick its own plan)."""
     key = request.headers.get(KEY_HEADER)
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    bearer = token.strip() if scheme.lower() == "bearer" else None
     if key is None:
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        key = token if scheme.lower() == "bearer" else None
+        key = bearer
+    elif bearer is not None and bearer != key.strip():
+        # two different keys: neither is taken silently over the other
+        raise HeyGenError(401, "unauthorized", "two different API keys (x-api-key and Bearer)")
     key = (key or "").strip()
     if not key:
         raise HeyGenError(401, "unauthorized", f"send your API key in {KEY_HEADER}")
     if len(key) > MAX_KEY or not key.isprintable():
         raise HeyGenError(401, "unauthorized", f"an API key is 1..{MAX_KEY} printable characters")
-    if request.app[AUTH].token_ok(key):  # it would be kept as a user id, in the clear
-        raise HeyGenError(401, "unauthorized", "the admin token is not an API key")
     if key == ADMIN_OWNER:  # as an owner of webhooks, "*" means everyone
         raise HeyGenError(401, "unauthorized", f"{ADMIN_OWNER!r} is not an API key")
     settings = request.app[SETTINGS]
-    if settings.auth == "keys":
+    if not key.startswith(KEY_PREFIX):
+        # a key that may be a guess at the admin token: an address locked out by the admin
+        # throttle is refused here too (429), or this route would be an unthrottled oracle
+        request.app[AUTH].throttle.check(request.remote or "unknown")
+        if settings.auth == "open" and request.app[AUTH].token_ok(key):
+            # it would be kept as a user id, in the clear (with AUTH=keys it is simply not a
+            # key: the same 401 as any unknown one, so the answer tells a guesser nothing)
+            raise HeyGenError(401, "unauthorized", "the admin token is not an API key")
+    if settings.auth == "keys" or key.startswith(KEY_PREFIX):
         identity = await request.app[KEYS].lookup(key)
         if identity is None:
             raise HeyGenError(401, "unauthorized", "unknown or revoked API key")
@@ -382,6 +394,9 @@ class Facade:
         self.queue = settings.heygen_queue
         # where links in webhook bodies point (no request to take the host from)
         self.base = (settings.public_url or f"http://{settings.host}:{settings.port}").rstrip("/")
+        # user -> jobs of requests past the queue-bound check not yet handed to the service
+        # (which then counts them itself): concurrent requests each see the others
+        self._pending: dict[str, int] = {}
 
     @property
     def service(self) -> JobService:
@@ -443,7 +458,11 @@ class Facade:
         service, caller = self.service, call.caller
         scenario = scenario_of(request)
         bound = PLAN_CONCURRENCY[caller.plan] + self.queue
-        if service.in_flight(caller.user_id) + len(metas) > bound:
+        user = caller.user_id
+        keys = [tag(kind, caller.plan, call.request_id, index) for index in range(len(metas))]
+        # a retry (Idempotency-Key) finds the jobs its first try made: those count already
+        new = [service.find_by_key(user, key) is None for key in keys]
+        if service.in_flight(user) + self._pending.get(user, 0) + sum(new) > bound:
             wait = service.config.translation_delay
             raise HeyGenError(
                 429,
@@ -453,28 +472,42 @@ class Facade:
                 None,
                 _retry_after(wait),
             )
-        callbacks = sorted({m.callback_url for m in metas if m.callback_url is not None})
-        if callbacks:
-            await self.prepare_callbacks(caller.user_id, callbacks)
+        held = sum(new)
+        self._hold(user, held)  # before any await: a concurrent request sees these at once
         role = role_of(caller.plan)
         records: list[Record] = []
-        for index, meta in enumerate(metas):
-            # callback_id/url ride on the job too: the webhook transformer reads them from the
-            # committed event (heygen_webhooks.py), with no document read on the way
-            submit = SubmitRequest(
-                role=role,
-                target_language=LANGUAGES[meta.output_language],
-                scenario=scenario,
-                callback_url=meta.callback_url,
-                callback_id=meta.callback_id,
-            )
-            key = tag(kind, caller.plan, call.request_id, index)
-            record, _, _ = await service.submit(caller.user_id, submit, key)
-            # expect=0: a job found again by a retry keeps the document it has
-            with contextlib.suppress(VersionConflict):
-                await service.store.put_doc(DOC, record.job.id, msgspec.json.encode(meta), 0)
-            records.append(record)
+        try:
+            callbacks = sorted({m.callback_url for m in metas if m.callback_url is not None})
+            if callbacks:
+                await self.prepare_callbacks(caller.user_id, callbacks)
+            for meta, key, fresh in zip(metas, keys, new, strict=True):
+                # callback_id/url ride on the job too: the webhook transformer reads them from
+                # the committed event (heygen_webhooks.py), with no document read on the way
+                submit = SubmitRequest(
+                    role=role,
+                    target_language=LANGUAGES[meta.output_language],
+                    scenario=scenario,
+                    callback_url=meta.callback_url,
+                    callback_id=meta.callback_id,
+                )
+                if fresh:  # handed over: from here service.in_flight counts it (no await between)
+                    held -= 1
+                    self._hold(user, -1)
+                record, _, _ = await service.submit(user, submit, key)
+                # expect=0: a job found again by a retry keeps the document it has
+                with contextlib.suppress(VersionConflict):
+                    await service.store.put_doc(DOC, record.job.id, msgspec.json.encode(meta), 0)
+                records.append(record)
+        finally:
+            self._hold(user, -held)
         return records
+
+    def _hold(self, user: str, delta: int) -> None:
+        left = self._pending.get(user, 0) + delta
+        if left > 0:
+            self._pending[user] = left
+        else:
+            self._pending.pop(user, None)
 
     async def prepare_callbacks(self, user_id: str, urls: list[str]) -> None:
         """Before a job with a callback_url exists: a valid URL (400 naming callback_url), and
@@ -581,7 +614,10 @@ async def _idempotent(
         if doc is not None:
             expect = doc.version
             held = _idem_decoder.decode(doc.body)
-            if now - held.created_at < IDEMPOTENCY_TTL_S:
+            # only successes are remembered: after an error the key may carry another request,
+            # which starts afresh (a new request id: none of the failed request's jobs)
+            other_after_error = held.fingerprint != fingerprint and held.state == "failed"
+            if now - held.created_at < IDEMPOTENCY_TTL_S and not other_after_error:
                 if held.fingerprint != fingerprint:
                     raise invalid(
                         "this Idempotency-Key was used with another request in the last 24 h",
