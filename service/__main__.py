@@ -19,8 +19,6 @@ import signal
 import socket
 import sqlite3
 import sys
-from collections.abc import Coroutine
-from typing import Any
 
 import msgspec
 from aiohttp import web
@@ -41,22 +39,11 @@ def main(argv: list[str] | None = None) -> None:
         level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
     try:
-        _run(_serve(settings))
+        asyncio.run(_serve(settings))
     except StartupError as exc:
         _fail(exc)
     except KeyboardInterrupt:  # a second Ctrl-C during shutdown
         raise SystemExit(130) from None
-
-
-def _run(main: Coroutine[Any, Any, None]) -> None:
-    """Run on uvloop when it is installed (the `server` extra brings it): the same asyncio API,
-    with the event loop, sockets and timers in C, which is where a busy server spends its time."""
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(main)
-    else:
-        uvloop.run(main)
 
 
 def _prog() -> str:
