@@ -362,12 +362,16 @@ class WebhookService:
             self.hub.unsubscribe_all(self._tap)
         if self._lease_task is not None:
             self._lease_task.cancel()
-            await asyncio.gather(self._lease_task, return_exceptions=True)
         workers = list(self._workers.values())
         for worker in workers:
             if worker.task is not None:
                 worker.task.cancel()
-        await asyncio.gather(*(w.task for w in workers if w.task), return_exceptions=True)
+        # a task caught in a store call may take its time to end: stopping does not wait on
+        # it past the grace (the loop or the process ends it); writes in flight may land
+        stopping = [t for t in (self._lease_task, *(w.task for w in workers)) if t is not None]
+        stopping += list(self._tasks)
+        if stopping:
+            await asyncio.wait(stopping, timeout=STOP_GRACE_S)
         # progress and leases are written if the store answers in time; a stop never hangs on
         # it (what was not written is sent again after the restart, with the same ids)
         with contextlib.suppress(TimeoutError):
