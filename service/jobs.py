@@ -759,7 +759,9 @@ class _Ids:
             self._pool, self._at = os.urandom(self.SIZE * self.BATCH), 0
         raw = self._pool[self._at : self._at + self.SIZE]
         self._at += self.SIZE
-        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+        text = base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+        # never a leading "-": a command line would read the id as an option (`dubsim wait -x`)
+        return "_" + text[1:] if text[0] == "-" else text
 
 
 _new_id = _Ids()
