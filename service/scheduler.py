@@ -37,6 +37,7 @@ HINT_CAP_S: Final = 30.0
 MANUAL_HINT_S: Final = 5.0  # manual mode: nothing moves until an admin says so
 STORE_RETRY_S: Final = 1.0  # while the store refuses writes, try a transition again this often
 HANDBACK_S: Final = 3.0  # on stop, how long to try handing running jobs back (shared store)
+STOP_GRACE_S: Final = 5.0  # on stop, how long cancelled attempts and loops may take to end
 # events after which a running attempt must stop: someone else decided the job's fate
 INTERRUPTING: Final = frozenset({EventType.CANCELLED, EventType.DELETED, EventType.RETRYING})
 
@@ -221,7 +222,11 @@ class Scheduler:
         running = list(self._attempts)
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:  # a stop never hangs on a task that doesn't end: it is named instead
+            _, stuck = await asyncio.wait(tasks, timeout=STOP_GRACE_S)
+            if stuck:
+                names = sorted({task.get_name() for task in stuck})
+                log.warning("scheduler: %d tasks still running after stop: %s", len(stuck), names)
         self._loops.clear()
         if self.service.store.shared and running:
             with contextlib.suppress(Exception):
@@ -248,7 +253,7 @@ class Scheduler:
             await self._has_work.wait()
 
     def _spawn(self, work: Coroutine[None, None, None], job_id: str | None = None) -> None:
-        task = asyncio.create_task(work)
+        task = asyncio.create_task(work, name=None if job_id is None else f"attempt {job_id}")
         self.service.clock.busy(task)  # a virtual clock's advance waits for it to settle
         self._tasks.add(task)
         if job_id is not None:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import types
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -41,6 +44,49 @@ TEST_SETTINGS: dict[str, Any] = {
     # uploads (fuzzers post to /v1/assets too) go to a temporary directory, never the clone
     "media_dir": tempfile.mkdtemp(prefix="dubsim-test-media-"),
 }
+
+
+HANG_REPORT_S = 60.0  # a teardown still running after this prints its loop's tasks
+
+
+def _print_running_tasks() -> None:
+    """From a timer thread: have every running event loop print what its tasks and suspended
+    async generators (fixtures, cleanup contexts) wait on, down the chain of awaits
+    (pytest-timeout shows only the threads, all of them in select)."""
+
+    def chain(awaiting: Any) -> None:
+        while awaiting is not None:
+            frame = getattr(awaiting, "cr_frame", None) or getattr(awaiting, "ag_frame", None)
+            if frame is not None:
+                code = frame.f_code
+                print(f"    {code.co_filename}:{frame.f_lineno} {code.co_name}", file=sys.stderr)
+            awaiting = getattr(awaiting, "cr_await", None) or getattr(awaiting, "ag_await", None)
+
+    def report(loop: asyncio.AbstractEventLoop) -> None:
+        tasks = asyncio.all_tasks(loop)
+        print(f"\n--- teardown still running: {len(tasks)} tasks ---", file=sys.stderr)
+        for task in tasks:
+            print(f"- task {task.get_name()}", file=sys.stderr)
+            chain(task.get_coro())
+        for obj in gc.get_objects():
+            if isinstance(obj, types.AsyncGeneratorType) and obj.ag_await is not None:
+                print(f"- async generator {obj.__qualname__}", file=sys.stderr)
+                chain(obj)
+
+    for obj in gc.get_objects():
+        if isinstance(obj, asyncio.AbstractEventLoop) and obj.is_running():
+            obj.call_soon_threadsafe(report, obj)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
+    timer = threading.Timer(HANG_REPORT_S, _print_running_tasks)
+    timer.daemon = True
+    timer.start()
+    try:
+        return (yield)
+    finally:
+        timer.cancel()
 
 
 def make_settings(**overrides: Any) -> Settings:

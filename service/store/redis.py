@@ -74,6 +74,7 @@ SOCKET_TIMEOUT_S: Final = 5.0
 DEADLINE_S: Final = 3.0  # a command not run by then (Redis's clock) is refused: see _EXPIRED
 APPLY_TIMEOUT_S: Final = 10.0  # a committed change not seen on the stream by then: 503
 PROBE_INTERVAL_S: Final = 1.0
+DISCONNECT_S: Final = 2.0  # closing never waits on a connection longer than this
 CONFIG_EVENT: Final = "config"
 
 # Every script first checks its deadline against Redis's own clock: a command that reaches Redis
@@ -350,7 +351,8 @@ class RedisStore:
         for conn in (self._redis, self._tail_conn):
             if conn is not None:
                 with contextlib.suppress(Exception):
-                    await conn.aclose()
+                    async with asyncio.timeout(DISCONNECT_S):
+                        await conn.aclose()
         self._redis = self._tail_conn = None
 
     # ---- loading ---------------------------------------------------------------

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import json
 import os
 import re
@@ -152,7 +153,7 @@ async def test_non_reading_sockets_stay_bounded_and_memory_returns(
     assert max(peaks) - baseline < PEAK_BOUND
     assert max(afters) - baseline < AFTER_BOUND
     # nothing is retained per connection: a leak would add its share with every wave
-    growth = [later - earlier for earlier, later in zip(afters, afters[1:])]
+    growth = [later - earlier for earlier, later in itertools.pairwise(afters)]
     assert min(growth) < WAVE_GROWTH_BOUND, growth
 
 
