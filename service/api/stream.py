@@ -142,8 +142,8 @@ class _Session:
         self.sub.close("closed")
         if self.writer is not None:
             self.writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.writer
+            # the writer's own cancellation is its end; a cancellation of this task goes on
+            await asyncio.gather(self.writer, return_exceptions=True)
 
     def reply(self, **fields: object) -> None:
         self.sub.push(_json.encode({k: v for k, v in fields.items() if v is not None}))
