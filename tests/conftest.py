@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import gc
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -44,6 +46,8 @@ TEST_SETTINGS: dict[str, Any] = {
     # uploads (fuzzers post to /v1/assets too) go to a temporary directory, never the clone
     "media_dir": tempfile.mkdtemp(prefix="dubsim-test-media-"),
 }
+# removed when the test process ends (each xdist worker has its own)
+atexit.register(shutil.rmtree, TEST_SETTINGS["media_dir"], True)
 
 
 HANG_REPORT_S = 60.0  # a teardown still running after this prints its loop's tasks
