@@ -22,7 +22,7 @@ import base64
 import hashlib
 import logging
 import os
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Final, Protocol
 
 import msgspec
@@ -46,6 +46,7 @@ from .models import (
 from .ratelimit import Decision
 from .settings import Config, ConfigPatch
 from .store import (
+    CapReached,
     Change,
     Committed,
     DuplicateSubmission,
@@ -129,6 +130,13 @@ class _NoDispatcher:
 
 
 Decide = Callable[[Record], Change | None]
+Submitted = tuple[Record, bool, Decision | None]  # the job, made now (not replayed), its window
+
+
+class _Again(Exception):
+    """A submission's Idempotency-Key was taken meanwhile (another process): decide again."""
+
+
 # media jobs (service/media/): the video of a submission as an asset (None: a plain job), and
 # the result link of a completed job
 Prepare = Callable[[str, SubmitRequest], Awaitable[AssetVideo | None]]
@@ -357,62 +365,164 @@ class JobService:
         self, user_id: str, request: SubmitRequest, idempotency_key: str | None = None
     ) -> tuple[Record, bool, Decision | None]:
         """Accept a job. Returns (record, created, rate decision) once it is durable."""
-        request_hash = _hash(msgspec.json.encode(request)) if idempotency_key else None
-        if idempotency_key is not None:
-            existing = self._keys.get((user_id, idempotency_key))
+        made, refused = await self.submit_all(user_id, [(request, idempotency_key)])
+        if refused is not None:
+            raise refused
+        return made[0]
+
+    async def submit_all(
+        self,
+        user_id: str,
+        requests: Sequence[tuple[SubmitRequest, str | None]],
+        *,
+        cap: int | None = None,
+    ) -> tuple[list[Submitted], RateLimited | None]:
+        """Accept the jobs of one request (each with its Idempotency-Key, if any).
+
+        Jobs a retry finds again are replayed; the others are made together, all or none:
+        the user's unfinished jobs plus these must fit MAX_IN_FLIGHT and `cap` (else 429,
+        nothing made). The count is checked here (this process's read model and submissions)
+        and again by a shared store, atomically with the creates, so the bound holds across
+        processes. A submission the rate window refuses ends the list: the jobs before it are
+        made and returned with that refusal (a retry with the same keys completes the set)."""
+        for _ in range(MAX_CONFLICTS):
+            try:
+                return await self._submit_all(user_id, requests, cap)
+            except _Again:  # an Idempotency-Key raced us on another process: replay it
+                continue
+        raise Conflict("this request's Idempotency-Keys kept racing; try again")
+
+    async def _submit_all(
+        self,
+        user_id: str,
+        requests: Sequence[tuple[SubmitRequest, str | None]],
+        cap: int | None,
+    ) -> tuple[list[Submitted], RateLimited | None]:
+        hashes = [_hash(msgspec.json.encode(r)) if key else None for r, key in requests]
+        found: list[Record | None] = []
+        for (_, key), request_hash in zip(requests, hashes, strict=True):
+            existing = None if key is None else self._keys.get((user_id, key))
             if existing is not None and existing in self._records:
-                return self._replay(existing, request_hash), False, None
-        if request.callback_url is not None and self.prepare_callback is not None:
-            await self.prepare_callback(user_id, request.callback_url)
-        config = self.config
-        if self.in_flight(user_id) >= config.max_in_flight:
+                found.append(self._replay(existing, request_hash))
+            else:
+                found.append(None)
+        fresh = [i for i, record in enumerate(found) if record is None]
+        if not fresh:
+            return [(record, False, None) for record in found if record is not None], None
+        if self._over(user_id, len(fresh), cap) and self.store.shared:
+            await self.store.sync()  # jobs finished on another process a moment ago count out
+        limit = self._over(user_id, len(fresh), cap)
+        if limit is not None:
             self.rate_limited += 1
-            raise RateLimited(
-                f"at most {config.max_in_flight} unfinished jobs per user; wait for some to finish",
-                limit=config.max_in_flight,
-                remaining=0,
-                reset_s=max(1.0, config.translation_delay),
-            )
+            raise self._limited(limit)
         # held from the check until the commit has landed in _in_flight (no await between the
         # check and the hold): concurrent submits each see the others
-        self._hold(user_id, +1)
+        self._hold(user_id, len(fresh))
         try:
-            return await self._submit(user_id, request, idempotency_key, request_hash, config)
+            return await self._create(user_id, requests, hashes, found, fresh, cap)
         finally:
-            self._hold(user_id, -1)
+            self._hold(user_id, -len(fresh))
 
-    async def _submit(
+    def _over(self, user_id: str, count: int, cap: int | None) -> int | None:
+        """The limit `count` more unfinished jobs would pass (None: they fit)."""
+        limit = self._limit(cap)
+        return limit if self.in_flight(user_id) + count > limit else None
+
+    def _limit(self, cap: int | None) -> int:
+        limit = self.config.max_in_flight
+        return limit if cap is None else min(limit, cap)
+
+    def _limited(self, limit: int) -> RateLimited:
+        return RateLimited(
+            f"at most {limit} unfinished jobs per user; wait for some to finish",
+            limit=limit,
+            remaining=0,
+            reset_s=max(1.0, self.config.translation_delay),
+        )
+
+    async def _create(
+        self,
+        user_id: str,
+        requests: Sequence[tuple[SubmitRequest, str | None]],
+        hashes: list[str | None],
+        found: list[Record | None],
+        fresh: list[int],
+        cap: int | None,
+    ) -> tuple[list[Submitted], RateLimited | None]:
+        """submit_all, past the local count: callbacks, videos, the rate window, the commit."""
+        if self.prepare_callback is not None:
+            urls = {requests[i][0].callback_url for i in fresh}
+            for url in sorted(u for u in urls if u is not None):
+                await self.prepare_callback(user_id, url)
+        config = self.config
+        limit = self._limit(cap)
+        made: dict[int, tuple[Change, Decision]] = {}
+        refused: RateLimited | None = None
+        for i in fresh:
+            request, key = requests[i]
+            now = self.clock.now()
+            # a media job's video is checked (a URL fetched) before the rate window counts it:
+            # a refused video changes nothing
+            video: AssetVideo | msgspec.UnsetType = msgspec.UNSET
+            if request.video is not None:
+                if self.prepare is None:
+                    raise ValidationFailed("this server takes no media jobs", field="video")
+                video = await self.prepare(user_id, request) or msgspec.UNSET
+                now = self.clock.now()  # a URL fetch takes a while
+            # every plan has a window: premium is faster and larger, not unlimited
+            premium = request.role is Role.PREMIUM
+            window = f"premium:{user_id}" if premium else user_id
+            decision = await self.store.rate_hit(
+                window, config.premium_rate_limit if premium else config.rate_limit, now
+            )
+            if not decision.allowed:
+                self.rate_limited += 1
+                refused = RateLimited(
+                    f"{request.role} plan: at most {decision.limit} submissions per hour",
+                    limit=decision.limit,
+                    remaining=decision.remaining,
+                    reset_s=decision.reset_s,
+                )
+                break
+            job = self._new_job(user_id, request, video, now)
+            made[i] = (
+                Change(job, EventType.CREATED, iso_us(now), 0, key, hashes[i], cap=limit),
+                decision,
+            )
+        changes = [change for change, _ in made.values()]
+        try:
+            if len(changes) == 1:
+                await self.store.commit(changes[0])
+            elif changes:
+                await self.store.commit_all(changes)
+        except DuplicateSubmission as dup:  # the same key raced us, here or on another process
+            await self.store.sync()
+            if len(requests) == 1:
+                return [(self._replay(dup.job_id, hashes[0]), False, None)], None
+            raise _Again from None
+        except CapReached as over:  # other processes' submissions filled it meanwhile
+            self.rate_limited += 1
+            raise self._limited(over.cap) from None
+        results: list[Submitted] = []
+        for i, record in enumerate(found):
+            if record is not None:
+                results.append((record, False, None))
+            elif i in made:
+                change, decision = made[i]
+                self.submitted[change.job.role] += 1
+                results.append((self._records[change.job.id], True, decision))
+            else:
+                break  # refused by the rate window: this one and what follows are not made
+        return results, refused
+
+    def _new_job(
         self,
         user_id: str,
         request: SubmitRequest,
-        idempotency_key: str | None,
-        request_hash: str | None,
-        config: Config,
-    ) -> tuple[Record, bool, Decision | None]:
-        """submit, past the MAX_IN_FLIGHT check: the rate window, then the commit."""
-        now = self.clock.now()
-        # a media job's video is checked (a URL fetched) before the rate window counts it:
-        # a refused video changes nothing
-        video: AssetVideo | msgspec.UnsetType = msgspec.UNSET
-        if request.video is not None:
-            if self.prepare is None:
-                raise ValidationFailed("this server takes no media jobs", field="video")
-            video = await self.prepare(user_id, request) or msgspec.UNSET
-            now = self.clock.now()  # a URL fetch takes a while
-        # every plan has a window: premium is faster and larger, not unlimited
-        premium = request.role is Role.PREMIUM
-        window = f"premium:{user_id}" if premium else user_id
-        limit = config.premium_rate_limit if premium else config.rate_limit
-        decision = await self.store.rate_hit(window, limit, now)
-        if not decision.allowed:
-            self.rate_limited += 1
-            raise RateLimited(
-                f"{request.role} plan: at most {decision.limit} submissions per hour",
-                limit=decision.limit,
-                remaining=decision.remaining,
-                reset_s=decision.reset_s,
-            )
-        job = Job(
+        video: AssetVideo | msgspec.UnsetType,
+        now: float,
+    ) -> Job:
+        return Job(
             id=_new_id(),
             user_id=user_id,
             role=request.role,
@@ -429,14 +539,6 @@ class JobService:
             callback_url=request.callback_url,
             callback_id=request.callback_id,
         )
-        change = Change(job, EventType.CREATED, iso_us(now), 0, idempotency_key, request_hash)
-        try:
-            await self.store.commit(change)
-        except DuplicateSubmission as dup:  # the same key raced us, here or on another process
-            await self.store.sync()
-            return self._replay(dup.job_id, request_hash), False, None
-        self.submitted[job.role] += 1
-        return self._records[job.id], True, decision
 
     def _replay(self, job_id: str, request_hash: str | None) -> Record:
         record = self.get(job_id)

@@ -454,15 +454,26 @@ class Facade:
         self, request: web.Request, call: Call, kind: str, metas: list[Meta]
     ) -> list[Record]:
         """One dubsim job per document (per output language), each durable with its
-        document before this returns. Over the plan's queue bound: 429, nothing made."""
+        document before this returns. Over the plan's queue bound: 429, nothing made.
+
+        The bound is checked here first (this process's count, with a precise message), then
+        by `JobService.submit_all`, which makes the request's new jobs in one store commit
+        under `cap=bound`: on Redis the commit script counts the user's unfinished jobs
+        across every process, so k languages are admitted only if all k fit."""
         service, caller = self.service, call.caller
         scenario = scenario_of(request)
         bound = PLAN_CONCURRENCY[caller.plan] + self.queue
         user = caller.user_id
         keys = [tag(kind, caller.plan, call.request_id, index) for index in range(len(metas))]
-        # a retry (Idempotency-Key) finds the jobs its first try made: those count already
-        new = [service.find_by_key(user, key) is None for key in keys]
-        if service.in_flight(user) + self._pending.get(user, 0) + sum(new) > bound:
+
+        def over() -> bool:
+            # a retry (Idempotency-Key) finds the jobs its first try made: those count already
+            new = sum(service.find_by_key(user, key) is None for key in keys)
+            return service.in_flight(user) + self._pending.get(user, 0) + new > bound
+
+        if over() and service.store.shared:
+            await service.store.sync()  # jobs finished on another process a moment ago
+        if over():
             wait = service.config.translation_delay
             raise HeyGenError(
                 429,
@@ -472,34 +483,40 @@ class Facade:
                 None,
                 _retry_after(wait),
             )
-        held = sum(new)
+        held = sum(service.find_by_key(user, key) is None for key in keys)
         self._hold(user, held)  # before any await: a concurrent request sees these at once
-        role = role_of(caller.plan)
-        records: list[Record] = []
         try:
             callbacks = sorted({m.callback_url for m in metas if m.callback_url is not None})
             if callbacks:
                 await self.prepare_callbacks(caller.user_id, callbacks)
-            for meta, key, fresh in zip(metas, keys, new, strict=True):
-                # callback_id/url ride on the job too: the webhook transformer reads them from
-                # the committed event (heygen_webhooks.py), with no document read on the way
-                submit = SubmitRequest(
+        finally:
+            # handed over: submit_all counts them before its first await (none from here)
+            self._hold(user, -held)
+        role = role_of(caller.plan)
+        # callback_id/url ride on the job too: the webhook transformer reads them from the
+        # committed event (heygen_webhooks.py), with no document read on the way
+        submits = [
+            (
+                SubmitRequest(
                     role=role,
                     target_language=LANGUAGES[meta.output_language],
                     scenario=scenario,
                     callback_url=meta.callback_url,
                     callback_id=meta.callback_id,
-                )
-                if fresh:  # handed over: from here service.in_flight counts it (no await between)
-                    held -= 1
-                    self._hold(user, -1)
-                record, _, _ = await service.submit(user, submit, key)
-                # expect=0: a job found again by a retry keeps the document it has
-                with contextlib.suppress(VersionConflict):
-                    await service.store.put_doc(DOC, record.job.id, msgspec.json.encode(meta), 0)
-                records.append(record)
-        finally:
-            self._hold(user, -held)
+                ),
+                key,
+            )
+            for meta, key in zip(metas, keys, strict=True)
+        ]
+        made, refused = await service.submit_all(user, submits, cap=bound)
+        records: list[Record] = []
+        for meta, (record, _, _) in zip(metas, made, strict=False):
+            # expect=0: a job found again by a retry keeps the document it has
+            with contextlib.suppress(VersionConflict):
+                await service.store.put_doc(DOC, record.job.id, msgspec.json.encode(meta), 0)
+            records.append(record)
+        if refused is not None:  # the hourly window: the jobs before it are made, with documents
+            raise refused
         return records
 
     def _hold(self, user: str, delta: int) -> None:

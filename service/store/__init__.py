@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from ..settings import Settings
 from .base import (
+    CapReached,
     Change,
     Committed,
     DuplicateSubmission,
@@ -19,6 +20,7 @@ from .base import (
 from .sqlite import SQLiteStore
 
 __all__ = [
+    "CapReached",
     "Change",
     "Committed",
     "DuplicateSubmission",

@@ -47,6 +47,9 @@ class Change(msgspec.Struct):
     idempotency_key: str | None = None
     request_hash: str | None = None
     lease_s: float | None = None  # processing under this process's lease (shared backends)
+    # a create only: refused (CapReached) if the user already has this many unfinished jobs,
+    # counted in the store, atomically with the create (shared backends; see Store.commit)
+    cap: int | None = None
 
 
 class Committed(msgspec.Struct):
@@ -101,6 +104,15 @@ class DuplicateSubmission(StoreError):
         self.job_id = job_id
 
 
+class CapReached(StoreError):
+    """A create was refused: its user already has `cap` (or more) unfinished jobs. Nothing
+    of the change (or of its group) was written."""
+
+    def __init__(self, cap: int) -> None:
+        super().__init__(f"at most {cap} unfinished jobs")
+        self.cap = cap
+
+
 class StoreUnavailable(StoreError):
     """The store could not make the change durable: nothing changed. Retry later."""
 
@@ -124,7 +136,16 @@ class Store(Protocol):
     async def commit(self, change: Change) -> int:
         """Make `change` durable and return its seq, once `on_commit` has applied it.
 
-        Raises VersionConflict, DuplicateSubmission or StoreUnavailable (nothing changed)."""
+        Raises VersionConflict, DuplicateSubmission, CapReached or StoreUnavailable (nothing
+        changed). A create's `cap` is enforced here by shared backends (one count of each
+        user's unfinished jobs, kept with the jobs); a private one (SQLite: one process) may
+        ignore it, the caller's own count being exact there."""
+
+    async def commit_all(self, changes: list[Change]) -> list[int]:
+        """Commit the creates of one request (distinct jobs) all or nothing; their seqs.
+
+        Each create's `cap` counts the ones before it in the list, so k creates under cap C
+        fit only if the user has at most C - k unfinished jobs. Raises like `commit`."""
 
     async def rate_hit(self, user_id: str, limit: int, now: float) -> Decision:
         """Count a free-plan submission in the user's moving window (durable, shared)."""

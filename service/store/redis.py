@@ -4,7 +4,11 @@ Layout (all keys under `dubsim:`):
 
     seq, ordinal      counters (INCR)
     job:<id>          hash: data (the job's JSON), v (version = seq of its last event), ord,
-                      ik / rh (Idempotency-Key and request hash, if any)
+                      ik / rh (Idempotency-Key and request hash, if any), f ('1' while the
+                      job is unfinished and counted in `inflight`, else '0')
+    inflight          hash: user id -> that user's unfinished jobs (what MAX_IN_FLIGHT and the
+                      HeyGen queue bound count), moved by the commit script itself
+    counted           set once `inflight` has been built from the jobs already there
     jobs              sorted set: ordinal -> job id (loading in submission order)
     keys              hash: "<user>\\n<Idempotency-Key>" -> job id
     log               stream: the ordered event log; entry id "<seq>-0"
@@ -14,7 +18,10 @@ Layout (all keys under `dubsim:`):
     doc:<kind>        hash: document id -> body; docv:<kind> hash: id -> version
 
 A change is one Lua script: check the job's version, take the next seq, write the job and
-append its event to the stream, atomically, so two processes can never both move a job.
+append its event to the stream, atomically, so two processes can never both move a job. The
+same script keeps each user's count of unfinished jobs and refuses a create past the cap it
+carries, so a cap holds across every process; the creates of one multi-job request are one
+script, all or nothing.
 Scripts are sent in pipelined batches (group commit), the way SQLite batches transactions.
 Every process tails the stream (XREAD BLOCK): it is the replication log that keeps each
 process's read model current, the replay buffer for resume, and the only way events reach
@@ -44,10 +51,11 @@ from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError
 
 from ..errors import StartupError
-from ..models import EventType, Job
+from ..models import TERMINAL, EventType, Job
 from ..ratelimit import Decision
 from ..settings import Config
 from .base import (
+    CapReached,
     Change,
     Committed,
     Doc,
@@ -66,6 +74,7 @@ P: Final = "dubsim:"
 SEQ, ORDINAL, JOBS, KEYS, LOG, LEASES, CONFIG = (
     f"{P}{name}" for name in ("seq", "ordinal", "jobs", "keys", "log", "leases", "config")
 )
+INFLIGHT, COUNTED = f"{P}inflight", f"{P}counted"
 RATE_WINDOW_S: Final = 3600.0
 TAIL_BLOCK_MS: Final = 500  # also how long closing waits for the tail to notice
 RETRY_AFTER_S: Final = 1.0
@@ -86,48 +95,119 @@ if tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) > tonumber(ARGV
 end
 """
 
+# One script commits a group of changes (one, or the creates of one multi-job request) all or
+# nothing: every change is checked first (version, Idempotency-Key, the user's cap on unfinished
+# jobs), then all are written. KEYS: 1 seq, 2 jobs, 3 keys, 4 log, 5 leases, 6 ordinal,
+# 7 inflight, 7+i the i-th job's hash. ARGV: 1 n, 2 the stream's length, 12 per change (`_args`),
+# the deadline. A job's hash keeps `f` ('1': counted in inflight, i.e. not terminal), so the
+# count moves in the same script as the job and can't drift from the jobs.
 _COMMIT = (
     _EXPIRED
     + """
-local id, expect, data, kind = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
-local ik, rh, user, lease, status = ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[11]
-local current = redis.call('HGET', KEYS[2], 'v')
-if expect == 0 then
-  if ik ~= '' then
-    local owner = redis.call('HGET', KEYS[4], user .. '\\n' .. ik)
-    if owner then return {'dup', owner} end
+local n, buffer, width = tonumber(ARGV[1]), ARGV[2], 12
+local counts, seen = {}, {}
+for i = 1, n do
+  local a = 2 + (i - 1) * width
+  local id, expect, _, _, _, ik, _, user, _, _, live, cap = unpack(ARGV, a + 1, a + width)
+  expect = tonumber(expect)
+  local current = redis.call('HGET', KEYS[7 + i], 'v')
+  if seen[id] then return {'conflict'} end
+  seen[id] = true
+  if expect == 0 then
+    if ik ~= '' then
+      local named = user .. '\\n' .. ik
+      local owner = redis.call('HGET', KEYS[3], named) or seen[named]
+      if owner then return {'dup', owner} end
+      seen[named] = id
+    end
+    if current then return {'conflict'} end
+    local count = counts[user] or tonumber(redis.call('HGET', KEYS[7], user) or '0')
+    if cap ~= '' and count >= tonumber(cap) then return {'cap', cap, count} end
+    if live == '1' then counts[user] = count + 1 end
+  elseif (not current) or tonumber(current) ~= expect then
+    return {'conflict'}
   end
-  if current then return {'conflict'} end
-elseif (not current) or tonumber(current) ~= expect then
-  return {'conflict'}
 end
-local seq = redis.call('INCR', KEYS[1])
-local ord
-if expect == 0 then
-  ord = redis.call('INCR', KEYS[7])
-  redis.call('HSET', KEYS[2], 'data', data, 'v', seq, 'ord', ord, 'ik', ik, 'rh', rh)
-  redis.call('ZADD', KEYS[3], ord, id)
-  if ik ~= '' then redis.call('HSET', KEYS[4], user .. '\\n' .. ik, id) end
-else
-  ord = redis.call('HGET', KEYS[2], 'ord')
-  if kind == 'job.deleted' then
-    local old = redis.call('HGET', KEYS[2], 'ik')
-    if old and old ~= '' then redis.call('HDEL', KEYS[4], user .. '\\n' .. old) end
-    redis.call('DEL', KEYS[2])
-    redis.call('ZREM', KEYS[3], id)
+local function uncount(user)
+  if redis.call('HINCRBY', KEYS[7], user, -1) <= 0 then redis.call('HDEL', KEYS[7], user) end
+end
+local out = {'ok'}
+for i = 1, n do
+  local a = 2 + (i - 1) * width
+  local id, expect, data, kind, at, ik, rh, user, lease, status, live = unpack(ARGV, a + 1, a + 11)
+  expect = tonumber(expect)
+  local job = KEYS[7 + i]
+  local seq = redis.call('INCR', KEYS[1])
+  local ord
+  if expect == 0 then
+    ord = redis.call('INCR', KEYS[6])
+    redis.call('HSET', job, 'data', data, 'v', seq, 'ord', ord, 'ik', ik, 'rh', rh, 'f', live)
+    redis.call('ZADD', KEYS[2], ord, id)
+    if ik ~= '' then redis.call('HSET', KEYS[3], user .. '\\n' .. ik, id) end
+    if live == '1' then redis.call('HINCRBY', KEYS[7], user, 1) end
   else
-    redis.call('HSET', KEYS[2], 'data', data, 'v', seq)
+    local was = redis.call('HMGET', job, 'ord', 'f')
+    -- no `f`: a job written before the count existed and never counted (_COUNT_UNFINISHED
+    -- marks every job it finds; this keeps a job some older process wrote since right too)
+    local counted = was[2] == '1'
+    ord = was[1]
+    if kind == 'job.deleted' then
+      local old = redis.call('HGET', job, 'ik')
+      if old and old ~= '' then redis.call('HDEL', KEYS[3], user .. '\\n' .. old) end
+      redis.call('DEL', job)
+      redis.call('ZREM', KEYS[2], id)
+      if counted then uncount(user) end
+    else
+      redis.call('HSET', job, 'data', data, 'v', seq, 'f', live)
+      if live == '1' and not counted then
+        redis.call('HINCRBY', KEYS[7], user, 1)
+      elseif live ~= '1' and counted then
+        uncount(user)
+      end
+    end
+  end
+  if status ~= 'processing' or kind == 'job.deleted' then
+    redis.call('ZREM', KEYS[5], id)
+  elseif lease ~= '' then
+    redis.call('ZADD', KEYS[5], lease, id)
+  end
+  if expect ~= 0 then ik, rh = '', '' end
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', buffer, seq .. '-0',
+    't', kind, 'at', at, 'j', data, 'o', ord, 'ik', ik, 'rh', rh)
+  out[#out + 1] = seq
+end
+return out
+"""
+)
+
+# The per-user count of unfinished jobs, built once from the jobs a Redis already holds (one
+# written before the count existed): one script, so no commit can fall between the count and
+# the jobs it counts, and a second process opening at the same moment finds it built.
+# KEYS: 1 jobs, 2 inflight, 3 the marker; ARGV: 1 the job hash prefix, 2.. terminal statuses.
+_COUNT_UNFINISHED = (
+    _EXPIRED
+    + """
+if redis.call('EXISTS', KEYS[3]) == 1 then return -1 end
+local terminal = {}
+for i = 2, #ARGV - 1 do terminal[ARGV[i]] = true end
+redis.call('DEL', KEYS[2])
+local counted = 0
+for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local key = ARGV[1] .. id
+  local data = redis.call('HGET', key, 'data')
+  if data then
+    local job = cjson.decode(data)
+    if terminal[job.status] then
+      redis.call('HSET', key, 'f', '0')
+    else
+      redis.call('HSET', key, 'f', '1')
+      redis.call('HINCRBY', KEYS[2], job.user_id, 1)
+      counted = counted + 1
+    end
   end
 end
-if status ~= 'processing' or kind == 'job.deleted' then
-  redis.call('ZREM', KEYS[6], id)
-elseif lease ~= '' then
-  redis.call('ZADD', KEYS[6], lease, id)
-end
-if expect ~= 0 then ik, rh = '', '' end
-redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[10], seq .. '-0',
-  't', kind, 'at', ARGV[5], 'j', data, 'o', ord, 'ik', ik, 'rh', rh)
-return {'ok', seq}
+redis.call('SET', KEYS[3], '1')
+return counted
 """
 )
 
@@ -198,7 +278,7 @@ class RedisStore:
         self._decoder = msgspec.json.Decoder(Job)
         self._on_commit: OnCommit = lambda events: None
         self._on_config: OnConfig = lambda config: None
-        self._pending: list[tuple[Change, asyncio.Future[int]]] = []
+        self._pending: list[tuple[list[Change], asyncio.Future[list[int]]]] = []
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._applied = 0  # the last seq this process has applied from the stream
@@ -226,6 +306,13 @@ class RedisStore:
             await self._redis.ping()
             for script in (_COMMIT, _SAVE_CONFIG, _RATE_HIT, _PUT_DOC):
                 await self._redis.script_load(script)
+            counted = await self._call(
+                _COUNT_UNFINISHED,
+                [JOBS, INFLIGHT, COUNTED],
+                [f"{P}job:", *sorted(TERMINAL)],
+            )
+            if int(counted) >= 0:
+                log.info("counted %d unfinished jobs already in redis", int(counted))
             loaded = await self._load()
         except (RedisError, OSError, ValueError) as exc:
             await self._disconnect()
@@ -237,8 +324,11 @@ class RedisStore:
         return loaded
 
     async def commit(self, change: Change) -> int:
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._pending.append((change, future))
+        return (await self.commit_all([change]))[-1]
+
+    async def commit_all(self, changes: list[Change]) -> list[int]:
+        future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
+        self._pending.append((changes, future))
         self._wake.set()
         return await future
 
@@ -426,7 +516,7 @@ class RedisStore:
         log.warning("redis takes writes again")
         self._failure = None
 
-    async def _write(self, batch: list[tuple[Change, asyncio.Future[int]]]) -> None:
+    async def _write(self, batch: list[tuple[list[Change], asyncio.Future[list[int]]]]) -> None:
         try:
             results = await self._pipeline(batch)
             if any(isinstance(r, NoScriptError) for r in results):
@@ -448,25 +538,34 @@ class RedisStore:
             elif result == b"expired":
                 future.set_exception(self._unavailable(TimeoutError("redis answered too late")))
             elif result[0] == b"ok":
-                self._when_applied(int(result[1]), future, int(result[1]))
+                seqs = [int(seq) for seq in result[1:]]
+                self._when_applied(seqs[-1], future, seqs)
             elif result[0] == b"dup":
                 future.set_exception(DuplicateSubmission(result[1].decode()))
+            elif result[0] == b"cap":
+                future.set_exception(CapReached(int(result[1])))
             else:
                 future.set_exception(VersionConflict())
 
-    async def _pipeline(self, batch: list[tuple[Change, asyncio.Future[int]]]) -> list[Any]:
+    async def _pipeline(
+        self, batch: list[tuple[list[Change], asyncio.Future[list[int]]]]
+    ) -> list[Any]:
         sha = _sha(_COMMIT)
         pipe: Any
         async with self._client().pipeline(transaction=False) as pipe:
-            for change, _ in batch:
-                pipe.evalsha(sha, 7, *self._keys(change), *self._args(change))
+            for changes, _ in batch:
+                keys = [SEQ, JOBS, KEYS, LOG, LEASES, ORDINAL, INFLIGHT]
+                args: list[Any] = [len(changes), self._event_buffer]
+                for change in changes:
+                    keys.append(f"{P}job:{change.job.id}")
+                    args += self._args(change)
+                args.append(_deadline())
+                pipe.evalsha(sha, len(keys), *keys, *args)
             results: list[Any] = await pipe.execute(raise_on_error=False)
         return results
 
-    def _keys(self, change: Change) -> list[str]:
-        return [SEQ, f"{P}job:{change.job.id}", JOBS, KEYS, LOG, LEASES, ORDINAL]
-
     def _args(self, change: Change) -> list[Any]:
+        """One change's 12 fields of _COMMIT's ARGV."""
         job = change.job
         lease = "" if change.lease_s is None else repr(time.time() + change.lease_s)
         return [
@@ -479,9 +578,9 @@ class RedisStore:
             change.request_hash or "",
             job.user_id,
             lease,
-            self._event_buffer,
             job.status.value,
-            _deadline(),
+            "0" if job.status.terminal else "1",
+            "" if change.cap is None else change.cap,
         ]
 
     # ---- the tail: every committed event, in order, from any process --------------

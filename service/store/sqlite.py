@@ -183,6 +183,22 @@ class SQLiteStore:
         self._wake.set()
         return await future
 
+    async def commit_all(self, changes: list[Change]) -> list[int]:
+        """Handed over together, so one transaction writes them all. A create's `cap` is not
+        checked here: one process owns the file, and JobService's own count (its read model
+        plus the submissions it is making) is exact and already checked. Each change is still
+        checked on its own: a duplicate Idempotency-Key refuses that one only (the facade's
+        keys are unique per request, so on one process that is a bug, not a race)."""
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[int]] = [loop.create_future() for _ in changes]
+        self._batch.changes.extend(zip(changes, futures, strict=True))
+        self._wake.set()
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return [r for r in results if isinstance(r, int)]
+
     async def rate_hit(self, user_id: str, limit: int, now: float) -> Decision:
         decision = self._window.hit(user_id, limit, now)
         if decision.allowed:

@@ -20,7 +20,6 @@ import asyncio
 import collections
 from typing import Any
 
-import pytest
 from aiohttp.test_utils import TestClient
 
 from service.app import create_app
@@ -99,12 +98,6 @@ async def test_concurrent_heygen_submits_never_pass_the_queue_bound(api: ApiFact
     assert len(await user_jobs(client, "racer")) == made
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="unfixed: each process counts MAX_IN_FLIGHT from its own read model and its own "
-    "submissions in progress, so N processes on one Redis admit up to N x the cap at once; "
-    "the bound needs one atomic count in the store",
-)
 async def test_concurrent_submits_on_two_processes_never_pass_max_in_flight(
     aiohttp_client: Any, redis_url: str
 ) -> None:
@@ -123,6 +116,48 @@ async def test_concurrent_submits_on_two_processes_never_pass_max_in_flight(
         await asyncio.gather(*(submit(a if i % 2 else b) for i in range(30)))
     )
     assert codes == {201: 5, 429: 25}
+    assert len(await user_jobs(a, "racer")) == 5
+
+
+async def test_concurrent_heygen_submits_on_two_processes_never_pass_the_queue_bound(
+    aiohttp_client: Any, redis_url: str
+) -> None:
+    """The queue bound holds across processes too, and a request's languages are made all or
+    none (found: each process counted only its own submissions, so N processes admitted up
+    to N x the bound)."""
+    settings = make_settings(redis_url=redis_url, heygen_queue=4, rate_limit=1000)
+    a = await aiohttp_client(create_app(settings))
+    b = await aiohttp_client(create_app(settings))
+    headers = {
+        "x-api-key": "racer",
+        "X-Dubsim-Plan": "free",
+        "X-Dubsim-Scenario": '{"outcome": "stuck"}',
+    }
+
+    async def submit(client: TestClient[Any, Any], languages: list[str]) -> int:
+        resp = await client.post(
+            "/v3/video-translations",
+            json={"video": VIDEO, "output_languages": languages},
+            headers=headers,
+        )
+        body = await resp.json()
+        if resp.status == 429:
+            assert body["error"]["code"] == "rate_limit_exceeded"
+            assert int(resp.headers["Retry-After"]) >= 1
+        return resp.status
+
+    # free plan: 1 running + HEYGEN_QUEUE 4 = at most 5 unfinished, over both processes
+    pairs = [["Spanish", "French"], ["German", "Italian"], ["Portuguese", "Japanese"]]
+    requests = [["Korean"] if i % 2 else pairs[i % 3] for i in range(20)]
+    codes = await asyncio.gather(
+        *(submit(a if i % 4 < 2 else b, languages) for i, languages in enumerate(requests))
+    )
+    made = sum(
+        len(languages) for languages, code in zip(requests, codes, strict=True) if code == 200
+    )
+    assert set(codes) == {200, 429}
+    assert 4 <= made <= 5  # the bound, filled as far as the requests' sizes allow
+    assert len(await user_jobs(a, "racer")) == made  # no request made only some of its jobs
 
 
 # ---- a made key in AUTH=open ---------------------------------------------------------------

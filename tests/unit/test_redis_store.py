@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 from service.errors import StartupError
 from service.models import EventType, Status
 from service.settings import Config
-from service.store import Change, StoreUnavailable, VersionConflict
+from service.store import CapReached, Change, DuplicateSubmission, StoreUnavailable, VersionConflict
 from service.store import redis as redis_module
 from service.store.redis import RedisStore
 from tests.unit.test_store import Log, create, job, move
@@ -460,7 +460,7 @@ async def test_a_commit_redis_refuses_is_a_503_and_an_abandoned_one_holds_up_no_
 
     async def one_refused(batch: list[Any]) -> list[Any]:
         results = await real(batch)
-        return [ResponseError("boom") if c.job.id == "bad" else r for (c, _), r in
+        return [ResponseError("boom") if c[0].job.id == "bad" else r for (c, _), r in
                 zip(batch, results, strict=True)]  # fmt: skip
 
     store._pipeline = one_refused  # type: ignore[method-assign]
@@ -472,3 +472,91 @@ async def test_a_commit_redis_refuses_is_a_503_and_an_abandoned_one_holds_up_no_
     assert isinstance(results[0], StoreUnavailable)
     assert results[0].reason == "redis unavailable: boom"
     assert isinstance(results[1], int)  # answered although the one before it was abandoned
+
+
+# ---- each user's unfinished jobs, counted by the commit script -------------------------------
+
+INFLIGHT = "dubsim:inflight"
+
+
+def capped(job_id: str, cap: int, user: str = "u", key: str | None = None) -> Change:
+    return Change(job(job_id, user=user), EventType.CREATED, "t0", 0, key, None, cap=cap)
+
+
+async def test_a_create_past_its_cap_is_refused_with_nothing_written(
+    stores: Callable[..., Any], raw: Any
+) -> None:
+    a, b = await stores(), await stores()
+    assert await a.commit(capped("one", 2)) == 1
+    assert await b.commit(capped("two", 2)) == 2
+    with pytest.raises(CapReached) as refused:
+        await a.commit(capped("three", 2))
+    assert refused.value.cap == 2
+    assert await raw.get("dubsim:seq") == b"2"  # no seq taken
+    assert not await raw.exists("dubsim:job:three")
+    assert await raw.hget(INFLIGHT, "u") == b"2"
+    assert await b.commit(capped("other", 2, user="v")) == 3  # the cap is per user
+    assert await b.commit(create("uncapped")) == 4  # no cap: counted, never refused
+    assert await raw.hget(INFLIGHT, "u") == b"3"
+
+
+async def test_the_count_moves_with_every_transition_in_the_script(
+    stores: Callable[..., Any], raw: Any
+) -> None:
+    store = await stores()
+    for name in ("a", "b", "c", "d"):
+        await store.commit(create(name))
+    assert await raw.hget(INFLIGHT, "u") == b"4"
+    await store.commit(move("a", Status.PROCESSING, 1))  # 5
+    await store.commit(move("a", Status.FAILED, 5, EventType.FAILED))  # 6: awaiting a retry
+    assert await raw.hget(INFLIGHT, "u") == b"4"
+    await store.commit(move("a", Status.COMPLETED, 6, EventType.COMPLETED))  # 7
+    await store.commit(move("b", Status.CANCELLED, 2, EventType.CANCELLED))  # 8
+    await store.commit(move("c", Status.PERMANENTLY_FAILED, 3, EventType.PERMANENTLY_FAILED))
+    assert await raw.hget(INFLIGHT, "u") == b"1"
+    await store.commit(move("c", Status.PENDING, 9, EventType.RETRYING))  # 10: counted again
+    assert await raw.hget(INFLIGHT, "u") == b"2"
+    await store.commit(move("a", Status.COMPLETED, 7, EventType.DELETED))  # finished: no change
+    assert await raw.hget(INFLIGHT, "u") == b"2"
+    await store.commit(move("d", Status.PENDING, 4, EventType.DELETED))  # unfinished: uncounted
+    await store.commit(move("c", Status.CANCELLED, 10, EventType.CANCELLED))
+    assert await raw.hget(INFLIGHT, "u") is None  # a user at 0 leaves the hash
+
+
+async def test_the_creates_of_one_request_are_made_all_or_none(
+    stores: Callable[..., Any], raw: Any
+) -> None:
+    store = await stores()
+    await store.commit(capped("first", 5))
+    with pytest.raises(CapReached):  # 1 + 5 > 5: none of the five
+        await store.commit_all([capped(f"j{i}", 5) for i in range(5)])
+    assert await raw.get("dubsim:seq") == b"1"
+    assert await raw.zcard("dubsim:jobs") == 1
+    await store.commit(capped("keyed", 9, key="k"))
+    with pytest.raises(DuplicateSubmission):  # one taken key refuses the whole group
+        await store.commit_all([capped("x", 9), capped("y", 9, key="k")])
+    assert not await raw.exists("dubsim:job:x")
+    assert await store.commit_all([capped(f"j{i}", 6) for i in range(4)]) == [3, 4, 5, 6]
+    assert await raw.hget(INFLIGHT, "u") == b"6"
+
+
+async def test_the_count_is_built_from_jobs_a_redis_held_before_it_existed(
+    stores: Callable[..., Any], raw: Any
+) -> None:
+    store = await stores()
+    for name in ("a", "b", "c"):
+        await store.commit(create(name))
+    await store.commit(Change(job("v1", user="v"), EventType.CREATED, "t0", 0))
+    await store.commit(move("a", Status.COMPLETED, 1, EventType.COMPLETED))
+    await store.close()
+    for name in ("a", "b", "c", "v1"):  # as an older dubsim wrote them
+        await raw.hdel(f"dubsim:job:{name}", "f")
+    await raw.delete(INFLIGHT, "dubsim:counted")
+    again = await stores()
+    assert await raw.hgetall(INFLIGHT) == {b"u": b"2", b"v": b"1"}
+    with pytest.raises(CapReached):
+        await again.commit(capped("d", 2))
+    await again.commit(move("b", Status.CANCELLED, 2, EventType.CANCELLED))
+    assert await raw.hget(INFLIGHT, "u") == b"1"
+    await (await stores()).close()  # built once: a later start counts nothing again
+    assert await raw.hget(INFLIGHT, "u") == b"1"
