@@ -1,29 +1,8 @@
-"""Webhooks: committed events POSTed to HTTP endpoints, signed, retried, replayable.
+"""The webhook engine: `WebhookService` and its per-endpoint workers.
 
-Only committed events are delivered: the engine listens to the hub (a Subscription whose
-`deliver` hands each published event over), and the hub hears only what `_on_commit` applied,
-after it was durable. Each endpoint has one worker that sends one delivery at a time, in seq
-order, and keeps its progress durable as Store documents:
-
-    webhook/{id}        the endpoint (url, event filter, owner, secrets, enabled/disabled)
-    webhook_state/{id}  the cursor (last seq handled), the delivery in progress (its attempts
-                        and when the next is due), redeliveries, a replay range, held events
-    webhook_log/{id}    the last WEBHOOK_LOG deliveries (GET .../deliveries)
-    webhook_lease/{id}  on a shared store: which process sends this endpoint's deliveries
-
-What is queued in memory per endpoint is bounded (WEBHOOK_QUEUE); beyond it, and after a
-restart, the worker reads on from its cursor in the durable event log (the broker's history,
-the last EVENT_BUFFER events). The `webhook-id` of a delivery is derived from (endpoint, seq),
-so a resend after a crash, a redelivery and a replay carry the same id: receivers dedupe on it.
-
-Every wait of the retry schedule goes through the service's injectable clock.
-
-Internal interface for other features (the HeyGen facade): `register(...)` makes an endpoint
-with an owner, an event filter, a named payload transformer (`transformers[name]`, a function
-from the event to the body bytes, or None to skip it) and `signed=False` for unsigned
-deliveries; `ensure_lane(owner, ...)` makes the per-owner lane that POSTs terminal events of
-that owner's jobs to each job's own `callback_url`; `lane_claims` lets such a lane keep its
-jobs from the default lane; `update(..., transform=)` changes an endpoint's transformer.
+Lifecycle, the intake of committed events from the hub, one worker per endpoint (its state
+written compare-and-set, its progress written behind), sending one delivery and its retries,
+the delivery log, leases on shared stores, and the operations the API calls.
 """
 
 from __future__ import annotations
@@ -33,200 +12,68 @@ import base64
 import contextlib
 import hashlib
 import hmac
-import ipaddress
 import logging
-import math
 import random
 import secrets
-import socket
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
-from typing import Any, Final
-from urllib.parse import urlsplit
+from collections.abc import Callable, Iterable
+from typing import Final
 
 import aiohttp
 import msgspec
 from aiohttp import web
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import DefaultResolver
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
 from prometheus_client.registry import Collector
-from standardwebhooks.webhooks import Webhook
 
-from .clock import Clock
-from .errors import Conflict, NotFound, ValidationFailed
-from .hub import Hub, Published, Subscription, Wire
-from .models import EventType, WebhookFaults, iso_ms, parse_iso
-from .store import Store, StoreUnavailable, VersionConflict
+from ..clock import Clock
+from ..errors import Conflict, NotFound, ValidationFailed
+from ..hub import Hub, Published, Subscription, Wire
+from ..models import iso_ms, parse_iso
+from ..store import Store, StoreUnavailable, VersionConflict
+from . import targets
+from .documents import (
+    DEFAULT_EVENTS,
+    KIND,
+    KIND_KEY,
+    KIND_LEASE,
+    KIND_LOG,
+    KIND_STATE,
+    TERMINAL_EVENTS,
+    Attempt,
+    Delivery,
+    DeliveryLog,
+    Endpoint,
+    Item,
+    Lease,
+    State,
+    Transformer,
+    _decode_endpoint,
+    _decode_endpoint_doc,
+    _decode_log,
+    _disable,
+    _done,
+    _encode,
+    _event_time,
+    _Peek,
+    event_body,
+    peek,
+    validate_events,
+)
+from .metrics import LATENCY_BUCKETS, QUEUE_LABELS, _Collector
+from .schedule import _retry_after
+from .signing import message_id, new_secret, sign
+from .targets import _PublicOnlyResolver, check_public
 
 log = logging.getLogger(__name__)
 
 VERSION: Final = "0.1.0"
 USER_AGENT: Final = f"dubsim-webhooks/{VERSION}"
-KIND: Final = "webhook"
-KIND_STATE: Final = "webhook_state"
-KIND_LOG: Final = "webhook_log"
 STOP_GRACE_S: Final = 3.0  # what stopping may spend writing progress and releasing leases
-KIND_LEASE: Final = "webhook_lease"
-KIND_KEY: Final = "webhook_key"
-ADMIN_OWNER: Final = "*"
-ALL_EVENTS: Final = "*"
-EVENT_TYPES: Final = frozenset(e.value for e in EventType)
-DEFAULT_EVENTS: Final = ("job.completed", "job.permanently_failed", "job.cancelled")
-TERMINAL_EVENTS: Final = frozenset(DEFAULT_EVENTS)
 MAX_REDELIVERIES: Final = 100  # queued per endpoint
 MAX_HELD: Final = 1000  # out_of_order events held per endpoint
 MAX_ENDPOINTS_PER_OWNER: Final = 100
 STALE_S: Final = 3600  # scenario stale_timestamp: how old the timestamp claims to be
 LOG_FLUSH_EVERY: Final = 32  # deliveries between writes of the delivery log
-QUEUE_LABELS: Final = 20  # endpoints named in the queue-depth metric; the rest are "other"
-LATENCY_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 30.0)
-
-
-# ---- documents ------------------------------------------------------------------------
-
-
-class Endpoint(msgspec.Struct, kw_only=True):
-    """webhook/{id}: one receiver. `url` None: a lane (each job's callback_url)."""
-
-    id: str
-    url: str | None
-    events: list[str]
-    description: str = ""
-    status: str = "enabled"
-    disabled_reason: str | None = None
-    owner: str
-    created_at: str
-    secret: str
-    previous_secret: str | None = None
-    previous_secret_expires_at: float | None = None
-    signed: bool = True
-    transform: str | None = None
-    lane: bool = False
-
-    def wants(self, event_type: str) -> bool:
-        return ALL_EVENTS in self.events or event_type in self.events
-
-    def covers(self, user_id: str) -> bool:
-        return self.owner == ADMIN_OWNER or self.owner == user_id
-
-
-class EndpointView(msgspec.Struct):
-    """An endpoint as the API shows it (never its secret)."""
-
-    id: str
-    url: str | None
-    events: list[str]
-    description: str
-    status: str
-    disabled_reason: str | None
-    owner: str
-    created_at: str
-
-
-class EndpointCreated(msgspec.Struct):
-    id: str
-    url: str | None
-    events: list[str]
-    description: str
-    status: str
-    disabled_reason: str | None
-    owner: str
-    created_at: str
-    secret: str
-
-
-class Item(msgspec.Struct, kw_only=True):
-    """One delivery to make: the body is kept, so a retry days later sends the same bytes."""
-
-    id: str
-    seq: int
-    event_type: str
-    job_id: str
-    body: str
-    url: str | None  # a lane's: the job's callback_url
-    faults: WebhookFaults | None = None
-    live: bool = True  # from the live stream: moves the cursor once done
-    tries: int = 0  # attempts in the current run of the schedule
-    next_at: float | None = None
-
-
-class State(msgspec.Struct, kw_only=True):
-    """webhook_state/{id}: everything that must survive a restart to lose nothing."""
-
-    cursor: int  # the last seq of the live stream this endpoint is done with
-    current: Item | None = None
-    queue: list[Item] = []  # redeliveries (and released held events), before live ones
-    held: list[Item] = []  # out_of_order: waiting for their job's terminal delivery
-    replay_from: int | None = None  # a replay: seqs in (replay_from, replay_to]
-    replay_to: int | None = None
-
-
-class Attempt(msgspec.Struct):
-    at: str
-    status_code: int | None
-    duration_ms: float
-    error: str | None
-
-
-class Delivery(msgspec.Struct):
-    id: str
-    event_type: str
-    seq: int
-    job_id: str
-    status: str  # pending | succeeded | failed
-    attempts: list[Attempt]
-    next_attempt_at: str | None
-
-
-class DeliveryLog(msgspec.Struct):
-    deliveries: list[Delivery] = []  # oldest first
-
-
-class Lease(msgspec.Struct):
-    holder: str
-    until: float
-
-
-class _Peek(msgspec.Struct):
-    """What routing needs from a job's JSON (decoded only when the job has any of it)."""
-
-    callback_url: str | None = None
-    scenario: _PeekScenario | None = None
-
-
-class _PeekScenario(msgspec.Struct):
-    webhook: WebhookFaults | None = None
-
-
-_peek_decoder = msgspec.json.Decoder(_Peek)
-_NO_PEEK: Final = _Peek()
-
-
-def peek(job_bytes: bytes) -> _Peek:
-    if b'"webhook":{' not in job_bytes and b'"callback_url":"' not in job_bytes:
-        return _NO_PEEK
-    return _peek_decoder.decode(job_bytes)
-
-
-def event_body(pub: Published) -> bytes:
-    """The event exactly as the SSE stream's `data:` carries it (docs/protocol.md)."""
-    head = f'{{"seq":{pub.seq},"type":"{pub.type}","at":"{pub.at}","job":'
-    return head.encode() + pub.job_bytes + b"}"
-
-
-Transformer = Callable[[Published], bytes | None]
-
-
-# ---- the engine -----------------------------------------------------------------------
 
 
 class _Tap(Subscription):
@@ -1312,256 +1159,7 @@ class WebhookService:
         return "whsec_" + base64.b64encode(digest[:24]).decode()
 
     async def validate_url(self, url: str) -> None:
-        try:
-            parts = urlsplit(url)
-        except ValueError:  # e.g. an unclosed "[" of an IPv6 host
-            raise ValidationFailed("url is not a valid URL", field="url") from None
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValidationFailed(
-                "url must be an http:// or https:// URL with a host", field="url"
-            )
-        if parts.username or parts.password:
-            raise ValidationFailed("url must not carry credentials", field="url")
-        try:
-            parts.port  # noqa: B018 - raises on a bad port
-        except ValueError:
-            raise ValidationFailed("url has a bad port", field="url") from None
-        if not self.allow_private:
-            await check_public(url)
-
-
-# ---- helpers ------------------------------------------------------------------------------
-
-
-def validate_events(events: list[str] | None) -> list[str]:
-    if events is None:
-        return list(DEFAULT_EVENTS)
-    if not events:
-        raise ValidationFailed("events must not be empty (omit it for the default)", field="events")
-    unknown = [e for e in events if e != ALL_EVENTS and e not in EVENT_TYPES]
-    if unknown:
-        allowed = ", ".join(sorted(EVENT_TYPES))
-        raise ValidationFailed(
-            f"unknown event type {unknown[0][:100]!r}; allowed: {allowed} or *", field="events"
-        )
-    return list(dict.fromkeys(events))
-
-
-def new_secret() -> str:
-    return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
-
-
-def sign(secret: str, msg_id: str, timestamp: int, body: str) -> str:
-    """`v1,<base64 HMAC-SHA256>` per the Standard Webhooks spec (the standardwebhooks package)."""
-    when = datetime.fromtimestamp(timestamp, tz=UTC)
-    return Webhook(secret).sign(msg_id, when, body)
-
-
-def message_id(endpoint_id: str, seq: int) -> str:
-    """The webhook-id: the same for the same (endpoint, event), so receivers can dedupe."""
-    digest = hashlib.sha256(f"{endpoint_id}/{seq}".encode()).digest()[:16]
-    return "msg_" + base64.b32encode(digest).decode().rstrip("=").lower()
-
-
-def _done(state: State, item: Item) -> None:
-    if state.current is not None and state.current.id == item.id:
-        state.current = None
-    elif state.queue and state.queue[0].id == item.id:
-        state.queue.pop(0)
-        return
-    if item.live:
-        state.cursor = max(state.cursor, item.seq)
-    elif state.replay_from is not None:
-        state.replay_from = max(state.replay_from, item.seq)
-        if state.replay_to is not None and state.replay_from >= state.replay_to:
-            state.replay_from = state.replay_to = None
-
-
-def _disable(endpoint: Endpoint, reason: str) -> None:
-    endpoint.status = "disabled"
-    endpoint.disabled_reason = reason
-
-
-def _retry_after(value: str | None, now: float) -> float | None:
-    if value is None:
-        return None
-    value = value.strip()
-    if value.isascii() and value.isdigit():
-        return min(float(value), 86_400.0)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return min(max(0.0, when.timestamp() - now), 86_400.0)
-
-
-def _event_time(body: str) -> float:
-    marker = body.find('"at":"')
-    if marker < 0:
-        raise ValueError("no time")
-    return parse_iso(body[marker + 6 : body.index('"', marker + 6)])
-
-
-def _encode(value: Any) -> bytes:
-    return msgspec.json.encode(value)
-
-
-_endpoint_decoder = msgspec.json.Decoder(Endpoint)
-_log_decoder = msgspec.json.Decoder(DeliveryLog)
-
-
-def _decode_endpoint(body: bytes) -> Endpoint:
-    return _endpoint_decoder.decode(body)
-
-
-def _decode_endpoint_doc(doc: Any) -> Endpoint:
-    return _endpoint_decoder.decode(doc.body)
-
-
-def _decode_log(body: bytes) -> DeliveryLog:
-    return _log_decoder.decode(body)
-
-
-def view(endpoint: Endpoint) -> EndpointView:
-    return EndpointView(
-        endpoint.id,
-        endpoint.url,
-        endpoint.events,
-        endpoint.description,
-        endpoint.status,
-        endpoint.disabled_reason,
-        endpoint.owner,
-        endpoint.created_at,
-    )
-
-
-def created_view(endpoint: Endpoint) -> EndpointCreated:
-    e = endpoint
-    return EndpointCreated(
-        e.id,
-        e.url,
-        e.events,
-        e.description,
-        e.status,
-        e.disabled_reason,
-        e.owner,
-        e.created_at,
-        e.secret,
-    )
-
-
-_NAT64: Final = ipaddress.IPv6Network("64:ff9b::/96")  # well-known prefix, IPv4 in the last 32 bits
-_LOCAL_NAT64: Final = ipaddress.IPv6Network("64:ff9b:1::/48")  # local use (RFC 8215): private
-
-
-def _embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
-    """The IPv4 addresses an IPv6 address carries to (mapped, IPv4-compatible, 6to4, NAT64,
-    Teredo): a packet to it may end up there, so each must be public too."""
-    found = [a for a in (ip.ipv4_mapped, ip.sixtofour) if a is not None]
-    if ip.teredo is not None:
-        found.extend(ip.teredo)
-    if ip.packed[:12] == bytes(12) or ip in _NAT64:
-        found.append(ipaddress.IPv4Address(ip.packed[12:]))
-    return found
-
-
-def _private(address: str) -> bool:
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address):
-        inner = _embedded_ipv4(ip)
-        if ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        if ip in _LOCAL_NAT64 or any(not v4.is_global or v4.is_multicast for v4 in inner):
-            return True
-    return not ip.is_global or ip.is_multicast
-
-
-async def check_public(url: str) -> None:
-    """Refuse a URL whose host is, or resolves to, any non-public address."""
-    host = urlsplit(url).hostname or ""
-    try:
-        addresses = [str(ipaddress.ip_address(host))]
-    except ValueError:
-        loop = asyncio.get_running_loop()
-        try:
-            infos = await loop.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-        except OSError as exc:
-            raise ValidationFailed(f"url host does not resolve: {exc}", field="url") from None
-        addresses = [str(info[4][0]) for info in infos]
-    for address in addresses:
-        if _private(address):
-            raise ValidationFailed(
-                f"url resolves to a private or loopback address ({address}); "
-                "WEBHOOK_ALLOW_PRIVATE is off",
-                field="url",
-            )
-
-
-class _PublicOnlyResolver(AbstractResolver):
-    """Checks every address a name resolves to at connect time (no DNS-rebinding detour)."""
-
-    def __init__(self) -> None:
-        self._inner = DefaultResolver()
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        results = await self._inner.resolve(host, port, family)
-        for result in results:
-            if _private(result["host"]):
-                raise OSError(f"{host} resolves to a private address ({result['host']})")
-        return results
-
-    async def close(self) -> None:
-        await self._inner.close()
-
-
-def jitter_bounds(seconds: float) -> tuple[float, float]:
-    """The range a scheduled wait lands in (for docs and tests): ±10 %."""
-    return seconds * 0.9, seconds * 1.1
-
-
-def parse_schedule(text: str) -> list[float]:
-    values = [float(part) for part in text.split(",") if part.strip()]
-    if not values or any(math.isnan(v) or v < 0 for v in values):
-        raise ValueError("a retry schedule is a comma-separated list of seconds")
-    return values
-
-
-class _Collector(Collector):
-    def __init__(self, engine: WebhookService) -> None:
-        self.engine = engine
-
-    def collect(self) -> Iterator[Metric]:
-        engine = self.engine
-        outcomes = CounterMetricFamily(
-            "dubsim_webhook_deliveries",
-            "Webhook delivery outcomes (succeeded, failed_attempt, failed: past the schedule or "
-            "410, lost: events gone from the log before delivery)",
-            labels=["outcome"],
-        )
-        for outcome in ("succeeded", "failed_attempt", "failed", "lost"):
-            outcomes.add_metric([outcome], engine.outcomes.get(outcome, 0))
-        yield outcomes
-        for name, text, series in (
-            ("dubsim_webhook_attempt_seconds", "Successful attempt latency", engine.latency),
-            ("dubsim_webhook_lag_seconds", "Event commit to delivered", engine.lag),
-        ):
-            family = HistogramMetricFamily(name, text)
-            cumulative, buckets = 0.0, []
-            for bound, n in zip((*LATENCY_BUCKETS, math.inf), series[:-1], strict=True):
-                cumulative += n
-                buckets.append(("+Inf" if bound == math.inf else repr(bound), cumulative))
-            family.add_metric([], buckets, series[-1])
-            yield family
-        depth = GaugeMetricFamily(
-            "dubsim_webhook_queue_depth",
-            f"Deliveries waiting per endpoint (the {QUEUE_LABELS} deepest; the rest as other)",
-            labels=["endpoint"],
-        )
-        for endpoint_id, n in engine.queue_depths():
-            depth.add_metric([endpoint_id], n)
-        yield depth
+        await targets.validate_url(url, allow_private=self.allow_private)
 
 
 WEBHOOKS = web.AppKey("webhooks", WebhookService)
