@@ -28,7 +28,8 @@ jobs from the default lane; `update(..., transform=)` changes an endpoint's tran
 The package, one concern a module:
 
     documents.py  the documents' Structs, their encoding, the API's views, event filters
-    engine.py     WebhookService: lifecycle, intake, workers, sending, the delivery log, leases
+    engine.py     WebhookService: lifecycle, intake, workers, sending, the delivery log
+    leases.py     Leases: which process sends an endpoint's deliveries on a shared store
     signing.py    secrets, Standard Webhooks signatures, message ids
     targets.py    URL checks, private addresses, the resolver that refuses them
     schedule.py   the retry schedule's parsing, Retry-After

@@ -44,7 +44,6 @@ from .documents import (
     DeliveryLog,
     Endpoint,
     Item,
-    Lease,
     State,
     Transformer,
     _decode_endpoint,
@@ -59,6 +58,7 @@ from .documents import (
     peek,
     validate_events,
 )
+from .leases import Leases
 from .metrics import LATENCY_BUCKETS, QUEUE_LABELS, _Collector
 from .schedule import _retry_after
 from .signing import message_id, new_secret, sign
@@ -163,13 +163,12 @@ class WebhookService:
         self.allow_private = allow_private
         self.log_size = log_size
         self.queue_size = queue_size
-        self.lease_s = lease_s
         self.rng = random.Random(seed)
         self.transformers: dict[str, Transformer] = {}
         # the default callbacks lane (no transform) leaves alone a job one of these claims:
         # another lane, with its own transform, POSTs that job's callback (the HeyGen facade)
         self.lane_claims: list[Callable[[Published], bool]] = []
-        self.holder = secrets.token_hex(8)  # this process, as a lease holder
+        self.leases = Leases(store, lease_s)  # on a shared store: who sends which endpoint
         self._workers: dict[str, _Worker] = {}
         self._tap: _Tap | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -186,6 +185,11 @@ class WebhookService:
     @property
     def clock(self) -> Clock:
         return self.clock_override or self._service_clock()
+
+    @property
+    def holder(self) -> str:
+        """This process, as a lease holder."""
+        return self.leases.holder
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -230,7 +234,7 @@ class WebhookService:
                         await self._flush_log(worker)
                     if self.store.shared:
                         with contextlib.suppress(Exception):
-                            await self._release(worker.id)
+                            await self.leases.release(worker.id)
         self._workers.clear()
         if self._session is not None:
             await self._session.close()
@@ -813,7 +817,7 @@ class WebhookService:
                 log.exception("webhook lease round failed")
             # liveness is real time, whatever the service's clock says (a virtual advance
             # must not age a live process's leases, nor run a lease round per LEASE_S/3)
-            await asyncio.sleep(self.lease_s / 3)
+            await asyncio.sleep(self.leases.lease_s / 3)
 
     async def _lease_round(self) -> None:
         endpoints = {e.id: e for e in map(_decode_endpoint_doc, await self.store.docs(KIND))}
@@ -822,7 +826,7 @@ class WebhookService:
                 self._stop_worker(endpoint_id)
         for endpoint in endpoints.values():
             if endpoint.id in self._workers:
-                if not await self._renew(endpoint.id):
+                if not await self.leases.renew(endpoint.id):
                     self._stop_worker(endpoint.id)
                     continue
                 await self._notice_changes(endpoint)
@@ -845,40 +849,10 @@ class WebhookService:
     async def _try_lease(self, endpoint: Endpoint) -> None:
         if endpoint.id in self._workers or self._closing:
             return
-        now = time.time()  # real time: a lease is about a process being alive
-        doc = await self.store.get_doc(KIND_LEASE, endpoint.id)
-        lease = None if doc is None else msgspec.json.decode(doc.body, type=Lease)
-        if lease is not None and lease.holder != self.holder and lease.until > now:
+        if not await self.leases.take(endpoint.id):
             return
-        body = _encode(Lease(self.holder, now + self.lease_s))
-        try:
-            await self.store.put_doc(
-                KIND_LEASE, endpoint.id, body, 0 if doc is None else doc.version
-            )
-        except VersionConflict:
-            return  # another process took it first
         if endpoint.id not in self._workers and not self._closing:
             self._spawn(endpoint)
-
-    async def _renew(self, endpoint_id: str) -> bool:
-        doc = await self.store.get_doc(KIND_LEASE, endpoint_id)
-        if doc is None:
-            return False
-        lease = msgspec.json.decode(doc.body, type=Lease)
-        if lease.holder != self.holder:
-            return False
-        body = _encode(Lease(self.holder, time.time() + self.lease_s))
-        try:
-            await self.store.put_doc(KIND_LEASE, endpoint_id, body, doc.version)
-        except VersionConflict:
-            return False
-        return True
-
-    async def _release(self, endpoint_id: str) -> None:
-        doc = await self.store.get_doc(KIND_LEASE, endpoint_id)
-        if doc is not None and msgspec.json.decode(doc.body, type=Lease).holder == self.holder:
-            with contextlib.suppress(VersionConflict):
-                await self.store.put_doc(KIND_LEASE, endpoint_id, None, doc.version)
 
     # ---- the API's operations ----------------------------------------------------------------
 
