@@ -27,13 +27,14 @@ jobs from the default lane; `update(..., transform=)` changes an endpoint's tran
 
 The package, one concern a module:
 
-    documents.py  the documents' Structs, their encoding, the API's views, event filters
-    engine.py     WebhookService: lifecycle, intake, workers, sending, the delivery log
-    leases.py     Leases: which process sends an endpoint's deliveries on a shared store
-    signing.py    secrets, Standard Webhooks signatures, message ids
-    targets.py    URL checks, private addresses, the resolver that refuses them
-    schedule.py   the retry schedule's parsing, Retry-After
-    metrics.py    the Prometheus collector
+    documents.py     the documents' Structs, their encoding, the API's views, event filters
+    engine.py        WebhookService: lifecycle, intake, workers, sending, the API's operations
+    delivery_log.py  EndpointLog: one endpoint's delivery log, written behind
+    leases.py        Leases: which process sends an endpoint's deliveries on a shared store
+    signing.py       secrets, Standard Webhooks signatures, message ids
+    targets.py       URL checks, private addresses, the resolver that refuses them
+    schedule.py      the retry schedule's parsing, Retry-After
+    metrics.py       the Prometheus collector
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 Lifecycle, the intake of committed events from the hub, one worker per endpoint (its state
 written compare-and-set, its progress written behind), sending one delivery and its retries,
-the delivery log, leases on shared stores, and the operations the API calls.
+the lease rounds on shared stores, and the operations the API calls. A worker's delivery log is
+an `EndpointLog` (delivery_log.py); the lease documents are `Leases`' (leases.py).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from ..hub import Hub, Published, Subscription, Wire
 from ..models import iso_ms, parse_iso
 from ..store import Store, StoreUnavailable, VersionConflict
 from . import targets
+from .delivery_log import EndpointLog
 from .documents import (
     DEFAULT_EVENTS,
     KIND,
@@ -73,7 +75,6 @@ MAX_REDELIVERIES: Final = 100  # queued per endpoint
 MAX_HELD: Final = 1000  # out_of_order events held per endpoint
 MAX_ENDPOINTS_PER_OWNER: Final = 100
 STALE_S: Final = 3600  # scenario stale_timestamp: how old the timestamp claims to be
-LOG_FLUSH_EVERY: Final = 32  # deliveries between writes of the delivery log
 
 
 class _Tap(Subscription):
@@ -105,7 +106,7 @@ def _no_reset(reason: str, seq: int) -> bytes:
 class _Worker:
     """One endpoint's sender on this process: its memory queue and its cached state."""
 
-    def __init__(self, endpoint: Endpoint, bound: int) -> None:
+    def __init__(self, endpoint: Endpoint, bound: int, log: EndpointLog) -> None:
         self.id = endpoint.id
         self.endpoint = endpoint
         self.bound = bound
@@ -114,9 +115,7 @@ class _Worker:
         self.scanned = 0  # the newest seq looked at (matching or not)
         self.state: State | None = None
         self.state_version = 0
-        self.log: DeliveryLog | None = None
-        self.log_version = 0
-        self.log_dirty = 0
+        self.log = log
         self.wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
         self.lock = asyncio.Lock()  # one state write at a time (compare-and-set on our version)
@@ -231,7 +230,7 @@ class WebhookService:
                     with contextlib.suppress(Exception):
                         await self._settle(worker)
                     with contextlib.suppress(Exception):
-                        await self._flush_log(worker)
+                        await worker.log.flush()
                     if self.store.shared:
                         with contextlib.suppress(Exception):
                             await self.leases.release(worker.id)
@@ -250,7 +249,9 @@ class WebhookService:
         self._spawn(endpoint)
 
     def _spawn(self, endpoint: Endpoint) -> None:
-        worker = _Worker(endpoint, self.queue_size)
+        # attempts kept per delivery: as many as the schedule has, and 10 more
+        log = EndpointLog(self.store, endpoint.id, self.log_size, len(self.schedule) + 10)
+        worker = _Worker(endpoint, self.queue_size, log)
         self._workers[endpoint.id] = worker
         worker.task = asyncio.create_task(self._run(worker), name=f"webhook {endpoint.id}")
 
@@ -338,7 +339,7 @@ class WebhookService:
                 s.cursor = max(s.cursor, scanned)
 
             await self._update_state(worker, advance)
-        await self._flush_log(worker)
+        await worker.log.flush()
         if worker.endpoint.status == "enabled" and (worker.queue or worker.overflow):
             await asyncio.sleep(0)  # more to do: only let others run first
             return
@@ -553,7 +554,7 @@ class WebhookService:
     async def _deliver(self, worker: _Worker, endpoint: Endpoint, item: Item) -> None:
         clock = self.clock
         if item.next_at is not None and item.next_at > clock.now():
-            self._log_pending(worker, item)
+            worker.log.pending(item)
             if await self._sleep(worker, item.next_at - clock.now()):
                 return  # woken: the endpoint changed; start over with fresh documents
         faults = item.faults
@@ -608,7 +609,7 @@ class WebhookService:
             await self._update_endpoint(
                 endpoint.id, lambda e: _disable(e, f"{reason}; re-enable it with PATCH")
             )
-            await self._flush_log(worker)
+            await worker.log.flush()
             return
         wait = retry_after if retry_after is not None else self._jitter(self.schedule[item.tries])
         item.next_at = clock.now() + wait
@@ -621,7 +622,7 @@ class WebhookService:
                 s.current = item
 
         await self._update_state(worker, again)
-        await self._flush_log(worker)
+        await worker.log.flush()
 
     async def _sleep(self, worker: _Worker, seconds: float) -> bool:
         """Sleep on the service clock; True if woken early (the endpoint changed)."""
@@ -712,70 +713,13 @@ class WebhookService:
 
     # ---- the delivery log ----------------------------------------------------------------
 
-    def _entry(self, worker: _Worker, item: Item) -> Delivery:
-        book = worker.log or DeliveryLog()
-        worker.log = book
-        for entry in reversed(book.deliveries):
-            if entry.id == item.id:
-                return entry
-        entry = Delivery(item.id, item.event_type, item.seq, item.job_id, "pending", [], None)
-        book.deliveries.append(entry)
-        if len(book.deliveries) > self.log_size:
-            del book.deliveries[: len(book.deliveries) - self.log_size]
-        return entry
-
     def _log(
         self, worker: _Worker, item: Item, attempt: Attempt, status: str, next_at: float | None
     ) -> None:
-        entry = self._entry(worker, item)
-        entry.attempts.append(attempt)
-        del entry.attempts[: -len(self.schedule) - 10]
-        entry.status = status
-        entry.next_attempt_at = None if next_at is None else iso_ms(next_at)
-        worker.log_dirty += 1
-        if worker.log_dirty >= LOG_FLUSH_EVERY:
-            task = asyncio.get_running_loop().create_task(self._flush_log(worker))
+        if worker.log.record(item, attempt, status, next_at):
+            task = asyncio.get_running_loop().create_task(worker.log.flush())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-
-    def _log_pending(self, worker: _Worker, item: Item) -> None:
-        entry = self._entry(worker, item)
-        entry.status = "pending"
-        entry.next_attempt_at = None if item.next_at is None else iso_ms(item.next_at)
-        worker.log_dirty += 1
-
-    async def _load_log(self, worker: _Worker) -> DeliveryLog:
-        if worker.log is None or worker.log_version == 0:
-            doc = await self.store.get_doc(KIND_LOG, worker.id)
-            loaded = DeliveryLog() if doc is None else _decode_log(doc.body)
-            if worker.log is not None:  # entries made before the first read: keep them
-                known = {d.id for d in worker.log.deliveries}
-                loaded.deliveries = [d for d in loaded.deliveries if d.id not in known]
-                loaded.deliveries += worker.log.deliveries
-                del loaded.deliveries[: max(0, len(loaded.deliveries) - self.log_size)]
-            worker.log = loaded
-            worker.log_version = 0 if doc is None else doc.version
-        return worker.log
-
-    async def _flush_log(self, worker: _Worker) -> None:
-        if not worker.log_dirty:
-            return
-        book = await self._load_log(worker)
-        worker.log_dirty = 0
-        try:
-            worker.log_version = await self.store.put_doc(
-                KIND_LOG, worker.id, _encode(book), expect=worker.log_version or 0
-            )
-        except VersionConflict:
-            # an API call marked a redelivery meanwhile: merge what it wrote under ours
-            doc = await self.store.get_doc(KIND_LOG, worker.id)
-            theirs = DeliveryLog() if doc is None else _decode_log(doc.body)
-            mine = {d.id for d in book.deliveries}
-            book.deliveries = [d for d in theirs.deliveries if d.id not in mine] + book.deliveries
-            del book.deliveries[: max(0, len(book.deliveries) - self.log_size)]
-            worker.log_version = 0 if doc is None else doc.version
-            worker.log_dirty = 1
-            await self._flush_log(worker)
 
     # ---- metrics -------------------------------------------------------------------------
 
@@ -1020,7 +964,7 @@ class WebhookService:
         await self.endpoint(endpoint_id, owner)
         worker = self._workers.get(endpoint_id)
         if worker is not None:
-            book = await self._load_log(worker)
+            book = await worker.log.load()
         else:
             doc = await self.store.get_doc(KIND_LOG, endpoint_id)
             book = DeliveryLog() if doc is None else _decode_log(doc.body)
@@ -1051,7 +995,7 @@ class WebhookService:
         entry.status, entry.next_attempt_at = "pending", None
         worker = self._workers.get(endpoint_id)
         if worker is not None:
-            self._log_pending(worker, item)
+            worker.log.pending(item)
         return entry
 
     async def replay(self, endpoint_id: str, owner: str | None, since: int | str) -> int:
