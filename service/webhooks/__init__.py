@@ -34,7 +34,7 @@ The package, one concern a module:
     signing.py       secrets, Standard Webhooks signatures, message ids
     targets.py       URL checks, private addresses, the resolver that refuses them
     schedule.py      the retry schedule's parsing, Retry-After
-    metrics.py       the Prometheus collector
+    metrics.py       DeliveryMetrics (what the engine counts), the Prometheus collector
 """
 
 from __future__ import annotations

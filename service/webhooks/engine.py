@@ -61,7 +61,7 @@ from .documents import (
     validate_events,
 )
 from .leases import Leases
-from .metrics import LATENCY_BUCKETS, QUEUE_LABELS, _Collector
+from .metrics import QUEUE_LABELS, DeliveryMetrics, _Collector
 from .schedule import _retry_after
 from .signing import message_id, new_secret, sign
 from .targets import _PublicOnlyResolver, check_public
@@ -176,10 +176,7 @@ class WebhookService:
         self._lanes: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
-        # metrics
-        self.outcomes: dict[str, int] = {}
-        self.latency = [0.0] * (len(LATENCY_BUCKETS) + 2)  # counts per bucket, +Inf, sum
-        self.lag = [0.0] * (len(LATENCY_BUCKETS) + 2)  # event commit -> delivered
+        self.metrics = DeliveryMetrics()
 
     @property
     def clock(self) -> Clock:
@@ -495,7 +492,7 @@ class WebhookService:
                 history,
                 oldest[0].seq if oldest else self.hub.seq,
             )
-            self.outcomes["lost"] = self.outcomes.get("lost", 0) + 1
+            self.metrics.count("lost")
             history = oldest if history != "since_in_future" else []
         worker.overflow = False
         for pub in history:
@@ -571,18 +568,18 @@ class WebhookService:
         attempt = Attempt(iso_ms(started), code, round(duration * 1000, 3), error)
         item.tries += 1
         if ok:
-            self._count("succeeded")
-            self._observe(self.latency, duration)
+            self.metrics.count("succeeded")
+            self.metrics.observe(self.metrics.latency, duration)
             if item.live:
                 with contextlib.suppress(ValueError):
                     now = self._service_clock().now()
-                    self._observe(self.lag, max(0.0, now - _event_time(item.body)))
+                    self.metrics.observe(self.metrics.lag, max(0.0, now - _event_time(item.body)))
             for _ in range(faults.duplicate if faults is not None else 0):
                 await self._post(endpoint, item)
             self._log(worker, item, attempt, "succeeded", None)
             self._done_later(worker, item)
             return
-        self._count("failed_attempt")
+        self.metrics.count("failed_attempt")
         gone = code == 410
         if gone or item.tries >= len(self.schedule):
             reason = (
@@ -590,7 +587,7 @@ class WebhookService:
                 if gone
                 else f"{item.tries} attempts failed (last: {error or code})"
             )
-            self._count("failed")
+            self.metrics.count("failed")
             self._log(worker, item, attempt, "failed", None)
             if endpoint.lane:  # a lane serves many jobs: drop this delivery, go on
                 await self._update_state(worker, lambda s: _done(s, item))
@@ -723,17 +720,6 @@ class WebhookService:
 
     # ---- metrics -------------------------------------------------------------------------
 
-    def _count(self, outcome: str) -> None:
-        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
-
-    @staticmethod
-    def _observe(series: list[float], seconds: float) -> None:
-        index = 0
-        while index < len(LATENCY_BUCKETS) and seconds > LATENCY_BUCKETS[index]:
-            index += 1
-        series[index] += 1
-        series[-1] += seconds
-
     def queue_depths(self) -> list[tuple[str, int]]:
         """(endpoint, queued) for the deepest QUEUE_LABELS endpoints, then ("other", rest)."""
         depths = sorted(((w.id, w.depth) for w in self._workers.values()), key=lambda p: -p[1])
@@ -742,7 +728,7 @@ class WebhookService:
         return [*head, ("other", rest)] if len(depths) > QUEUE_LABELS else head
 
     def collector(self) -> Collector:
-        return _Collector(self)
+        return _Collector(self.metrics, self.queue_depths)
 
     async def prepare_callback(self, owner: str, url: str) -> None:
         """Before a job with a callback_url is committed: a valid URL, a durable lane."""

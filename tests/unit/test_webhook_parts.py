@@ -1,4 +1,5 @@
-"""The webhook engine's parts on both stores: its leases and an endpoint's delivery log.
+"""The webhook engine's parts: its leases and an endpoint's delivery log (on both stores),
+its metrics.
 
 Leases: a lease is the `webhook_lease/{endpoint}` document {"holder", "until"} (real time).
 Another process can't take a lease that still runs, nor renew it; it can take one that ran
@@ -7,7 +8,10 @@ out; a stopping holder deletes its own (so another takes over at once) and never
 The delivery log: `webhook_log/{endpoint}` {"deliveries": [...]} oldest first, at most `size`
 of them, each with at most `attempts` attempts; a write is due every 32 changes; a write that
 finds the document changed keeps the other writer's entries under its own; the first read keeps
-the entries made before it."""
+the entries made before it.
+
+The metrics: outcome counters, histograms with Prometheus' cumulative buckets (le), and the
+queue depths the engine reports."""
 
 from __future__ import annotations
 
@@ -18,12 +22,14 @@ from typing import Any
 
 import msgspec
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 
 from service.store import SQLiteStore, Store
 from service.store.redis import RedisStore
 from service.webhooks.delivery_log import EndpointLog
 from service.webhooks.documents import Attempt, Item
 from service.webhooks.leases import Leases
+from service.webhooks.metrics import DeliveryMetrics, _Collector
 from tests.unit.test_store import Log
 
 
@@ -164,3 +170,36 @@ async def test_a_write_is_due_every_32_changes_and_attempts_are_bounded(store: S
     assert [(d["id"], d["status"], d["next_attempt_at"]) for d in got] == [
         ("msg_1", "pending", None), ("msg_2", "pending", "2026-11-18T11:06:40.500Z"),
     ]  # fmt: skip
+
+
+# ---- the metrics ----------------------------------------------------------------------------
+
+
+def test_the_collector_shows_outcomes_histograms_and_queue_depths() -> None:
+    metrics = DeliveryMetrics()
+    metrics.count("succeeded")
+    metrics.count("succeeded")
+    metrics.count("lost")
+    metrics.observe(metrics.latency, 0.003)  # in the 0.005 bucket
+    metrics.observe(metrics.latency, 60.0)  # past the last bound: +Inf only
+    metrics.observe(metrics.lag, 0.001)  # on a bound: that bucket (le)
+    registry = CollectorRegistry()
+    registry.register(_Collector(metrics, lambda: [("wh_1", 3), ("other", 5)]))
+    text = generate_latest(registry).decode()
+    for line in [
+        'dubsim_webhook_deliveries_total{outcome="succeeded"} 2.0',
+        'dubsim_webhook_deliveries_total{outcome="failed_attempt"} 0.0',
+        'dubsim_webhook_deliveries_total{outcome="failed"} 0.0',
+        'dubsim_webhook_deliveries_total{outcome="lost"} 1.0',
+        'dubsim_webhook_attempt_seconds_bucket{le="0.0025"} 0.0',
+        'dubsim_webhook_attempt_seconds_bucket{le="0.005"} 1.0',
+        'dubsim_webhook_attempt_seconds_bucket{le="30.0"} 1.0',
+        'dubsim_webhook_attempt_seconds_bucket{le="+Inf"} 2.0',
+        "dubsim_webhook_attempt_seconds_count 2.0",
+        "dubsim_webhook_attempt_seconds_sum 60.003",
+        'dubsim_webhook_lag_seconds_bucket{le="0.001"} 1.0',
+        "dubsim_webhook_lag_seconds_count 1.0",
+        'dubsim_webhook_queue_depth{endpoint="wh_1"} 3.0',
+        'dubsim_webhook_queue_depth{endpoint="other"} 5.0',
+    ]:
+        assert line in text.splitlines(), line
