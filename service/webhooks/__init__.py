@@ -34,6 +34,7 @@ The package, one concern a module:
     signing.py       secrets, Standard Webhooks signatures, message ids
     targets.py       URL checks, private addresses, the resolver that refuses them
     schedule.py      the retry schedule's parsing, Retry-After
+    sender.py        Sender: one HTTP attempt, its signed headers, what came of it
     metrics.py       DeliveryMetrics (what the engine counts), the Prometheus collector
 """
 
@@ -71,11 +72,11 @@ from .engine import (
     MAX_HELD,
     MAX_REDELIVERIES,
     STOP_GRACE_S,
-    USER_AGENT,
     WEBHOOKS,
     WebhookService,
 )
 from .schedule import _retry_after, parse_schedule
+from .sender import USER_AGENT
 from .signing import message_id, new_secret, sign
 from .targets import _private, check_public, validate_url
 

@@ -3,7 +3,8 @@
 Lifecycle, the intake of committed events from the hub, one worker per endpoint (its state
 written compare-and-set, its progress written behind), sending one delivery and its retries,
 the lease rounds on shared stores, and the operations the API calls. A worker's delivery log is
-an `EndpointLog` (delivery_log.py); the lease documents are `Leases`' (leases.py).
+an `EndpointLog` (delivery_log.py); the lease documents are `Leases`' (leases.py); an HTTP
+attempt and its headers are the `Sender`'s (sender.py); the counters are `DeliveryMetrics`.
 """
 
 from __future__ import annotations
@@ -16,12 +17,10 @@ import hmac
 import logging
 import random
 import secrets
-import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Final
 
-import aiohttp
 import msgspec
 from aiohttp import web
 from prometheus_client.registry import Collector
@@ -62,19 +61,15 @@ from .documents import (
 )
 from .leases import Leases
 from .metrics import QUEUE_LABELS, DeliveryMetrics, _Collector
-from .schedule import _retry_after
-from .signing import message_id, new_secret, sign
-from .targets import _PublicOnlyResolver, check_public
+from .sender import Sender
+from .signing import message_id, new_secret
 
 log = logging.getLogger(__name__)
 
-VERSION: Final = "0.1.0"
-USER_AGENT: Final = f"dubsim-webhooks/{VERSION}"
 STOP_GRACE_S: Final = 3.0  # what stopping may spend writing progress and releasing leases
 MAX_REDELIVERIES: Final = 100  # queued per endpoint
 MAX_HELD: Final = 1000  # out_of_order events held per endpoint
 MAX_ENDPOINTS_PER_OWNER: Final = 100
-STALE_S: Final = 3600  # scenario stale_timestamp: how old the timestamp claims to be
 
 
 class _Tap(Subscription):
@@ -156,7 +151,6 @@ class WebhookService:
         self.hub = hub
         self._service_clock = clock
         self.clock_override: Clock | None = None
-        self.timeout_s = timeout_s
         self.schedule = [float(s) for s in schedule] or [0.0]
         self.secret_grace_s = secret_grace_s
         self.allow_private = allow_private
@@ -167,10 +161,10 @@ class WebhookService:
         # the default callbacks lane (no transform) leaves alone a job one of these claims:
         # another lane, with its own transform, POSTs that job's callback (the HeyGen facade)
         self.lane_claims: list[Callable[[Published], bool]] = []
+        self.sender = Sender(lambda: self.clock, timeout_s=timeout_s, allow_private=allow_private)
         self.leases = Leases(store, lease_s)  # on a shared store: who sends which endpoint
         self._workers: dict[str, _Worker] = {}
         self._tap: _Tap | None = None
-        self._session: aiohttp.ClientSession | None = None
         self._lease_task: asyncio.Task[None] | None = None
         self._master: bytes | None = None
         self._lanes: set[str] = set()
@@ -190,9 +184,7 @@ class WebhookService:
     # ---- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
-        resolver = None if self.allow_private else _PublicOnlyResolver()
-        connector = aiohttp.TCPConnector(limit=0, resolver=resolver)
-        self._session = aiohttp.ClientSession(connector=connector)
+        self.sender.open()
         self._master = await self._master_key()
         # not in hub.subscriptions: it is no client's stream (not counted, not closed at
         # shutdown, so events committed while stopping still reach the endpoints)
@@ -232,8 +224,7 @@ class WebhookService:
                         with contextlib.suppress(Exception):
                             await self.leases.release(worker.id)
         self._workers.clear()
-        if self._session is not None:
-            await self._session.close()
+        await self.sender.close()
 
     def _consider(self, endpoint: Endpoint) -> None:
         """Start a worker for an endpoint this process may send for (all, on a private store)."""
@@ -563,7 +554,7 @@ class WebhookService:
         retry_after: float | None = None
         duration = 0.0
         if faults is None or item.tries >= faults.drop_first:
-            code, error, retry_after, duration = await self._post(endpoint, item)
+            code, error, retry_after, duration = await self.sender.post(endpoint, item)
         ok = code is not None and 200 <= code < 300
         attempt = Attempt(iso_ms(started), code, round(duration * 1000, 3), error)
         item.tries += 1
@@ -575,7 +566,7 @@ class WebhookService:
                     now = self._service_clock().now()
                     self.metrics.observe(self.metrics.lag, max(0.0, now - _event_time(item.body)))
             for _ in range(faults.duplicate if faults is not None else 0):
-                await self._post(endpoint, item)
+                await self.sender.post(endpoint, item)
             self._log(worker, item, attempt, "succeeded", None)
             self._done_later(worker, item)
             return
@@ -635,78 +626,6 @@ class WebhookService:
 
     def _jitter(self, seconds: float) -> float:
         return seconds * self.rng.uniform(0.9, 1.1)
-
-    async def _post(
-        self, endpoint: Endpoint, item: Item
-    ) -> tuple[int | None, str | None, float | None, float]:
-        """One HTTP attempt: (status, error, Retry-After seconds, duration)."""
-        url = item.url if endpoint.lane else endpoint.url
-        body = item.body.encode()
-        headers = self.headers(endpoint, item)
-        started = time.perf_counter()
-        if url is None:
-            return None, "no URL", None, 0.0
-        session = self._session
-        if session is None:
-            return None, "not started", None, 0.0
-        try:
-            if not self.allow_private:
-                await check_public(url)
-            async with session.post(
-                url,
-                data=body,
-                headers=headers,
-                allow_redirects=False,
-                timeout=aiohttp.ClientTimeout(total=self.timeout_s),
-            ) as resp:
-                duration = time.perf_counter() - started
-                code = resp.status
-                retry_after = None
-                if code in (429, 503):
-                    retry_after = _retry_after(resp.headers.get("Retry-After"), self.clock.now())
-                if 300 <= code < 400:
-                    return code, "redirect not followed", None, duration
-                if not 200 <= code < 300:
-                    return code, f"HTTP {code}", retry_after, duration
-                return code, None, None, duration
-        except TimeoutError:
-            return (
-                None,
-                f"timed out after {self.timeout_s:g} s",
-                None,
-                time.perf_counter() - started,
-            )
-        except ValidationFailed as exc:
-            return None, exc.message, None, time.perf_counter() - started
-        except (aiohttp.ClientError, OSError, ValueError) as exc:
-            text = str(exc) or type(exc).__name__
-            return None, text[:300], None, time.perf_counter() - started
-
-    def headers(self, endpoint: Endpoint, item: Item) -> dict[str, str]:
-        faults = item.faults
-        timestamp = int(self.clock.now())
-        if faults is not None and faults.stale_timestamp:
-            timestamp -= STALE_S
-        headers = {
-            "content-type": "application/json",
-            "user-agent": USER_AGENT,
-            "webhook-id": item.id,
-            "webhook-timestamp": str(timestamp),
-        }
-        if endpoint.signed:
-            keys = [endpoint.secret]
-            if (
-                endpoint.previous_secret is not None
-                and endpoint.previous_secret_expires_at is not None
-                and endpoint.previous_secret_expires_at > self.clock.now()
-            ):
-                keys.append(endpoint.previous_secret)
-            if faults is not None and faults.bad_signature:
-                keys = [new_secret()]
-            headers["webhook-signature"] = " ".join(
-                sign(key, item.id, timestamp, item.body) for key in keys
-            )
-        return headers
 
     # ---- the delivery log ----------------------------------------------------------------
 

@@ -11,7 +11,10 @@ finds the document changed keeps the other writer's entries under its own; the f
 the entries made before it.
 
 The metrics: outcome counters, histograms with Prometheus' cumulative buckets (le), and the
-queue depths the engine reports."""
+queue depths the engine reports.
+
+The sender: without WEBHOOK_ALLOW_PRIVATE its session refuses, at connect time, a name that
+resolves to a private address, even one the check before the POST let through."""
 
 from __future__ import annotations
 
@@ -22,14 +25,19 @@ from typing import Any
 
 import msgspec
 import pytest
+from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 
+from service.clock import RealClock
 from service.store import SQLiteStore, Store
 from service.store.redis import RedisStore
+from service.webhooks import sender as sender_module
 from service.webhooks.delivery_log import EndpointLog
-from service.webhooks.documents import Attempt, Item
+from service.webhooks.documents import Attempt, Endpoint, Item
 from service.webhooks.leases import Leases
 from service.webhooks.metrics import DeliveryMetrics, _Collector
+from service.webhooks.sender import Sender
+from service.webhooks.signing import new_secret
 from tests.unit.test_store import Log
 
 
@@ -203,3 +211,42 @@ def test_the_collector_shows_outcomes_histograms_and_queue_depths() -> None:
         'dubsim_webhook_queue_depth{endpoint="other"} 5.0',
     ]:
         assert line in text.splitlines(), line
+
+
+# ---- the sender -----------------------------------------------------------------------------
+
+
+async def test_the_session_refuses_a_private_address_at_connect_time(
+    monkeypatch: pytest.MonkeyPatch, aiohttp_server: Any
+) -> None:
+    got: list[bytes] = []
+
+    async def receive(request: web.Request) -> web.Response:
+        got.append(await request.read())
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/", receive)
+    server = await aiohttp_server(app)
+
+    # the check before the POST found the name public (then it changed: DNS rebinding)
+    async def public(url: str) -> None:
+        return None
+
+    monkeypatch.setattr(sender_module, "check_public", public)
+    clock = RealClock()
+    endpoint = Endpoint(
+        id="wh_1", url=f"http://localhost:{server.port}/", events=["*"], owner="u",
+        created_at="2026-12-01T00:00:00.000Z", secret=new_secret(),
+    )  # fmt: skip
+    outcomes = []
+    for allow_private in (False, True):
+        sender = Sender(lambda: clock, timeout_s=5.0, allow_private=allow_private)
+        sender.open()
+        try:
+            code, error, _, _ = await sender.post(endpoint, item(1))
+        finally:
+            await sender.close()
+        outcomes.append((code, error is None, len(got)))
+    # refused without a request; allowed, the same URL is delivered
+    assert outcomes == [(None, False, 0), (204, True, 1)]
