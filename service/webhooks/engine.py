@@ -649,11 +649,6 @@ class WebhookService:
     def collector(self) -> Collector:
         return _Collector(self.metrics, self.queue_depths)
 
-    async def prepare_callback(self, owner: str, url: str) -> None:
-        """Before a job with a callback_url is committed: a valid URL, a durable lane."""
-        await self.validate_url(url)
-        await self.ensure_lane(owner)
-
     # ---- leases (shared stores) ------------------------------------------------------------
 
     async def _lease_loop(self) -> None:
@@ -771,6 +766,11 @@ class WebhookService:
                 )
         self._lanes.add(lane_id)
         return lane_id
+
+    async def prepare_callback(self, owner: str, url: str) -> None:
+        """Before a job with a callback_url is committed: a valid URL, a durable lane."""
+        await self.validate_url(url)
+        await self.ensure_lane(owner)
 
     async def endpoints(self, owner: str | None) -> list[Endpoint]:
         """Visible endpoints: the owner's, or every one (owner None: the admin)."""
