@@ -8,7 +8,7 @@
     GET    /v3/webhooks/event-types
     GET    /v3/webhooks/events                        ?event_type=&entity_id=&limit=&token=
 
-There is no second delivery engine. A HeyGen endpoint IS a `service/webhooks.py` endpoint
+There is no second delivery engine. A HeyGen endpoint IS a `service/webhooks/` endpoint
 (owner: the caller's user id) whose transformer turns a committed terminal event of one of that
 user's facade jobs into HeyGen's body, and skips everything else (plain /v1 jobs, other event
 types): so it is signed (Standard Webhooks), retried, logged, leased and durable exactly like a

@@ -1,29 +1,10 @@
-"""Webhooks: committed events POSTed to HTTP endpoints, signed, retried, replayable.
+"""The webhook engine: `WebhookService` and its per-endpoint workers.
 
-Only committed events are delivered: the engine listens to the hub (a Subscription whose
-`deliver` hands each published event over), and the hub hears only what `_on_commit` applied,
-after it was durable. Each endpoint has one worker that sends one delivery at a time, in seq
-order, and keeps its progress durable as Store documents:
-
-    webhook/{id}        the endpoint (url, event filter, owner, secrets, enabled/disabled)
-    webhook_state/{id}  the cursor (last seq handled), the delivery in progress (its attempts
-                        and when the next is due), redeliveries, a replay range, held events
-    webhook_log/{id}    the last WEBHOOK_LOG deliveries (GET .../deliveries)
-    webhook_lease/{id}  on a shared store: which process sends this endpoint's deliveries
-
-What is queued in memory per endpoint is bounded (WEBHOOK_QUEUE); beyond it, and after a
-restart, the worker reads on from its cursor in the durable event log (the broker's history,
-the last EVENT_BUFFER events). The `webhook-id` of a delivery is derived from (endpoint, seq),
-so a resend after a crash, a redelivery and a replay carry the same id: receivers dedupe on it.
-
-Every wait of the retry schedule goes through the service's injectable clock.
-
-Internal interface for other features (the HeyGen facade): `register(...)` makes an endpoint
-with an owner, an event filter, a named payload transformer (`transformers[name]`, a function
-from the event to the body bytes, or None to skip it) and `signed=False` for unsigned
-deliveries; `ensure_lane(owner, ...)` makes the per-owner lane that POSTs terminal events of
-that owner's jobs to each job's own `callback_url`; `lane_claims` lets such a lane keep its
-jobs from the default lane; `update(..., transform=)` changes an endpoint's transformer.
+Lifecycle, the intake of committed events from the hub, one worker per endpoint (its state
+written compare-and-set, its progress written behind), sending one delivery and its retries,
+the lease rounds on shared stores, and the operations the API calls. A worker's delivery log is
+an `EndpointLog` (delivery_log.py); the lease documents are `Leases`' (leases.py); an HTTP
+attempt and its headers are the `Sender`'s (sender.py); the counters are `DeliveryMetrics`.
 """
 
 from __future__ import annotations
@@ -33,200 +14,62 @@ import base64
 import contextlib
 import hashlib
 import hmac
-import ipaddress
 import logging
-import math
 import random
 import secrets
-import socket
-import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
-from typing import Any, Final
-from urllib.parse import urlsplit
+from collections.abc import Callable, Iterable
+from typing import Final
 
-import aiohttp
 import msgspec
 from aiohttp import web
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import DefaultResolver
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
 from prometheus_client.registry import Collector
-from standardwebhooks.webhooks import Webhook
 
-from .clock import Clock
-from .errors import Conflict, NotFound, ValidationFailed
-from .hub import Hub, Published, Subscription, Wire
-from .models import EventType, WebhookFaults, iso_ms, parse_iso
-from .store import Store, StoreUnavailable, VersionConflict
+from ..clock import Clock
+from ..errors import Conflict, NotFound, ValidationFailed
+from ..hub import Hub, Published, Subscription, Wire
+from ..models import iso_ms, parse_iso
+from ..store import Store, StoreUnavailable, VersionConflict
+from . import targets
+from .delivery_log import EndpointLog
+from .documents import (
+    DEFAULT_EVENTS,
+    KIND,
+    KIND_KEY,
+    KIND_LEASE,
+    KIND_LOG,
+    KIND_STATE,
+    TERMINAL_EVENTS,
+    Attempt,
+    Delivery,
+    DeliveryLog,
+    Endpoint,
+    Item,
+    State,
+    Transformer,
+    _decode_endpoint,
+    _decode_endpoint_doc,
+    _decode_log,
+    _disable,
+    _done,
+    _encode,
+    _event_time,
+    _Peek,
+    event_body,
+    peek,
+    validate_events,
+)
+from .leases import Leases
+from .metrics import QUEUE_LABELS, DeliveryMetrics, _Collector
+from .sender import Sender
+from .signing import message_id, new_secret
 
 log = logging.getLogger(__name__)
 
-VERSION: Final = "0.1.0"
-USER_AGENT: Final = f"dubsim-webhooks/{VERSION}"
-KIND: Final = "webhook"
-KIND_STATE: Final = "webhook_state"
-KIND_LOG: Final = "webhook_log"
 STOP_GRACE_S: Final = 3.0  # what stopping may spend writing progress and releasing leases
-KIND_LEASE: Final = "webhook_lease"
-KIND_KEY: Final = "webhook_key"
-ADMIN_OWNER: Final = "*"
-ALL_EVENTS: Final = "*"
-EVENT_TYPES: Final = frozenset(e.value for e in EventType)
-DEFAULT_EVENTS: Final = ("job.completed", "job.permanently_failed", "job.cancelled")
-TERMINAL_EVENTS: Final = frozenset(DEFAULT_EVENTS)
 MAX_REDELIVERIES: Final = 100  # queued per endpoint
 MAX_HELD: Final = 1000  # out_of_order events held per endpoint
 MAX_ENDPOINTS_PER_OWNER: Final = 100
-STALE_S: Final = 3600  # scenario stale_timestamp: how old the timestamp claims to be
-LOG_FLUSH_EVERY: Final = 32  # deliveries between writes of the delivery log
-QUEUE_LABELS: Final = 20  # endpoints named in the queue-depth metric; the rest are "other"
-LATENCY_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 30.0)
-
-
-# ---- documents ------------------------------------------------------------------------
-
-
-class Endpoint(msgspec.Struct, kw_only=True):
-    """webhook/{id}: one receiver. `url` None: a lane (each job's callback_url)."""
-
-    id: str
-    url: str | None
-    events: list[str]
-    description: str = ""
-    status: str = "enabled"
-    disabled_reason: str | None = None
-    owner: str
-    created_at: str
-    secret: str
-    previous_secret: str | None = None
-    previous_secret_expires_at: float | None = None
-    signed: bool = True
-    transform: str | None = None
-    lane: bool = False
-
-    def wants(self, event_type: str) -> bool:
-        return ALL_EVENTS in self.events or event_type in self.events
-
-    def covers(self, user_id: str) -> bool:
-        return self.owner == ADMIN_OWNER or self.owner == user_id
-
-
-class EndpointView(msgspec.Struct):
-    """An endpoint as the API shows it (never its secret)."""
-
-    id: str
-    url: str | None
-    events: list[str]
-    description: str
-    status: str
-    disabled_reason: str | None
-    owner: str
-    created_at: str
-
-
-class EndpointCreated(msgspec.Struct):
-    id: str
-    url: str | None
-    events: list[str]
-    description: str
-    status: str
-    disabled_reason: str | None
-    owner: str
-    created_at: str
-    secret: str
-
-
-class Item(msgspec.Struct, kw_only=True):
-    """One delivery to make: the body is kept, so a retry days later sends the same bytes."""
-
-    id: str
-    seq: int
-    event_type: str
-    job_id: str
-    body: str
-    url: str | None  # a lane's: the job's callback_url
-    faults: WebhookFaults | None = None
-    live: bool = True  # from the live stream: moves the cursor once done
-    tries: int = 0  # attempts in the current run of the schedule
-    next_at: float | None = None
-
-
-class State(msgspec.Struct, kw_only=True):
-    """webhook_state/{id}: everything that must survive a restart to lose nothing."""
-
-    cursor: int  # the last seq of the live stream this endpoint is done with
-    current: Item | None = None
-    queue: list[Item] = []  # redeliveries (and released held events), before live ones
-    held: list[Item] = []  # out_of_order: waiting for their job's terminal delivery
-    replay_from: int | None = None  # a replay: seqs in (replay_from, replay_to]
-    replay_to: int | None = None
-
-
-class Attempt(msgspec.Struct):
-    at: str
-    status_code: int | None
-    duration_ms: float
-    error: str | None
-
-
-class Delivery(msgspec.Struct):
-    id: str
-    event_type: str
-    seq: int
-    job_id: str
-    status: str  # pending | succeeded | failed
-    attempts: list[Attempt]
-    next_attempt_at: str | None
-
-
-class DeliveryLog(msgspec.Struct):
-    deliveries: list[Delivery] = []  # oldest first
-
-
-class Lease(msgspec.Struct):
-    holder: str
-    until: float
-
-
-class _Peek(msgspec.Struct):
-    """What routing needs from a job's JSON (decoded only when the job has any of it)."""
-
-    callback_url: str | None = None
-    scenario: _PeekScenario | None = None
-
-
-class _PeekScenario(msgspec.Struct):
-    webhook: WebhookFaults | None = None
-
-
-_peek_decoder = msgspec.json.Decoder(_Peek)
-_NO_PEEK: Final = _Peek()
-
-
-def peek(job_bytes: bytes) -> _Peek:
-    if b'"webhook":{' not in job_bytes and b'"callback_url":"' not in job_bytes:
-        return _NO_PEEK
-    return _peek_decoder.decode(job_bytes)
-
-
-def event_body(pub: Published) -> bytes:
-    """The event exactly as the SSE stream's `data:` carries it (docs/protocol.md)."""
-    head = f'{{"seq":{pub.seq},"type":"{pub.type}","at":"{pub.at}","job":'
-    return head.encode() + pub.job_bytes + b"}"
-
-
-Transformer = Callable[[Published], bytes | None]
-
-
-# ---- the engine -----------------------------------------------------------------------
 
 
 class _Tap(Subscription):
@@ -258,7 +101,7 @@ def _no_reset(reason: str, seq: int) -> bytes:
 class _Worker:
     """One endpoint's sender on this process: its memory queue and its cached state."""
 
-    def __init__(self, endpoint: Endpoint, bound: int) -> None:
+    def __init__(self, endpoint: Endpoint, bound: int, log: EndpointLog) -> None:
         self.id = endpoint.id
         self.endpoint = endpoint
         self.bound = bound
@@ -267,9 +110,7 @@ class _Worker:
         self.scanned = 0  # the newest seq looked at (matching or not)
         self.state: State | None = None
         self.state_version = 0
-        self.log: DeliveryLog | None = None
-        self.log_version = 0
-        self.log_dirty = 0
+        self.log = log
         self.wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
         self.lock = asyncio.Lock()  # one state write at a time (compare-and-set on our version)
@@ -310,42 +151,40 @@ class WebhookService:
         self.hub = hub
         self._service_clock = clock
         self.clock_override: Clock | None = None
-        self.timeout_s = timeout_s
         self.schedule = [float(s) for s in schedule] or [0.0]
         self.secret_grace_s = secret_grace_s
         self.allow_private = allow_private
         self.log_size = log_size
         self.queue_size = queue_size
-        self.lease_s = lease_s
         self.rng = random.Random(seed)
         self.transformers: dict[str, Transformer] = {}
         # the default callbacks lane (no transform) leaves alone a job one of these claims:
         # another lane, with its own transform, POSTs that job's callback (the HeyGen facade)
         self.lane_claims: list[Callable[[Published], bool]] = []
-        self.holder = secrets.token_hex(8)  # this process, as a lease holder
+        self.sender = Sender(lambda: self.clock, timeout_s=timeout_s, allow_private=allow_private)
+        self.leases = Leases(store, lease_s)  # on a shared store: who sends which endpoint
         self._workers: dict[str, _Worker] = {}
         self._tap: _Tap | None = None
-        self._session: aiohttp.ClientSession | None = None
         self._lease_task: asyncio.Task[None] | None = None
         self._master: bytes | None = None
         self._lanes: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
-        # metrics
-        self.outcomes: dict[str, int] = {}
-        self.latency = [0.0] * (len(LATENCY_BUCKETS) + 2)  # counts per bucket, +Inf, sum
-        self.lag = [0.0] * (len(LATENCY_BUCKETS) + 2)  # event commit -> delivered
+        self.metrics = DeliveryMetrics()
 
     @property
     def clock(self) -> Clock:
         return self.clock_override or self._service_clock()
 
+    @property
+    def holder(self) -> str:
+        """This process, as a lease holder."""
+        return self.leases.holder
+
     # ---- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
-        resolver = None if self.allow_private else _PublicOnlyResolver()
-        connector = aiohttp.TCPConnector(limit=0, resolver=resolver)
-        self._session = aiohttp.ClientSession(connector=connector)
+        self.sender.open()
         self._master = await self._master_key()
         # not in hub.subscriptions: it is no client's stream (not counted, not closed at
         # shutdown, so events committed while stopping still reach the endpoints)
@@ -380,13 +219,12 @@ class WebhookService:
                     with contextlib.suppress(Exception):
                         await self._settle(worker)
                     with contextlib.suppress(Exception):
-                        await self._flush_log(worker)
+                        await worker.log.flush()
                     if self.store.shared:
                         with contextlib.suppress(Exception):
-                            await self._release(worker.id)
+                            await self.leases.release(worker.id)
         self._workers.clear()
-        if self._session is not None:
-            await self._session.close()
+        await self.sender.close()
 
     def _consider(self, endpoint: Endpoint) -> None:
         """Start a worker for an endpoint this process may send for (all, on a private store)."""
@@ -399,7 +237,9 @@ class WebhookService:
         self._spawn(endpoint)
 
     def _spawn(self, endpoint: Endpoint) -> None:
-        worker = _Worker(endpoint, self.queue_size)
+        # attempts kept per delivery: as many as the schedule has, and 10 more
+        log = EndpointLog(self.store, endpoint.id, self.log_size, len(self.schedule) + 10)
+        worker = _Worker(endpoint, self.queue_size, log)
         self._workers[endpoint.id] = worker
         worker.task = asyncio.create_task(self._run(worker), name=f"webhook {endpoint.id}")
 
@@ -487,7 +327,7 @@ class WebhookService:
                 s.cursor = max(s.cursor, scanned)
 
             await self._update_state(worker, advance)
-        await self._flush_log(worker)
+        await worker.log.flush()
         if worker.endpoint.status == "enabled" and (worker.queue or worker.overflow):
             await asyncio.sleep(0)  # more to do: only let others run first
             return
@@ -643,7 +483,7 @@ class WebhookService:
                 history,
                 oldest[0].seq if oldest else self.hub.seq,
             )
-            self.outcomes["lost"] = self.outcomes.get("lost", 0) + 1
+            self.metrics.count("lost")
             history = oldest if history != "since_in_future" else []
         worker.overflow = False
         for pub in history:
@@ -702,7 +542,7 @@ class WebhookService:
     async def _deliver(self, worker: _Worker, endpoint: Endpoint, item: Item) -> None:
         clock = self.clock
         if item.next_at is not None and item.next_at > clock.now():
-            self._log_pending(worker, item)
+            worker.log.pending(item)
             if await self._sleep(worker, item.next_at - clock.now()):
                 return  # woken: the endpoint changed; start over with fresh documents
         faults = item.faults
@@ -714,23 +554,23 @@ class WebhookService:
         retry_after: float | None = None
         duration = 0.0
         if faults is None or item.tries >= faults.drop_first:
-            code, error, retry_after, duration = await self._post(endpoint, item)
+            code, error, retry_after, duration = await self.sender.post(endpoint, item)
         ok = code is not None and 200 <= code < 300
         attempt = Attempt(iso_ms(started), code, round(duration * 1000, 3), error)
         item.tries += 1
         if ok:
-            self._count("succeeded")
-            self._observe(self.latency, duration)
+            self.metrics.count("succeeded")
+            self.metrics.observe(self.metrics.latency, duration)
             if item.live:
                 with contextlib.suppress(ValueError):
                     now = self._service_clock().now()
-                    self._observe(self.lag, max(0.0, now - _event_time(item.body)))
+                    self.metrics.observe(self.metrics.lag, max(0.0, now - _event_time(item.body)))
             for _ in range(faults.duplicate if faults is not None else 0):
-                await self._post(endpoint, item)
+                await self.sender.post(endpoint, item)
             self._log(worker, item, attempt, "succeeded", None)
             self._done_later(worker, item)
             return
-        self._count("failed_attempt")
+        self.metrics.count("failed_attempt")
         gone = code == 410
         if gone or item.tries >= len(self.schedule):
             reason = (
@@ -738,7 +578,7 @@ class WebhookService:
                 if gone
                 else f"{item.tries} attempts failed (last: {error or code})"
             )
-            self._count("failed")
+            self.metrics.count("failed")
             self._log(worker, item, attempt, "failed", None)
             if endpoint.lane:  # a lane serves many jobs: drop this delivery, go on
                 await self._update_state(worker, lambda s: _done(s, item))
@@ -757,7 +597,7 @@ class WebhookService:
             await self._update_endpoint(
                 endpoint.id, lambda e: _disable(e, f"{reason}; re-enable it with PATCH")
             )
-            await self._flush_log(worker)
+            await worker.log.flush()
             return
         wait = retry_after if retry_after is not None else self._jitter(self.schedule[item.tries])
         item.next_at = clock.now() + wait
@@ -770,7 +610,7 @@ class WebhookService:
                 s.current = item
 
         await self._update_state(worker, again)
-        await self._flush_log(worker)
+        await worker.log.flush()
 
     async def _sleep(self, worker: _Worker, seconds: float) -> bool:
         """Sleep on the service clock; True if woken early (the endpoint changed)."""
@@ -787,157 +627,17 @@ class WebhookService:
     def _jitter(self, seconds: float) -> float:
         return seconds * self.rng.uniform(0.9, 1.1)
 
-    async def _post(
-        self, endpoint: Endpoint, item: Item
-    ) -> tuple[int | None, str | None, float | None, float]:
-        """One HTTP attempt: (status, error, Retry-After seconds, duration)."""
-        url = item.url if endpoint.lane else endpoint.url
-        body = item.body.encode()
-        headers = self.headers(endpoint, item)
-        started = time.perf_counter()
-        if url is None:
-            return None, "no URL", None, 0.0
-        session = self._session
-        if session is None:
-            return None, "not started", None, 0.0
-        try:
-            if not self.allow_private:
-                await check_public(url)
-            async with session.post(
-                url,
-                data=body,
-                headers=headers,
-                allow_redirects=False,
-                timeout=aiohttp.ClientTimeout(total=self.timeout_s),
-            ) as resp:
-                duration = time.perf_counter() - started
-                code = resp.status
-                retry_after = None
-                if code in (429, 503):
-                    retry_after = _retry_after(resp.headers.get("Retry-After"), self.clock.now())
-                if 300 <= code < 400:
-                    return code, "redirect not followed", None, duration
-                if not 200 <= code < 300:
-                    return code, f"HTTP {code}", retry_after, duration
-                return code, None, None, duration
-        except TimeoutError:
-            return (
-                None,
-                f"timed out after {self.timeout_s:g} s",
-                None,
-                time.perf_counter() - started,
-            )
-        except ValidationFailed as exc:
-            return None, exc.message, None, time.perf_counter() - started
-        except (aiohttp.ClientError, OSError, ValueError) as exc:
-            text = str(exc) or type(exc).__name__
-            return None, text[:300], None, time.perf_counter() - started
-
-    def headers(self, endpoint: Endpoint, item: Item) -> dict[str, str]:
-        faults = item.faults
-        timestamp = int(self.clock.now())
-        if faults is not None and faults.stale_timestamp:
-            timestamp -= STALE_S
-        headers = {
-            "content-type": "application/json",
-            "user-agent": USER_AGENT,
-            "webhook-id": item.id,
-            "webhook-timestamp": str(timestamp),
-        }
-        if endpoint.signed:
-            keys = [endpoint.secret]
-            if (
-                endpoint.previous_secret is not None
-                and endpoint.previous_secret_expires_at is not None
-                and endpoint.previous_secret_expires_at > self.clock.now()
-            ):
-                keys.append(endpoint.previous_secret)
-            if faults is not None and faults.bad_signature:
-                keys = [new_secret()]
-            headers["webhook-signature"] = " ".join(
-                sign(key, item.id, timestamp, item.body) for key in keys
-            )
-        return headers
-
     # ---- the delivery log ----------------------------------------------------------------
-
-    def _entry(self, worker: _Worker, item: Item) -> Delivery:
-        book = worker.log or DeliveryLog()
-        worker.log = book
-        for entry in reversed(book.deliveries):
-            if entry.id == item.id:
-                return entry
-        entry = Delivery(item.id, item.event_type, item.seq, item.job_id, "pending", [], None)
-        book.deliveries.append(entry)
-        if len(book.deliveries) > self.log_size:
-            del book.deliveries[: len(book.deliveries) - self.log_size]
-        return entry
 
     def _log(
         self, worker: _Worker, item: Item, attempt: Attempt, status: str, next_at: float | None
     ) -> None:
-        entry = self._entry(worker, item)
-        entry.attempts.append(attempt)
-        del entry.attempts[: -len(self.schedule) - 10]
-        entry.status = status
-        entry.next_attempt_at = None if next_at is None else iso_ms(next_at)
-        worker.log_dirty += 1
-        if worker.log_dirty >= LOG_FLUSH_EVERY:
-            task = asyncio.get_running_loop().create_task(self._flush_log(worker))
+        if worker.log.record(item, attempt, status, next_at):
+            task = asyncio.get_running_loop().create_task(worker.log.flush())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    def _log_pending(self, worker: _Worker, item: Item) -> None:
-        entry = self._entry(worker, item)
-        entry.status = "pending"
-        entry.next_attempt_at = None if item.next_at is None else iso_ms(item.next_at)
-        worker.log_dirty += 1
-
-    async def _load_log(self, worker: _Worker) -> DeliveryLog:
-        if worker.log is None or worker.log_version == 0:
-            doc = await self.store.get_doc(KIND_LOG, worker.id)
-            loaded = DeliveryLog() if doc is None else _decode_log(doc.body)
-            if worker.log is not None:  # entries made before the first read: keep them
-                known = {d.id for d in worker.log.deliveries}
-                loaded.deliveries = [d for d in loaded.deliveries if d.id not in known]
-                loaded.deliveries += worker.log.deliveries
-                del loaded.deliveries[: max(0, len(loaded.deliveries) - self.log_size)]
-            worker.log = loaded
-            worker.log_version = 0 if doc is None else doc.version
-        return worker.log
-
-    async def _flush_log(self, worker: _Worker) -> None:
-        if not worker.log_dirty:
-            return
-        book = await self._load_log(worker)
-        worker.log_dirty = 0
-        try:
-            worker.log_version = await self.store.put_doc(
-                KIND_LOG, worker.id, _encode(book), expect=worker.log_version or 0
-            )
-        except VersionConflict:
-            # an API call marked a redelivery meanwhile: merge what it wrote under ours
-            doc = await self.store.get_doc(KIND_LOG, worker.id)
-            theirs = DeliveryLog() if doc is None else _decode_log(doc.body)
-            mine = {d.id for d in book.deliveries}
-            book.deliveries = [d for d in theirs.deliveries if d.id not in mine] + book.deliveries
-            del book.deliveries[: max(0, len(book.deliveries) - self.log_size)]
-            worker.log_version = 0 if doc is None else doc.version
-            worker.log_dirty = 1
-            await self._flush_log(worker)
-
     # ---- metrics -------------------------------------------------------------------------
-
-    def _count(self, outcome: str) -> None:
-        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
-
-    @staticmethod
-    def _observe(series: list[float], seconds: float) -> None:
-        index = 0
-        while index < len(LATENCY_BUCKETS) and seconds > LATENCY_BUCKETS[index]:
-            index += 1
-        series[index] += 1
-        series[-1] += seconds
 
     def queue_depths(self) -> list[tuple[str, int]]:
         """(endpoint, queued) for the deepest QUEUE_LABELS endpoints, then ("other", rest)."""
@@ -947,12 +647,7 @@ class WebhookService:
         return [*head, ("other", rest)] if len(depths) > QUEUE_LABELS else head
 
     def collector(self) -> Collector:
-        return _Collector(self)
-
-    async def prepare_callback(self, owner: str, url: str) -> None:
-        """Before a job with a callback_url is committed: a valid URL, a durable lane."""
-        await self.validate_url(url)
-        await self.ensure_lane(owner)
+        return _Collector(self.metrics, self.queue_depths)
 
     # ---- leases (shared stores) ------------------------------------------------------------
 
@@ -966,7 +661,7 @@ class WebhookService:
                 log.exception("webhook lease round failed")
             # liveness is real time, whatever the service's clock says (a virtual advance
             # must not age a live process's leases, nor run a lease round per LEASE_S/3)
-            await asyncio.sleep(self.lease_s / 3)
+            await asyncio.sleep(self.leases.lease_s / 3)
 
     async def _lease_round(self) -> None:
         endpoints = {e.id: e for e in map(_decode_endpoint_doc, await self.store.docs(KIND))}
@@ -975,7 +670,7 @@ class WebhookService:
                 self._stop_worker(endpoint_id)
         for endpoint in endpoints.values():
             if endpoint.id in self._workers:
-                if not await self._renew(endpoint.id):
+                if not await self.leases.renew(endpoint.id):
                     self._stop_worker(endpoint.id)
                     continue
                 await self._notice_changes(endpoint)
@@ -998,40 +693,10 @@ class WebhookService:
     async def _try_lease(self, endpoint: Endpoint) -> None:
         if endpoint.id in self._workers or self._closing:
             return
-        now = time.time()  # real time: a lease is about a process being alive
-        doc = await self.store.get_doc(KIND_LEASE, endpoint.id)
-        lease = None if doc is None else msgspec.json.decode(doc.body, type=Lease)
-        if lease is not None and lease.holder != self.holder and lease.until > now:
+        if not await self.leases.take(endpoint.id):
             return
-        body = _encode(Lease(self.holder, now + self.lease_s))
-        try:
-            await self.store.put_doc(
-                KIND_LEASE, endpoint.id, body, 0 if doc is None else doc.version
-            )
-        except VersionConflict:
-            return  # another process took it first
         if endpoint.id not in self._workers and not self._closing:
             self._spawn(endpoint)
-
-    async def _renew(self, endpoint_id: str) -> bool:
-        doc = await self.store.get_doc(KIND_LEASE, endpoint_id)
-        if doc is None:
-            return False
-        lease = msgspec.json.decode(doc.body, type=Lease)
-        if lease.holder != self.holder:
-            return False
-        body = _encode(Lease(self.holder, time.time() + self.lease_s))
-        try:
-            await self.store.put_doc(KIND_LEASE, endpoint_id, body, doc.version)
-        except VersionConflict:
-            return False
-        return True
-
-    async def _release(self, endpoint_id: str) -> None:
-        doc = await self.store.get_doc(KIND_LEASE, endpoint_id)
-        if doc is not None and msgspec.json.decode(doc.body, type=Lease).holder == self.holder:
-            with contextlib.suppress(VersionConflict):
-                await self.store.put_doc(KIND_LEASE, endpoint_id, None, doc.version)
 
     # ---- the API's operations ----------------------------------------------------------------
 
@@ -1101,6 +766,11 @@ class WebhookService:
                 )
         self._lanes.add(lane_id)
         return lane_id
+
+    async def prepare_callback(self, owner: str, url: str) -> None:
+        """Before a job with a callback_url is committed: a valid URL, a durable lane."""
+        await self.validate_url(url)
+        await self.ensure_lane(owner)
 
     async def endpoints(self, owner: str | None) -> list[Endpoint]:
         """Visible endpoints: the owner's, or every one (owner None: the admin)."""
@@ -1199,7 +869,7 @@ class WebhookService:
         await self.endpoint(endpoint_id, owner)
         worker = self._workers.get(endpoint_id)
         if worker is not None:
-            book = await self._load_log(worker)
+            book = await worker.log.load()
         else:
             doc = await self.store.get_doc(KIND_LOG, endpoint_id)
             book = DeliveryLog() if doc is None else _decode_log(doc.body)
@@ -1230,7 +900,7 @@ class WebhookService:
         entry.status, entry.next_attempt_at = "pending", None
         worker = self._workers.get(endpoint_id)
         if worker is not None:
-            self._log_pending(worker, item)
+            worker.log.pending(item)
         return entry
 
     async def replay(self, endpoint_id: str, owner: str | None, since: int | str) -> int:
@@ -1312,256 +982,7 @@ class WebhookService:
         return "whsec_" + base64.b64encode(digest[:24]).decode()
 
     async def validate_url(self, url: str) -> None:
-        try:
-            parts = urlsplit(url)
-        except ValueError:  # e.g. an unclosed "[" of an IPv6 host
-            raise ValidationFailed("url is not a valid URL", field="url") from None
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValidationFailed(
-                "url must be an http:// or https:// URL with a host", field="url"
-            )
-        if parts.username or parts.password:
-            raise ValidationFailed("url must not carry credentials", field="url")
-        try:
-            parts.port  # noqa: B018 - raises on a bad port
-        except ValueError:
-            raise ValidationFailed("url has a bad port", field="url") from None
-        if not self.allow_private:
-            await check_public(url)
-
-
-# ---- helpers ------------------------------------------------------------------------------
-
-
-def validate_events(events: list[str] | None) -> list[str]:
-    if events is None:
-        return list(DEFAULT_EVENTS)
-    if not events:
-        raise ValidationFailed("events must not be empty (omit it for the default)", field="events")
-    unknown = [e for e in events if e != ALL_EVENTS and e not in EVENT_TYPES]
-    if unknown:
-        allowed = ", ".join(sorted(EVENT_TYPES))
-        raise ValidationFailed(
-            f"unknown event type {unknown[0][:100]!r}; allowed: {allowed} or *", field="events"
-        )
-    return list(dict.fromkeys(events))
-
-
-def new_secret() -> str:
-    return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
-
-
-def sign(secret: str, msg_id: str, timestamp: int, body: str) -> str:
-    """`v1,<base64 HMAC-SHA256>` per the Standard Webhooks spec (the standardwebhooks package)."""
-    when = datetime.fromtimestamp(timestamp, tz=UTC)
-    return Webhook(secret).sign(msg_id, when, body)
-
-
-def message_id(endpoint_id: str, seq: int) -> str:
-    """The webhook-id: the same for the same (endpoint, event), so receivers can dedupe."""
-    digest = hashlib.sha256(f"{endpoint_id}/{seq}".encode()).digest()[:16]
-    return "msg_" + base64.b32encode(digest).decode().rstrip("=").lower()
-
-
-def _done(state: State, item: Item) -> None:
-    if state.current is not None and state.current.id == item.id:
-        state.current = None
-    elif state.queue and state.queue[0].id == item.id:
-        state.queue.pop(0)
-        return
-    if item.live:
-        state.cursor = max(state.cursor, item.seq)
-    elif state.replay_from is not None:
-        state.replay_from = max(state.replay_from, item.seq)
-        if state.replay_to is not None and state.replay_from >= state.replay_to:
-            state.replay_from = state.replay_to = None
-
-
-def _disable(endpoint: Endpoint, reason: str) -> None:
-    endpoint.status = "disabled"
-    endpoint.disabled_reason = reason
-
-
-def _retry_after(value: str | None, now: float) -> float | None:
-    if value is None:
-        return None
-    value = value.strip()
-    if value.isascii() and value.isdigit():
-        return min(float(value), 86_400.0)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return min(max(0.0, when.timestamp() - now), 86_400.0)
-
-
-def _event_time(body: str) -> float:
-    marker = body.find('"at":"')
-    if marker < 0:
-        raise ValueError("no time")
-    return parse_iso(body[marker + 6 : body.index('"', marker + 6)])
-
-
-def _encode(value: Any) -> bytes:
-    return msgspec.json.encode(value)
-
-
-_endpoint_decoder = msgspec.json.Decoder(Endpoint)
-_log_decoder = msgspec.json.Decoder(DeliveryLog)
-
-
-def _decode_endpoint(body: bytes) -> Endpoint:
-    return _endpoint_decoder.decode(body)
-
-
-def _decode_endpoint_doc(doc: Any) -> Endpoint:
-    return _endpoint_decoder.decode(doc.body)
-
-
-def _decode_log(body: bytes) -> DeliveryLog:
-    return _log_decoder.decode(body)
-
-
-def view(endpoint: Endpoint) -> EndpointView:
-    return EndpointView(
-        endpoint.id,
-        endpoint.url,
-        endpoint.events,
-        endpoint.description,
-        endpoint.status,
-        endpoint.disabled_reason,
-        endpoint.owner,
-        endpoint.created_at,
-    )
-
-
-def created_view(endpoint: Endpoint) -> EndpointCreated:
-    e = endpoint
-    return EndpointCreated(
-        e.id,
-        e.url,
-        e.events,
-        e.description,
-        e.status,
-        e.disabled_reason,
-        e.owner,
-        e.created_at,
-        e.secret,
-    )
-
-
-_NAT64: Final = ipaddress.IPv6Network("64:ff9b::/96")  # well-known prefix, IPv4 in the last 32 bits
-_LOCAL_NAT64: Final = ipaddress.IPv6Network("64:ff9b:1::/48")  # local use (RFC 8215): private
-
-
-def _embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
-    """The IPv4 addresses an IPv6 address carries to (mapped, IPv4-compatible, 6to4, NAT64,
-    Teredo): a packet to it may end up there, so each must be public too."""
-    found = [a for a in (ip.ipv4_mapped, ip.sixtofour) if a is not None]
-    if ip.teredo is not None:
-        found.extend(ip.teredo)
-    if ip.packed[:12] == bytes(12) or ip in _NAT64:
-        found.append(ipaddress.IPv4Address(ip.packed[12:]))
-    return found
-
-
-def _private(address: str) -> bool:
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address):
-        inner = _embedded_ipv4(ip)
-        if ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        if ip in _LOCAL_NAT64 or any(not v4.is_global or v4.is_multicast for v4 in inner):
-            return True
-    return not ip.is_global or ip.is_multicast
-
-
-async def check_public(url: str) -> None:
-    """Refuse a URL whose host is, or resolves to, any non-public address."""
-    host = urlsplit(url).hostname or ""
-    try:
-        addresses = [str(ipaddress.ip_address(host))]
-    except ValueError:
-        loop = asyncio.get_running_loop()
-        try:
-            infos = await loop.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-        except OSError as exc:
-            raise ValidationFailed(f"url host does not resolve: {exc}", field="url") from None
-        addresses = [str(info[4][0]) for info in infos]
-    for address in addresses:
-        if _private(address):
-            raise ValidationFailed(
-                f"url resolves to a private or loopback address ({address}); "
-                "WEBHOOK_ALLOW_PRIVATE is off",
-                field="url",
-            )
-
-
-class _PublicOnlyResolver(AbstractResolver):
-    """Checks every address a name resolves to at connect time (no DNS-rebinding detour)."""
-
-    def __init__(self) -> None:
-        self._inner = DefaultResolver()
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        results = await self._inner.resolve(host, port, family)
-        for result in results:
-            if _private(result["host"]):
-                raise OSError(f"{host} resolves to a private address ({result['host']})")
-        return results
-
-    async def close(self) -> None:
-        await self._inner.close()
-
-
-def jitter_bounds(seconds: float) -> tuple[float, float]:
-    """The range a scheduled wait lands in (for docs and tests): ±10 %."""
-    return seconds * 0.9, seconds * 1.1
-
-
-def parse_schedule(text: str) -> list[float]:
-    values = [float(part) for part in text.split(",") if part.strip()]
-    if not values or any(math.isnan(v) or v < 0 for v in values):
-        raise ValueError("a retry schedule is a comma-separated list of seconds")
-    return values
-
-
-class _Collector(Collector):
-    def __init__(self, engine: WebhookService) -> None:
-        self.engine = engine
-
-    def collect(self) -> Iterator[Metric]:
-        engine = self.engine
-        outcomes = CounterMetricFamily(
-            "dubsim_webhook_deliveries",
-            "Webhook delivery outcomes (succeeded, failed_attempt, failed: past the schedule or "
-            "410, lost: events gone from the log before delivery)",
-            labels=["outcome"],
-        )
-        for outcome in ("succeeded", "failed_attempt", "failed", "lost"):
-            outcomes.add_metric([outcome], engine.outcomes.get(outcome, 0))
-        yield outcomes
-        for name, text, series in (
-            ("dubsim_webhook_attempt_seconds", "Successful attempt latency", engine.latency),
-            ("dubsim_webhook_lag_seconds", "Event commit to delivered", engine.lag),
-        ):
-            family = HistogramMetricFamily(name, text)
-            cumulative, buckets = 0.0, []
-            for bound, n in zip((*LATENCY_BUCKETS, math.inf), series[:-1], strict=True):
-                cumulative += n
-                buckets.append(("+Inf" if bound == math.inf else repr(bound), cumulative))
-            family.add_metric([], buckets, series[-1])
-            yield family
-        depth = GaugeMetricFamily(
-            "dubsim_webhook_queue_depth",
-            f"Deliveries waiting per endpoint (the {QUEUE_LABELS} deepest; the rest as other)",
-            labels=["endpoint"],
-        )
-        for endpoint_id, n in engine.queue_depths():
-            depth.add_metric([endpoint_id], n)
-        yield depth
+        await targets.validate_url(url, allow_private=self.allow_private)
 
 
 WEBHOOKS = web.AppKey("webhooks", WebhookService)
