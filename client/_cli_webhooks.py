@@ -131,11 +131,13 @@ async def _listen(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     _line(f"secret: {secret}")
-    _line(f"forwarding {', '.join(sorted(wanted))} to {target} (Ctrl-C to stop)")
     stream = client.events(since=args.since)
     timeout = aiohttp.ClientTimeout(total=FORWARD_TIMEOUT_S)
     try:
         async with stream, aiohttp.ClientSession(timeout=timeout) as session:
+            # subscribed before saying so: whatever happens after this line is forwarded
+            await stream.ready()
+            _line(f"forwarding {', '.join(sorted(wanted))} to {target} (Ctrl-C to stop)")
             while not stop.is_set():
                 nxt = asyncio.ensure_future(anext(stream))
                 halt = asyncio.ensure_future(stop.wait())

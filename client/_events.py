@@ -48,6 +48,7 @@ class EventStream:
         self._ws: WebSocketConnection | None = None
         self._connected_once = False
         self._closed = False
+        self._early: list[Event] = []  # what arrived while `ready()` waited for its answer
         self.seq = since  # the resume point
 
     def __aiter__(self) -> EventStream:
@@ -71,23 +72,46 @@ class EventStream:
         if ws is not None:
             await ws.close()
 
-    async def __anext__(self) -> Event:
+    async def ready(self) -> None:
+        """Connect and wait until the server holds the subscription: every event after this
+        returns is delivered, also across a reconnect (the stream resumes from the seq the
+        server answered with). Iterating without it connects lazily, on the first `anext`."""
         while not self._closed:
             ws = self._ws or await self._open()
             text = await ws.receive()
             if text is None:
-                self._ws = None
                 await ws.close()
-                if ws.close_code == _POLICY_VIOLATION:
-                    raise Unauthorized(403, "forbidden", "the server refused the event stream")
-                logger.debug(
-                    "event stream dropped (code %s), resuming after %s", ws.close_code, self.seq
-                )
+                self._dropped(ws)
+                continue
+            message = decode_message(text)
+            if message is not None and message.type == "subscribed":
+                if self.seq is None:
+                    self.seq = message.seq
+                return
+            event = self._event(text)
+            if event is not None:
+                self._early.append(event)
+
+    async def __anext__(self) -> Event:
+        if self._early:
+            return self._early.pop(0)
+        while not self._closed:
+            ws = self._ws or await self._open()
+            text = await ws.receive()
+            if text is None:
+                await ws.close()
+                self._dropped(ws)
                 continue
             event = self._event(text)
             if event is not None:
                 return event
         raise StopAsyncIteration
+
+    def _dropped(self, ws: WebSocketConnection) -> None:
+        self._ws = None
+        if ws.close_code == _POLICY_VIOLATION:
+            raise Unauthorized(403, "forbidden", "the server refused the event stream")
+        logger.debug("event stream dropped (code %s), resuming after %s", ws.close_code, self.seq)
 
     def _event(self, text: str) -> Event | None:
         message = decode_message(text)

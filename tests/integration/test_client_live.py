@@ -11,6 +11,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import WSCloseCode, web
 from aiohttp.test_utils import TestServer
 
 from client import (
@@ -169,6 +170,28 @@ async def test_events_stream_and_resume(admin: AsyncClient) -> None:
     async with admin.events(all=True, since=last) as stream:
         first = await anext(stream)
     assert first.seq > last and first.type == "job.created"
+
+
+async def test_a_ready_stream_misses_nothing_after_it_even_across_a_drop(
+    serve: ServerFactory,
+) -> None:
+    """`ready()` returns once the server holds the subscription, at a seq the stream resumes
+    from: cut at once by the server, it still tells a job made right after as `job.created`
+    (a lazy first connection, or a reconnect from nowhere, would start with the job's
+    snapshot instead)."""
+    server = await serve(rate_limit=1000)
+    client = AsyncClient(url(server), token=ADMIN_TOKEN, policy=QUICK)
+    async with client as c, c.events(all=True) as stream:
+        await stream.ready()
+        ready_at = stream.seq
+        assert ready_at is not None
+        for ws in list(server.app[SOCKETS]):
+            if isinstance(ws, web.WebSocketResponse):
+                await ws.close(code=WSCloseCode.SERVICE_RESTART)
+        job = await c.submit(scenario={"outcome": "stuck"})
+        event = await asyncio.wait_for(anext(stream), 20)
+    assert (event.type, event.job and event.job.id) == ("job.created", job.id)
+    assert event.seq > ready_at
 
 
 async def test_all_events_need_the_admin_token(serve: ServerFactory) -> None:
