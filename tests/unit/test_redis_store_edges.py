@@ -1,0 +1,194 @@
+"""The Redis store's edges that the mutation run found unpinned: closing (what a commit still
+waiting is told, a tail that finishes its read, a tail or a connection that hangs), a store once
+closed, the free plan's window key and its expiry, and a load of more jobs than one pipeline
+reads. Each test names the contract; docs/mutation.md lists the mutants each one kills."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from service.settings import Config
+from service.store import StoreUnavailable
+from service.store import redis as redis_module
+from service.store.redis import RedisStore
+from tests.unit.test_store import Log, create
+
+Opener = Callable[..., Any]
+
+
+@pytest.fixture
+async def stores(redis_url: str) -> AsyncIterator[Opener]:
+    """`await stores(**kwargs)`: an open RedisStore; those a test did not close are closed."""
+    opened: list[RedisStore] = []
+
+    async def open_one(log: Log | None = None, **kwargs: Any) -> RedisStore:
+        store = RedisStore(redis_url, event_buffer=100, **kwargs)
+        await store.open(log or Log(), lambda config: None)
+        opened.append(store)
+        return store
+
+    yield open_one
+    for store in opened:
+        if store._redis is not None:
+            await store.close()
+
+
+@pytest.fixture
+async def raw(redis_url: str) -> AsyncIterator[Any]:
+    client: Any = aioredis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+def tail_of(store: RedisStore) -> asyncio.Task[None]:
+    (tail,) = [task for task in store._tasks if task.get_name() == "redis-tail"]
+    return tail
+
+
+# ---- closing ----------------------------------------------------------------------------
+
+
+async def test_a_commit_still_waiting_when_the_store_closes_is_refused_and_changes_nothing(
+    stores: Opener, raw: Any
+) -> None:
+    store = await stores()
+    waiting = asyncio.create_task(store.commit(create("a")))
+    await asyncio.sleep(0)  # handed to the store; its writer has not run yet
+    async with asyncio.timeout(10):
+        await store.close()
+        with pytest.raises(StoreUnavailable) as info:
+            await waiting
+    assert info.value.reason == "the store is closing"
+    assert info.value.retry_after_s == 1.0
+    assert await raw.exists("dubsim:job:a") == 0  # refused means not written
+    assert await raw.get("dubsim:seq") is None
+
+
+async def test_closing_lets_the_tail_finish_its_read_instead_of_cancelling_it(
+    stores: Opener,
+) -> None:
+    # redis-py can't always take back an XREAD cancelled in flight: the tail is told to stop
+    # and ends by itself within one BLOCK period
+    store = await stores()
+    await store.commit(create("a"))  # the tail is running (it applied "a")
+    tail = tail_of(store)
+    async with asyncio.timeout(10):
+        await store.close()
+    assert tail.done()
+    assert not tail.cancelled()
+    # nor asked to: a cancel the read absorbed would leave it ending normally all the same
+    assert tail.cancelling() == 0
+
+
+async def test_a_tail_that_never_returns_holds_up_close_for_a_bounded_time_only(
+    stores: Opener,
+) -> None:
+    store = await stores()
+    tail = tail_of(store)
+    conn: Any = store._tail_conn
+    entered, never = asyncio.Event(), asyncio.Event()
+
+    async def hung(*args: Any, **kwargs: Any) -> Any:
+        entered.set()
+        await never.wait()
+
+    conn.xread = hung
+    async with asyncio.timeout(10):
+        await entered.wait()  # the tail is inside a read that will not return
+    async with asyncio.timeout(10):
+        await store.close()  # neither hangs nor raises
+    assert tail.cancelled()  # given up on, after the bound
+    assert store._tasks == []
+
+
+async def test_a_connection_that_fails_or_hangs_on_close_does_not_stop_close(
+    stores: Opener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(redis_module, "DISCONNECT_S", 0.1)
+    store = await stores()
+    main: Any = store._redis
+    tail: Any = store._tail_conn
+    real_main, real_tail = main.aclose, tail.aclose
+    never = asyncio.Event()
+
+    async def fails() -> None:
+        raise RedisConnectionError("connection reset while closing")
+
+    async def hangs() -> None:
+        await never.wait()
+
+    main.aclose, tail.aclose = fails, hangs
+    try:
+        async with asyncio.timeout(10):
+            await store.close()  # no error out of close, and no hang
+        assert store._redis is None and store._tail_conn is None
+    finally:
+        del main.aclose, tail.aclose  # the real ones again, for the teardown
+        await real_main()
+        await real_tail()
+
+
+async def test_a_closed_store_answers_not_open_to_every_call(stores: Opener) -> None:
+    store = await stores()
+    await store.close()
+    calls: list[Callable[[], Awaitable[object]]] = [
+        lambda: store.get_doc("keys", "k"),
+        lambda: store.docs("keys"),
+        lambda: store.put_doc("keys", "k", b"v"),
+        lambda: store.sync(),
+        lambda: store.expired_leases(0.0),
+        lambda: store.renew_leases(["a"], 1.0, 0.0),
+        lambda: store.rate_hit("u", 1, 1000.0),
+        lambda: store.save_config(Config(max_attempts=4)),
+    ]
+    for call in calls:
+        with pytest.raises(StoreUnavailable) as info:
+            await call()
+        assert info.value.reason == "the store is not open"
+
+
+# ---- the free plan's window key -----------------------------------------------------------
+
+
+async def test_a_windows_key_expires_in_real_time_unless_the_clock_is_virtual(
+    stores: Opener, raw: Any
+) -> None:
+    real = await stores()
+    virtual = await stores(expire_windows=False)
+    assert (await real.rate_hit("u", 5, 1000.0)).allowed
+    ttl = await raw.ttl("dubsim:hits:u")
+    assert 3500 < ttl <= 3600  # the key goes when its newest hit leaves the hour
+    assert (await virtual.rate_hit("v", 5, 1000.0)).allowed
+    assert await raw.ttl("dubsim:hits:v") == -1  # no real expiry: old hits are trimmed instead
+    # a later hit on a real clock renews the key's life
+    await raw.expire("dubsim:hits:u", 10)
+    assert (await real.rate_hit("u", 5, 1001.0)).allowed
+    assert 3500 < await raw.ttl("dubsim:hits:u") <= 3600
+
+
+# ---- loading ------------------------------------------------------------------------------
+
+
+async def test_more_jobs_than_one_load_pipeline_each_load_once_in_submission_order(
+    stores: Opener, redis_url: str
+) -> None:
+    n = 1001  # one more than a pipeline of the load reads
+    store = await stores()
+    ids = [f"j{i:04}" for i in range(n)]
+    async with asyncio.timeout(30):
+        for start in range(0, n, 250):
+            await asyncio.gather(*(store.commit(create(i)) for i in ids[start : start + 250]))
+    await store.close()
+    again = RedisStore(redis_url, event_buffer=100)
+    loaded = await again.open(Log(), lambda config: None)
+    await again.close()
+    got = [stored.job.id for stored in loaded.jobs]
+    assert len(got) == n and sorted(got) == ids  # each job once, none lost
+    ordinals = [stored.ordinal for stored in loaded.jobs]
+    assert ordinals == sorted(ordinals) and len(set(ordinals)) == n
