@@ -1,7 +1,7 @@
 """The Redis store's edges that the mutation run found unpinned: closing (what a commit still
 waiting is told, a tail that finishes its read, a tail or a connection that hangs), a store once
 closed, the free plan's window key and its expiry, and a load of more jobs than one pipeline
-reads. Each test names the contract; docs/mutation.md lists the mutants each one kills."""
+reads, and a document read whole while another process writes it. Each test names the contract; docs/mutation.md lists the mutants each one kills."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from service.settings import Config
 from service.store import StoreUnavailable
 from service.store import redis as redis_module
+from service.store.base import Doc
 from service.store.redis import RedisStore
 from tests.unit.test_store import Log, create
 
@@ -192,3 +193,71 @@ async def test_more_jobs_than_one_load_pipeline_each_load_once_in_submission_ord
     assert len(got) == n and sorted(got) == ids  # each job once, none lost
     ordinals = [stored.ordinal for stored in loaded.jobs]
     assert ordinals == sorted(ordinals) and len(set(ordinals)) == n
+
+
+# ---- a document is read whole ---------------------------------------------------------------
+
+
+def commands_of(packed: bytes) -> list[bytes]:
+    """Split packed RESP commands (`*N` arrays of bulk strings) into one chunk each."""
+    chunks, at = [], 0
+    while at < len(packed):
+        end = packed.index(b"\r\n", at)
+        cursor = end + 2
+        for _ in range(int(packed[at + 1 : end])):
+            end = packed.index(b"\r\n", cursor)
+            cursor = end + 2 + int(packed[cursor + 1 : end]) + 2
+        chunks.append(packed[at:cursor])
+        at = cursor
+    return chunks
+
+
+def write_between_the_reads(
+    store: RedisStore, raw: Any, monkeypatch: pytest.MonkeyPatch, write: Callable[[], Any]
+) -> None:
+    """The store's next read of a document goes to Redis in two parts: up to its first read
+    (HGET/HGETALL), and the rest once Redis has run that first read and `write` has landed.
+    This is the race a write from another process can win at any time."""
+    client: Any = store._redis
+    cls: Any = client.connection_pool.connection_class
+    real = cls.send_packed_command
+    armed = [True]
+
+    async def split(self: Any, command: Any, check_health: bool = True) -> None:
+        packed = command if isinstance(command, bytes) else b"".join(command)
+        chunks = commands_of(packed) if armed[0] and b"\r\nHGET" in packed else []
+        if not chunks:
+            return await real(self, command, check_health)  # type: ignore[no-any-return]
+        armed[0] = False
+        first = next(n for n, c in enumerate(chunks) if b"\r\nHGET" in c) + 1
+        await real(self, b"".join(chunks[:first]), check_health)
+        async with asyncio.timeout(10):  # Redis has run (or queued) the first read
+            while not any(c["cmd"] in ("hget", "hgetall") for c in await raw.client_list()):
+                await asyncio.sleep(0.005)
+        await write()
+        await real(self, b"".join(chunks[first:]), check_health)
+
+    monkeypatch.setattr(cls, "send_packed_command", split)
+
+
+async def test_a_document_is_read_whole_though_a_write_lands_between_its_reads(
+    stores: Opener, raw: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = await stores()
+    other = await stores()  # another process
+    assert await store.put_doc("keys", "k", b"one") == 1
+    write_between_the_reads(store, raw, monkeypatch, lambda: other.put_doc("keys", "k", b"two"))
+    doc = await store.get_doc("keys", "k")
+    assert doc is not None and (doc.body, doc.version) in ((b"one", 1), (b"two", 2))
+    assert await store.get_doc("keys", "k") == Doc("k", b"two", 2)  # and after it, the new one
+
+
+async def test_a_listing_of_documents_is_read_whole_though_a_write_lands_between_its_reads(
+    stores: Opener, raw: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = await stores()
+    other = await stores()
+    assert await store.put_doc("keys", "k", b"one") == 1
+    write_between_the_reads(store, raw, monkeypatch, lambda: other.put_doc("keys", "k", b"two"))
+    (doc,) = await store.docs("keys")
+    assert (doc.body, doc.version) in ((b"one", 1), (b"two", 2))
