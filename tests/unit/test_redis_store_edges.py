@@ -1,7 +1,8 @@
 """The Redis store's edges that the mutation run found unpinned: closing (what a commit still
 waiting is told, a tail that finishes its read, a tail or a connection that hangs), a store once
-closed, the free plan's window key and its expiry, and a load of more jobs than one pipeline
-reads, and a document read whole while another process writes it. Each test names the contract; docs/mutation.md lists the mutants each one kills."""
+closed, the free plan's window key and its expiry, a load of more jobs than one pipeline reads,
+and a document read whole while another process writes it. Each test states the contract;
+docs/mutation.md names the mutants each one kills."""
 
 from __future__ import annotations
 
