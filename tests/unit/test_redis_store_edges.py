@@ -196,6 +196,60 @@ async def test_more_jobs_than_one_load_pipeline_each_load_once_in_submission_ord
     assert ordinals == sorted(ordinals) and len(set(ordinals)) == n
 
 
+# ---- the tail -------------------------------------------------------------------------------
+
+
+async def test_an_idle_tail_waits_inside_redis_instead_of_polling(stores: Opener, raw: Any) -> None:
+    await stores()
+    async with asyncio.timeout(10):  # a blocked XREAD: Redis answers when there is news
+        while not any(c["cmd"] == "xread" and "b" in c["flags"] for c in await raw.client_list()):
+            await asyncio.sleep(0.01)
+
+
+async def test_a_failed_tail_read_is_reported_then_retried_and_the_store_goes_on(
+    stores: Opener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(redis_module, "APPLY_TIMEOUT_S", 5.0)
+    log = Log()
+    store = await stores(log)
+    conn: Any = store._tail_conn
+    real = conn.xread
+    failed = asyncio.Event()
+    health_when_retrying: list[str | None] = []
+
+    async def fails_once(*args: Any, **kwargs: Any) -> Any:
+        if not failed.is_set():
+            failed.set()
+            raise RedisConnectionError("tail read failed")
+        if len(health_when_retrying) == 0:
+            health_when_retrying.append(store.health())
+        return await real(*args, **kwargs)
+
+    conn.xread = fails_once
+    async with asyncio.timeout(10):
+        await failed.wait()
+        assert await store.commit(create("a")) == 1  # applied: the tail read again
+    assert health_when_retrying == ["redis unavailable: tail read failed"]
+    assert store.health() is None  # a read that works clears it
+    assert [e.job.id for e in log.events] == ["a"]
+
+
+async def test_a_reopened_store_keeps_each_jobs_key_and_request_hash(
+    stores: Opener, redis_url: str
+) -> None:
+    store = await stores()
+    await store.commit(create("keyed", key="k"))  # request hash "hash"
+    await store.commit(create("plain"))
+    await store.close()
+    again = RedisStore(redis_url, event_buffer=100)
+    loaded = await again.open(Log(), lambda config: None)
+    await again.close()
+    assert [(s.job.id, s.idempotency_key, s.request_hash) for s in loaded.jobs] == [
+        ("keyed", "k", "hash"),
+        ("plain", None, None),
+    ]
+
+
 # ---- a document is read whole ---------------------------------------------------------------
 
 
