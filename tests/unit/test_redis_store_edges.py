@@ -206,7 +206,7 @@ async def test_an_idle_tail_waits_inside_redis_instead_of_polling(stores: Opener
             await asyncio.sleep(0.01)
 
 
-async def test_a_failed_tail_read_is_reported_then_retried_and_the_store_goes_on(
+async def test_failed_tail_reads_are_reported_then_retried_and_the_store_goes_on(
     stores: Opener, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(redis_module, "APPLY_TIMEOUT_S", 5.0)
@@ -214,22 +214,30 @@ async def test_a_failed_tail_read_is_reported_then_retried_and_the_store_goes_on
     store = await stores(log)
     conn: Any = store._tail_conn
     real = conn.xread
+    failures = 2  # in a row: the retry after a retry backs off too
     failed = asyncio.Event()
     health_when_retrying: list[str | None] = []
 
-    async def fails_once(*args: Any, **kwargs: Any) -> Any:
-        if not failed.is_set():
+    async def fails_twice(*args: Any, **kwargs: Any) -> Any:
+        nonlocal failures
+        if failures:
+            if failures == 1:
+                health_when_retrying.append(store.health())
+            failures -= 1
             failed.set()
-            raise RedisConnectionError("tail read failed")
-        if len(health_when_retrying) == 0:
+            raise RedisConnectionError(f"tail read failed ({failures} more)")
+        if len(health_when_retrying) == 1:
             health_when_retrying.append(store.health())
         return await real(*args, **kwargs)
 
-    conn.xread = fails_once
+    conn.xread = fails_twice
     async with asyncio.timeout(10):
         await failed.wait()
         assert await store.commit(create("a")) == 1  # applied: the tail read again
-    assert health_when_retrying == ["redis unavailable: tail read failed"]
+    assert health_when_retrying == [
+        "redis unavailable: tail read failed (1 more)",
+        "redis unavailable: tail read failed (0 more)",
+    ]
     assert store.health() is None  # a read that works clears it
     assert [e.job.id for e in log.events] == ["a"]
 
