@@ -7,6 +7,7 @@ docs/mutation.md names the mutants each one kills."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -256,6 +257,82 @@ async def test_a_reopened_store_keeps_each_jobs_key_and_request_hash(
         ("keyed", "k", "hash"),
         ("plain", None, None),
     ]
+
+
+async def test_a_store_just_opened_is_healthy(stores: Opener) -> None:
+    store = await stores()  # its tail has not finished a read yet
+    assert store.health() is None
+
+
+async def test_a_bug_downstream_of_the_tail_is_logged_and_the_tail_goes_on(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(redis_module, "APPLY_TIMEOUT_S", 3.0)
+    seen: list[str] = []
+
+    def on_commit(events: list[Any]) -> None:
+        for event in events:
+            if event.job.id == "boom":
+                raise RuntimeError("a bug in on_commit")
+            seen.append(event.job.id)
+
+    store = RedisStore(redis_url, event_buffer=100)
+    await store.open(on_commit, lambda config: None)
+    try:
+        with caplog.at_level(logging.ERROR, logger="service.store.redis"):
+            async with asyncio.timeout(10):
+                assert await store.commit(create("boom")) == 1  # durable: it answers
+                assert await store.commit(create("after")) == 2  # the tail went on
+                await store.sync()
+        assert seen == ["after"]
+        (record,) = caplog.records
+        assert record.exc_info is not None and "a bug in on_commit" in str(record.exc_info[1])
+        assert store.health() is None
+    finally:
+        await store.close()
+
+
+async def test_a_dropped_connection_is_a_503_at_once_and_not_retried_by_the_client(
+    stores: Opener, raw: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # "a failure is a 503 now, the caller retries": redis-py must not resend on its own
+    log = Log()
+    store = await stores(log)
+    client: Any = store._redis
+    cls: Any = client.connection_pool.connection_class
+    real = cls.send_packed_command
+    drop: list[bytes] = []  # the next command holding this marker fails once
+    health_at_next_read: list[str | None] = []
+    dropped_read, reading_again = asyncio.Event(), asyncio.Event()
+
+    async def dropping(self: Any, command: Any, check_health: bool = True) -> None:
+        packed = command if isinstance(command, bytes) else b"".join(command)
+        if drop and drop[0] in packed:
+            if drop[0] == b"XREAD":
+                dropped_read.set()
+            drop.clear()
+            raise RedisConnectionError("connection dropped")
+        if b"XREAD" in packed and dropped_read.is_set() and not reading_again.is_set():
+            health_at_next_read.append(store.health())
+            reading_again.set()
+        return await real(self, command, check_health)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(cls, "send_packed_command", dropping)
+    drop.append(b"dubsim:doc:keys")
+    with pytest.raises(StoreUnavailable) as info:
+        await store.put_doc("keys", "k", b"v")
+    assert info.value.reason == "redis unavailable: connection dropped"
+    assert await raw.hget("dubsim:doc:keys", "k") is None  # not sent again behind our back
+    assert await store.put_doc("keys", "k", b"v") == 1  # the caller's retry goes through
+    # the tail's read: reported (health names it), not hidden by a retry inside redis-py
+    drop.append(b"XREAD")
+    async with asyncio.timeout(10):
+        await store.commit(create("a"))  # the read in flight brings it; the next one fails
+        await reading_again.wait()  # and the one after that is the tail's own retry
+        await store.commit(create("b"))
+    assert health_at_next_read == ["redis unavailable: connection dropped"]
+    assert store.health() is None
+    assert [e.job.id for e in log.events] == ["a", "b"]
 
 
 # ---- a document is read whole ---------------------------------------------------------------
