@@ -327,6 +327,10 @@ class RedisStore:
         return (await self.commit_all([change]))[-1]
 
     async def commit_all(self, changes: list[Change]) -> list[int]:
+        if self._closing or not self._tasks:  # no writer to take it: it would wait forever
+            raise StoreUnavailable(
+                "the store is closing" if self._closing else "the store is not open"
+            )
         future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
         self._pending.append((changes, future))
         self._wake.set()

@@ -151,6 +151,7 @@ class SQLiteStore:
         self._batch = _Batch()
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
+        self._closing = False
         self._encoder = msgspec.json.Encoder()
         self._on_commit: OnCommit = lambda events: None
         self._failure: str | None = None
@@ -174,10 +175,12 @@ class SQLiteStore:
         except (sqlite3.Error, OSError) as exc:
             self._release_lock()
             raise StartupError("DB", f"cannot open {self._path}: {exc}") from exc
+        self._closing = False
         self._writer = asyncio.create_task(self._write_loop(), name="sqlite-writer")
         return loaded
 
     async def commit(self, change: Change) -> int:
+        self._check_writable()
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._batch.changes.append((change, future))
         self._wake.set()
@@ -189,6 +192,7 @@ class SQLiteStore:
         plus the submissions it is making) is exact and already checked. Each change is still
         checked on its own: a duplicate Idempotency-Key refuses that one only (the facade's
         keys are unique per request, so on one process that is a bug, not a race)."""
+        self._check_writable()
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[int]] = [loop.create_future() for _ in changes]
         self._batch.changes.extend(zip(changes, futures, strict=True))
@@ -212,6 +216,7 @@ class SQLiteStore:
     async def put_doc(
         self, kind: str, doc_id: str, body: bytes | None, expect: int | None = None
     ) -> int:
+        self._check_writable()
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._batch.docs.append(((kind, doc_id, body, expect), future))
         self._wake.set()
@@ -235,8 +240,17 @@ class SQLiteStore:
     def health(self) -> str | None:
         return self._failure
 
+    def _check_writable(self) -> None:
+        """A write with no writer to take it (before open, while or after closing) would wait
+        forever: it is refused instead."""
+        if self._writer is None or self._closing:
+            raise StoreUnavailable(
+                "the store is not open" if self._writer is None else "the store is closing"
+            )
+
     async def close(self) -> None:
         if self._writer is not None:
+            self._closing = True  # what the flush below writes is all that is written
             with contextlib.suppress(StoreUnavailable):
                 await self._flush()
             self._writer.cancel()

@@ -102,6 +102,27 @@ async def test_commit_is_compare_and_set_and_gets_the_next_seq(open_store: Opene
     await store.close()
 
 
+async def test_a_write_to_a_closed_store_is_refused_not_left_waiting(open_store: Opener) -> None:
+    store, _ = await open_store()
+    await store.commit(create("a"))
+    await store.close()
+    # nothing is left to write it: each is a StoreUnavailable at once, never a wait forever
+    async with asyncio.timeout(10):
+        with pytest.raises(StoreUnavailable):
+            await store.commit(move("a", Status.PROCESSING, 1))
+        with pytest.raises(StoreUnavailable):
+            await store.commit_all([create("b"), create("c")])
+        with pytest.raises(StoreUnavailable):
+            await store.put_doc("kind", "d", b"{}", 0)
+    # and nothing was written
+    again, loaded = await open_store()
+    try:
+        assert [(j.job.id, j.job.status) for j in loaded.jobs] == [("a", Status.PENDING)]
+        assert await again.get_doc("kind", "d") is None
+    finally:
+        await again.close()
+
+
 async def test_racing_changes_in_one_batch_only_one_wins(open_store: Opener) -> None:
     store, _ = await open_store()
     await store.commit(create("a"))
