@@ -498,6 +498,10 @@ async def test_a_create_past_its_cap_is_refused_with_nothing_written(
     assert await b.commit(capped("other", 2, user="v")) == 3  # the cap is per user
     assert await b.commit(create("uncapped")) == 4  # no cap: counted, never refused
     assert await raw.hget(INFLIGHT, "u") == b"3"
+    # over the cap (it was lowered, say): the refusal names the cap, not the count
+    with pytest.raises(CapReached) as over:
+        await a.commit(capped("four", 2))
+    assert over.value.cap == 2
 
 
 async def test_the_count_moves_with_every_transition_in_the_script(
