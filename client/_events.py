@@ -76,13 +76,7 @@ class EventStream:
         """Connect and wait until the server holds the subscription: every event after this
         returns is delivered, also across a reconnect (the stream resumes from the seq the
         server answered with). Iterating without it connects lazily, on the first `anext`."""
-        while not self._closed:
-            ws = self._ws or await self._open()
-            text = await ws.receive()
-            if text is None:
-                await ws.close()
-                self._dropped(ws)
-                continue
+        while (text := await self._receive()) is not None:
             message = decode_message(text)
             if message is not None and message.type == "subscribed":
                 if self.seq is None:
@@ -95,17 +89,22 @@ class EventStream:
     async def __anext__(self) -> Event:
         if self._early:
             return self._early.pop(0)
-        while not self._closed:
-            ws = self._ws or await self._open()
-            text = await ws.receive()
-            if text is None:
-                await ws.close()
-                self._dropped(ws)
-                continue
+        while (text := await self._receive()) is not None:
             event = self._event(text)
             if event is not None:
                 return event
         raise StopAsyncIteration
+
+    async def _receive(self) -> str | None:
+        """The next frame, reconnecting (and resuming) across drops; None once closed."""
+        while not self._closed:
+            ws = self._ws or await self._open()
+            text = await ws.receive()
+            if text is not None:
+                return text
+            await ws.close()
+            self._dropped(ws)
+        return None
 
     def _dropped(self, ws: WebSocketConnection) -> None:
         self._ws = None
