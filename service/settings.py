@@ -204,6 +204,14 @@ class Settings(msgspec.Struct, kw_only=True):
         Annotated[int, Meta(ge=1, le=100_000)],
         doc("largest video accepted by POST /v1/assets or fetched from a URL", "MB"),
     ] = 500
+    max_video_s: Annotated[
+        Annotated[float, Meta(gt=0, le=86_400)],
+        doc("longest video accepted (uploaded or fetched), by what its streams hold", "s"),
+    ] = 1800.0
+    max_video_pixels: Annotated[
+        Annotated[int, Meta(ge=1, le=1 << 30)],
+        doc("largest video frame accepted, width x height (default: 3840x2160)", "pixels"),
+    ] = 3840 * 2160
     media_workers: Annotated[
         Annotated[int, Meta(ge=1, le=1024)] | None,
         doc("ffmpeg/espeak-ng processes run at once (unset: CPU cores - 1, at least 1)"),
@@ -212,6 +220,13 @@ class Settings(msgspec.Struct, kw_only=True):
         Annotated[float, Meta(gt=0, le=3600)],
         doc("how long fetching a job's video from a URL may take", "s"),
     ] = 60.0
+    media_fetch_allow_private: Annotated[
+        bool,
+        doc(
+            "a job's video.url may name loopback/private addresses (turn off when users are "
+            "untrusted: every address it resolves to, redirects included, is checked)"
+        ),
+    ] = True
     media_realtime: Annotated[
         bool,
         doc("mix media jobs at the input's real-time pace (ffmpeg -re): demos and tests"),

@@ -26,7 +26,7 @@ from ..settings import Settings
 from . import script
 from .assets import Assets
 from .pipeline import Attempt, Stuck
-from .probe import NotAVideo
+from .probe import Limits, NotAVideo
 from .tools import Tools
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,8 @@ class Media:
             max_bytes=settings.max_upload_mb << 20,
             fetch_timeout_s=settings.media_fetch_timeout_s,
             clock=service.clock,
+            limits=Limits(settings.max_video_s, settings.max_video_pixels),
+            allow_private=settings.media_fetch_allow_private,
         )
         self._forgetting: set[asyncio.Task[None]] = set()
 

@@ -15,21 +15,24 @@ import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import IO, Final
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 import msgspec
 
 from ..clock import Clock
+from ..egress import PrivateAddress, PublicOnlyResolver, private_literal
 from ..errors import InsufficientStorage, NotFound, PayloadTooLarge, ValidationFailed
 from ..models import Asset, iso_ms
 from ..store import Store
-from .probe import probe
+from .probe import Limits, probe
 from .tools import Tools
 
 KIND: Final = "assets"
 FLUSH_BYTES: Final = 1 << 20  # chunks are gathered and written off the loop per MiB
 FULL: Final = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})  # no room for the file
+MAX_REDIRECTS: Final = 5
+REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
 
 
 class VideoUnreachable(ValidationFailed):
@@ -46,9 +49,13 @@ class Assets:
         max_bytes: int,
         fetch_timeout_s: float,
         clock: Clock,
+        limits: Limits | None = None,
+        allow_private: bool = True,
     ) -> None:
         self.store, self.tools, self.root = store, tools, root / "assets"
         self.max_bytes, self.fetch_timeout_s, self.clock = max_bytes, fetch_timeout_s, clock
+        self.limits = limits
+        self.allow_private = allow_private
 
     def path(self, asset_id: str) -> Path:
         if not asset_id.replace("-", "").replace("_", "").isalnum():
@@ -75,6 +82,8 @@ class Assets:
             if size == 0:
                 raise ValidationFailed("the upload is empty", reason="empty")
             info = await probe(self.tools, part)
+            if self.limits is not None:
+                self.limits.check(info)
             await asyncio.to_thread(part.rename, final)
             asset = Asset(
                 id=asset_id,
@@ -132,50 +141,92 @@ class Assets:
         return size
 
     async def fetch(self, user_id: str, url: str) -> Asset:
-        """Fetch a job's video from `url` (http/https, size and time limited) into an asset."""
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValidationFailed(
-                "video.url must be an http:// or https:// URL", field="video.url"
-            )
+        """Fetch a job's video from `url` (http/https, size and time limited) into an asset.
+
+        Redirects are followed here, hop by hop, so that each address is checked: with
+        MEDIA_FETCH_ALLOW_PRIVATE off no hop may be a private IP literal, and the connector's
+        resolver refuses any name that resolves to one (DNS rebinding included)."""
         self.tools.require()
-        timeout = aiohttp.ClientTimeout(total=self.fetch_timeout_s)
+        deadline = asyncio.get_running_loop().time() + self.fetch_timeout_s
+        resolver = None if self.allow_private else PublicOnlyResolver()
         try:
-            async with (
-                aiohttp.ClientSession(timeout=timeout) as session,
-                session.get(url, allow_redirects=True, max_redirects=5) as response,
-            ):
-                if response.status != 200:
-                    raise VideoUnreachable(
-                        f"fetching video.url answered HTTP {response.status}",
-                        field="video.url",
-                        status=response.status,
-                    )
-                if (response.content_length or 0) > self.max_bytes:
-                    raise VideoUnreachable(
-                        f"the video at video.url is larger than MAX_UPLOAD_MB "
-                        f"({self.max_bytes >> 20} MB)",
-                        field="video.url",
-                        reason="too_large",
-                    )
-                try:
-                    return await self.ingest(user_id, response.content.iter_chunked(64 * 1024))
-                except PayloadTooLarge as exc:
-                    raise VideoUnreachable(
-                        exc.message, field="video.url", reason="too_large"
-                    ) from None
+            async with aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(resolver=resolver)
+            ) as session:
+                for _ in range(MAX_REDIRECTS + 1):
+                    self._check_url(url)
+                    left = deadline - asyncio.get_running_loop().time()
+                    if left <= 0:
+                        raise TimeoutError
+                    async with session.get(
+                        url, allow_redirects=False, timeout=aiohttp.ClientTimeout(total=left)
+                    ) as response:
+                        location = response.headers.get("Location")
+                        if response.status in REDIRECTS and location:
+                            url = urljoin(str(response.url), location)
+                            continue
+                        return await self._take(user_id, response)
+                raise VideoUnreachable(
+                    f"video.url redirected more than {MAX_REDIRECTS} times",
+                    field="video.url",
+                    reason="too_many_redirects",
+                )
         except TimeoutError:
             raise VideoUnreachable(
                 f"fetching video.url took longer than {self.fetch_timeout_s:g} s",
                 field="video.url",
                 reason="timeout",
             ) from None
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, PrivateAddress):
+                raise self._private(str(exc.os_error)) from None
+            raise self._unreachable(exc) from None
         except (aiohttp.ClientError, OSError, ValueError) as exc:
+            raise self._unreachable(exc) from None
+
+    def _check_url(self, url: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValidationFailed(
+                "video.url must be an http:// or https:// URL", field="video.url"
+            )
+        if not self.allow_private and (address := private_literal(parts.hostname)):
+            raise self._private(f"{address} is a private address")
+
+    async def _take(self, user_id: str, response: aiohttp.ClientResponse) -> Asset:
+        if response.status != 200:
             raise VideoUnreachable(
-                f"video.url could not be fetched: {type(exc).__name__}: {exc}"[:300],
+                f"fetching video.url answered HTTP {response.status}",
                 field="video.url",
-                reason="unreachable",
-            ) from None
+                status=response.status,
+            )
+        if (response.content_length or 0) > self.max_bytes:
+            raise VideoUnreachable(
+                f"the video at video.url is larger than MAX_UPLOAD_MB ({self.max_bytes >> 20} MB)",
+                field="video.url",
+                reason="too_large",
+            )
+        try:
+            return await self.ingest(user_id, response.content.iter_chunked(64 * 1024))
+        except PayloadTooLarge as exc:
+            raise VideoUnreachable(exc.message, field="video.url", reason="too_large") from None
+
+    @staticmethod
+    def _private(said: str) -> VideoUnreachable:
+        return VideoUnreachable(
+            f"video.url leads to a private or loopback address ({said}); "
+            "MEDIA_FETCH_ALLOW_PRIVATE is off",
+            field="video.url",
+            reason="private_address",
+        )
+
+    @staticmethod
+    def _unreachable(exc: Exception) -> VideoUnreachable:
+        return VideoUnreachable(
+            f"video.url could not be fetched: {type(exc).__name__}: {exc}"[:300],
+            field="video.url",
+            reason="unreachable",
+        )
 
     async def delete(self, asset_id: str) -> None:
         await self.store.put_doc(KIND, asset_id, None)

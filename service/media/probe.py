@@ -34,6 +34,30 @@ class NotAVideo(ValidationFailed):
     code = "invalid_video"
 
 
+class Limits(msgspec.Struct, frozen=True):
+    """What an accepted video may be at most (MAX_VIDEO_S, MAX_VIDEO_PIXELS): a small file can
+    hold hours of video or huge frames, and each would hold a media worker (and its memory)."""
+
+    duration_s: float
+    pixels: int
+
+    def check(self, video: Probed) -> None:
+        if video.duration_s > self.duration_s:
+            raise NotAVideo(
+                f"the video lasts {video.duration_s:g} s; at most MAX_VIDEO_S "
+                f"({self.duration_s:g} s) is accepted",
+                reason="too_long",
+                limit_s=self.duration_s,
+            )
+        if video.width * video.height > self.pixels:
+            raise NotAVideo(
+                f"the video's frames are {video.width}x{video.height}; at most MAX_VIDEO_PIXELS "
+                f"({self.pixels:,} pixels) is accepted",
+                reason="too_many_pixels",
+                limit_pixels=self.pixels,
+            )
+
+
 class _Stream(msgspec.Struct):
     codec_type: str = ""
     codec_name: str = ""

@@ -6,13 +6,13 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-from typing import Final
 from urllib.parse import urlsplit
 
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import DefaultResolver
-
+from ..egress import PublicOnlyResolver as _PublicOnlyResolver
+from ..egress import is_private as _private
 from ..errors import ValidationFailed
+
+__all__ = ["_PublicOnlyResolver", "_private", "check_public", "validate_url"]
 
 
 async def validate_url(url: str, *, allow_private: bool) -> None:
@@ -34,32 +34,6 @@ async def validate_url(url: str, *, allow_private: bool) -> None:
         await check_public(url)
 
 
-_NAT64: Final = ipaddress.IPv6Network("64:ff9b::/96")  # well-known prefix, IPv4 in the last 32 bits
-_LOCAL_NAT64: Final = ipaddress.IPv6Network("64:ff9b:1::/48")  # local use (RFC 8215): private
-
-
-def _embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
-    """The IPv4 addresses an IPv6 address carries to (mapped, IPv4-compatible, 6to4, NAT64,
-    Teredo): a packet to it may end up there, so each must be public too."""
-    found = [a for a in (ip.ipv4_mapped, ip.sixtofour) if a is not None]
-    if ip.teredo is not None:
-        found.extend(ip.teredo)
-    if ip.packed[:12] == bytes(12) or ip in _NAT64:
-        found.append(ipaddress.IPv4Address(ip.packed[12:]))
-    return found
-
-
-def _private(address: str) -> bool:
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address):
-        inner = _embedded_ipv4(ip)
-        if ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        if ip in _LOCAL_NAT64 or any(not v4.is_global or v4.is_multicast for v4 in inner):
-            return True
-    return not ip.is_global or ip.is_multicast
-
-
 async def check_public(url: str) -> None:
     """Refuse a URL whose host is, or resolves to, any non-public address."""
     host = urlsplit(url).hostname or ""
@@ -79,22 +53,3 @@ async def check_public(url: str) -> None:
                 "WEBHOOK_ALLOW_PRIVATE is off",
                 field="url",
             )
-
-
-class _PublicOnlyResolver(AbstractResolver):
-    """Checks every address a name resolves to at connect time (no DNS-rebinding detour)."""
-
-    def __init__(self) -> None:
-        self._inner = DefaultResolver()
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        results = await self._inner.resolve(host, port, family)
-        for result in results:
-            if _private(result["host"]):
-                raise OSError(f"{host} resolves to a private address ({result['host']})")
-        return results
-
-    async def close(self) -> None:
-        await self._inner.close()
