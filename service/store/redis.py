@@ -507,7 +507,14 @@ class RedisStore:
             self._wake.clear()
             while self._pending:
                 batch, self._pending = self._pending[:BATCH], self._pending[BATCH:]
-                await self._write(batch)
+                try:
+                    await self._write(batch)
+                except Exception as exc:  # a bug must not end the writer: every commit waits on it
+                    log.exception("writing a batch failed")
+                    error = self._unavailable(exc)
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(error)
 
     async def _probe_loop(self) -> None:
         """While a failure is recorded, try a write every PROBE_INTERVAL_S until one succeeds.
@@ -612,13 +619,16 @@ class RedisStore:
         while not self._closing:
             try:
                 answer = await conn.xread({LOG: self._last_id}, block=TAIL_BLOCK_MS, count=1000)
-            except (RedisError, OSError) as exc:
+                batches = [entries for _, entries in answer]
+            except Exception as exc:  # whatever it is, the tail goes on: every commit waits on it
+                if not isinstance(exc, RedisError | OSError):  # not Redis being away: a bug
+                    log.exception("reading the stream failed")
                 self._tail_failure = f"redis unavailable: {exc}"
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 1.0)
                 continue
             self._tail_failure, backoff = None, 0.05
-            for _, entries in answer:
+            for entries in batches:
                 try:
                     self._apply(entries)
                 except Exception:  # a bug downstream must not stop the tail (every commit waits)

@@ -27,7 +27,7 @@ from service.store import StoreUnavailable
 from service.store import redis as redis_module
 from service.store.redis import RedisStore
 from tests.conftest import ADMIN, ADMIN_TOKEN
-from tests.unit.test_store import Log
+from tests.unit.test_store import Log, create
 
 LONG = 30.0  # generous waits: the contract is "recovers by itself", not a latency
 
@@ -42,14 +42,19 @@ async def until(predicate: Callable[[], bool], timeout: float = LONG) -> None:
 
 
 @pytest.fixture
-async def store(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[RedisStore]:
+def log() -> Log:
+    return Log()
+
+
+@pytest.fixture
+async def store(
+    redis_url: str, log: Log, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[RedisStore]:
     monkeypatch.setattr(redis_module, "PROBE_INTERVAL_S", 0.05)
     opened = RedisStore(redis_url, event_buffer=100)
-    log = Log()
     await opened.open(log, lambda config: None)
     yield opened
     await opened.close()
-    assert log.events == []  # nothing in these tests commits: recovery came from the probe
 
 
 FAILING: dict[str, Callable[[RedisStore], Awaitable[Any]]] = {
@@ -66,7 +71,7 @@ FAILING: dict[str, Callable[[RedisStore], Awaitable[Any]]] = {
 
 @pytest.mark.parametrize("path", list(FAILING))
 async def test_a_failure_outside_the_writer_clears_by_itself_once_redis_answers(
-    store: RedisStore, tmp_path: Path, path: str, caplog: pytest.LogCaptureFixture
+    store: RedisStore, log: Log, tmp_path: Path, path: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     working = store._redis
     for streak in range(2):  # the second streak: the probe loop did not stop after the first
@@ -87,6 +92,53 @@ async def test_a_failure_outside_the_writer_clears_by_itself_once_redis_answers(
     assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [
         "redis takes writes again"
     ] * 2
+    assert log.events == []  # nothing committed: the recovery came from the probe
+
+
+# ---- the tail and the writer outlive an error that is not Redis being away -------------
+
+
+async def test_the_tail_goes_on_after_an_unexpected_error(
+    store: RedisStore, log: Log, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    tail: Any = store._tail_conn
+    real, calls = tail.xread, 0
+
+    async def broken_then_working(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls <= 3:
+            raise RuntimeError("not a redis error")
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(tail, "xread", broken_then_working)
+    with caplog.at_level(logging.ERROR, logger="service.store.redis"):
+        await until(lambda: calls > 3)  # the tail read (and failed) three times, then again
+    assert [r.getMessage() for r in caplog.records] == ["reading the stream failed"] * 3
+    async with asyncio.timeout(LONG):  # a commit returns once the tail has applied it
+        assert await store.commit(create("a")) == 1
+    assert [e.job.id for e in log.events] == ["a"]
+    await until(lambda: store.health() is None)
+
+
+async def test_the_writer_goes_on_after_an_unexpected_error(
+    store: RedisStore, log: Log, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = store._pipeline
+
+    async def broken_once(batch: Any) -> Any:
+        monkeypatch.setattr(store, "_pipeline", real)
+        raise RuntimeError("not a redis error")
+
+    monkeypatch.setattr(store, "_pipeline", broken_once)
+    async with asyncio.timeout(LONG):  # a 503, not a commit waiting forever on a dead writer
+        with pytest.raises(StoreUnavailable) as refused:
+            await store.commit(create("a"))
+    assert refused.value.reason == "redis unavailable: not a redis error"
+    async with asyncio.timeout(LONG):
+        assert await store.commit(create("a")) == 1
+    assert [e.job.id for e in log.events] == ["a"]
+    assert store.health() is None
 
 
 # ---- two processes, a real SIGSTOP ------------------------------------------------------
