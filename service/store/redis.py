@@ -286,6 +286,7 @@ class RedisStore:
         self._waiters: list[tuple[int, asyncio.Future[Any], object]] = []
         self._failure: str | None = None
         self._tail_failure: str | None = None
+        self._failed = asyncio.Event()  # a failure was recorded: wakes the probe loop
         self._nonce = 0
         self._closing = False
 
@@ -320,6 +321,7 @@ class RedisStore:
         self._tasks = [
             asyncio.create_task(self._write_loop(), name="redis-writer"),
             asyncio.create_task(self._tail_loop(), name="redis-tail"),
+            asyncio.create_task(self._probe_loop(), name="redis-probe"),
         ]
         return loaded
 
@@ -501,24 +503,44 @@ class RedisStore:
 
     async def _write_loop(self) -> None:
         while True:
-            if self._failure is None:
-                await self._wake.wait()
-            else:  # probe until Redis takes writes again
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), PROBE_INTERVAL_S)
-                await self._probe()
+            await self._wake.wait()
             self._wake.clear()
             while self._pending:
                 batch, self._pending = self._pending[:BATCH], self._pending[BATCH:]
-                await self._write(batch)
+                try:
+                    await self._write(batch)
+                except Exception as exc:  # a bug must not end the writer: every commit waits on it
+                    log.exception("writing a batch failed")
+                    error = self._unavailable(exc)
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(error)
+
+    async def _probe_loop(self) -> None:
+        """While a failure is recorded, try a write every PROBE_INTERVAL_S until one succeeds.
+        A failure may come from any path (a read, a rate hit, a lease round), not only from
+        the writer, and nothing else may come along to clear it: an idle process must report
+        healthy again by itself once Redis answers."""
+        while True:
+            await self._failed.wait()
+            self._failed.clear()
+            while True:
+                await asyncio.sleep(PROBE_INTERVAL_S)
+                if self._failure is None:  # a command that worked meanwhile cleared it
+                    break
+                await self._probe()
 
     async def _probe(self) -> None:
         try:
             await self._client().set(f"{P}probe", repr(time.time()))
-        except (RedisError, OSError):
+        except (RedisError, OSError, StoreUnavailable):
             return
-        log.warning("redis takes writes again")
-        self._failure = None
+        except Exception:  # whatever it is, the next probe tries again: this loop never stops
+            log.exception("probing redis failed")
+            return
+        if self._failure is not None:
+            log.warning("redis takes writes again")
+            self._failure = None
 
     async def _write(self, batch: list[tuple[list[Change], asyncio.Future[list[int]]]]) -> None:
         try:
@@ -597,13 +619,16 @@ class RedisStore:
         while not self._closing:
             try:
                 answer = await conn.xread({LOG: self._last_id}, block=TAIL_BLOCK_MS, count=1000)
-            except (RedisError, OSError) as exc:
+                batches = [entries for _, entries in answer]
+            except Exception as exc:  # whatever it is, the tail goes on: every commit waits on it
+                if not isinstance(exc, RedisError | OSError):  # not Redis being away: a bug
+                    log.exception("reading the stream failed")
                 self._tail_failure = f"redis unavailable: {exc}"
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 1.0)
                 continue
             self._tail_failure, backoff = None, 0.05
-            for _, entries in answer:
+            for entries in batches:
                 try:
                     self._apply(entries)
                 except Exception:  # a bug downstream must not stop the tail (every commit waits)
@@ -690,6 +715,7 @@ class RedisStore:
         if self._failure is None:
             log.error(reason)
         self._failure = reason
+        self._failed.set()  # the probe loop clears it once Redis takes writes again
         return StoreUnavailable(reason, RETRY_AFTER_S)
 
 
