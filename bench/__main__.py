@@ -24,6 +24,7 @@ ORDER = [
     "kill_rounds",
     "media",
     "webhooks",
+    "redis_stall",
 ]
 
 

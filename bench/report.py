@@ -218,6 +218,16 @@ def summary(docs: dict[str, dict[str, Any] | None]) -> list[str]:
             )
         )
         rows.append(("10 webhook lag p99", f"{_ms(lag['p99_ms'])} ms", "(reported)", None))
+    if (rs := docs.get("redis_stall")) is not None:
+        x = rs["figures"]
+        rows.append(
+            (
+                f"11 Redis stalls x{len(x['steps'])}: processes not recovered",
+                f"{x['not_recovered']} (slowest: {x['worst_s']} s after SIGCONT)",
+                "0 (recovers by itself)",
+                x["not_recovered"] == 0,
+            )
+        )
     out = ["| figure | measured | target | |", "|---|---|---|---|"]
     out += [f"| {a} | {b} | {c} | {_ok(d)} |" for a, b, c, d in rows]
     return out
@@ -490,6 +500,33 @@ def webhooks(doc: dict[str, Any]) -> list[str]:
     ]
 
 
+def redis_stall(doc: dict[str, Any]) -> list[str]:
+    def worst(values: list[float | None]) -> str:
+        return "never" if None in values else f"{max(v for v in values if v is not None):g}"
+
+    out = [
+        "## 11. Redis stalls",
+        "",
+        _stamp(doc),
+        "",
+        "Redis SIGSTOPped, then SIGCONTed, under two processes (`make cluster`'s setup); seconds",
+        "from the SIGCONT until both answer `/healthz` 200, and until a job made on one is found",
+        "on the other (the slower process of the two); `during`: what `/healthz` answered just",
+        "before the SIGCONT (a stall shorter than the 5 s socket timeout may end before anything",
+        "failed).",
+        "",
+        "| stall | load | healthy after | sees the other's write after | during |",
+        "|---|---|---|---|---|",
+    ]
+    for step in doc["figures"]["steps"]:
+        out.append(
+            f"| {step['stall_s']:g} s | {'yes' if step['load'] else 'idle'} | "
+            f"{worst(step['healthy_s'])} s | {worst(step['sees_s'])} s | "
+            f"{' / '.join(str(d) for d in step['during'])} |"
+        )
+    return [*out, ""]
+
+
 def main() -> None:
     from bench.__main__ import ORDER  # the one list of benchmarks
 
@@ -520,6 +557,7 @@ def main() -> None:
         "kill_rounds": kill_rounds,
         "media": media,
         "webhooks": webhooks,
+        "redis_stall": redis_stall,
     }
     for name in ORDER:
         doc = docs[name]
