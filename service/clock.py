@@ -127,7 +127,7 @@ class Seen(msgspec.Struct):
     """One process's acknowledgement of the shared virtual time (document clock-seen/<id>)."""
 
     now: float
-    beat: float  # wall-clock time of its last word: a silent process is not waited for
+    beat: float  # the store's wall time of its last word: a silent process is not waited for
 
 
 class VirtualClock:
@@ -357,7 +357,7 @@ class VirtualClock:
 
     async def _acknowledge(self) -> None:
         if self._store is not None:
-            body = msgspec.json.encode(Seen(self._now, time.time()))
+            body = msgspec.json.encode(Seen(self._now, self._store.wall()))
             await self._store.put_doc(SEEN_KIND, self._process, body)
 
     async def _wait_for_others(self, target: float) -> None:
@@ -371,7 +371,7 @@ class VirtualClock:
                         seen
                         for doc in await store.docs(SEEN_KIND)
                         if (seen := msgspec.json.decode(doc.body, type=Seen)).now < target
-                        and time.time() - seen.beat < STALE_S
+                        and store.wall() - seen.beat < STALE_S
                     ]
                     if not behind:
                         return

@@ -17,7 +17,6 @@ import heapq
 import logging
 import math
 import random
-import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Final, Protocol
 
@@ -402,14 +401,14 @@ class Scheduler:
 
     async def _lease_loop(self) -> None:
         """Renew our leases; put back jobs whose lease ran out (their process died). A lease
-        is about a process being alive, which happens in real time: it reads the wall clock
-        (as the store does when it writes one), whatever the service's clock says."""
+        is about a process being alive, which happens in real time: it reads the store's wall
+        clock (the one every process sharing it agrees on), whatever the service's clock says."""
         store = self.service.store
         while True:
             await asyncio.sleep(self.lease_s / 3)
             try:
-                await store.renew_leases(list(self._attempts), self.lease_s, time.time())
-                for job_id in await store.expired_leases(time.time()):
+                await store.renew_leases(list(self._attempts), self.lease_s, store.wall())
+                for job_id in await store.expired_leases(store.wall()):
                     if job_id not in self._attempts:
                         await self.service.interrupted(job_id)
             except StoreUnavailable:

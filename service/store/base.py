@@ -156,8 +156,14 @@ class Store(Protocol):
     async def sync(self) -> None:
         """Wait until this process has applied everything committed anywhere so far."""
 
+    def wall(self) -> float:
+        """Real time (epoch seconds) as every process sharing this store reads it: a shared
+        store's own clock (processes on different machines disagree by their clocks' skew),
+        this process's clock for a private one. Leases and deadlines are in this time."""
+
     async def renew_leases(self, job_ids: list[str], lease_s: float, now: float) -> None:
-        """Extend this process's leases on its running attempts (shared backends)."""
+        """Extend this process's leases on its running attempts (shared backends); `now` is
+        `wall()`."""
 
     async def expired_leases(self, now: float) -> list[str]:
         """Jobs whose processing lease ran out: their process died (shared backends)."""

@@ -42,6 +42,7 @@ import functools
 import hashlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any, Final
 
 import msgspec
@@ -83,6 +84,9 @@ SOCKET_TIMEOUT_S: Final = 5.0
 DEADLINE_S: Final = 3.0  # a command not run by then (Redis's clock) is refused: see _EXPIRED
 APPLY_TIMEOUT_S: Final = 10.0  # a committed change not seen on the stream by then: 503
 PROBE_INTERVAL_S: Final = 1.0
+CLOCK_SYNC_S: Final = 30.0  # how often Redis's clock is measured against ours
+CLOCK_RTT_S: Final = 0.25  # a TIME answer slower than this is not used to measure it
+CLOCK_WARN_S: Final = 1.0  # a skew worth a line in the log
 DISCONNECT_S: Final = 2.0  # closing never waits on a connection longer than this
 CONFIG_EVENT: Final = "config"
 
@@ -265,9 +269,18 @@ class RedisStore:
     shared = True
 
     def __init__(
-        self, url: str, *, event_buffer: int = 10_000, expire_windows: bool = True
+        self,
+        url: str,
+        *,
+        event_buffer: int = 10_000,
+        expire_windows: bool = True,
+        local_time: Callable[[], float] = time.time,
     ) -> None:
         self._url = url
+        # this machine's clock, and how far Redis's is ahead of it: deadlines and leases are
+        # in Redis's time, which every process reads alike whatever its own clock's skew
+        self._local_time = local_time
+        self._offset_s = 0.0
         # a rate window's key expires with it (in real time); under a virtual clock the window
         # is in virtual time, which no real expiry can follow: its old hits are trimmed instead
         self._expire_windows = expire_windows
@@ -305,6 +318,12 @@ class RedisStore:
             self._redis = aioredis.from_url(self._url, **options)
             self._tail_conn = aioredis.from_url(self._url, **options)
             await self._redis.ping()
+            await self._sync_clock()
+            if abs(self._offset_s) > CLOCK_WARN_S:
+                log.warning(
+                    "this machine's clock is %+.1f s off redis's; deadlines and leases use redis's",
+                    -self._offset_s,
+                )
             for script in (_COMMIT, _SAVE_CONFIG, _RATE_HIT, _PUT_DOC):
                 await self._redis.script_load(script)
             counted = await self._call(
@@ -322,6 +341,7 @@ class RedisStore:
             asyncio.create_task(self._write_loop(), name="redis-writer"),
             asyncio.create_task(self._tail_loop(), name="redis-tail"),
             asyncio.create_task(self._probe_loop(), name="redis-probe"),
+            asyncio.create_task(self._clock_loop(), name="redis-clock"),
         ]
         return loaded
 
@@ -423,6 +443,29 @@ class RedisStore:
 
     def health(self) -> str | None:
         return self._failure or self._tail_failure
+
+    def wall(self) -> float:
+        return self._local_time() + self._offset_s
+
+    def _deadline(self) -> int:
+        """Epoch milliseconds, on Redis's clock, after which a script must refuse to act (well
+        inside the socket timeout, so a change we report as refused is one Redis refuses too)."""
+        return int((self.wall() + DEADLINE_S) * 1000)
+
+    async def _sync_clock(self) -> None:
+        """Measure Redis's clock against ours (TIME, halfway through the round trip)."""
+        before = self._local_time()
+        seconds, micros = await self._client().time()
+        after = self._local_time()
+        if after - before <= CLOCK_RTT_S:  # a slow answer says little about when it was read
+            self._offset_s = seconds + micros / 1e6 - (before + after) / 2
+
+    async def _clock_loop(self) -> None:
+        """Clocks drift and get stepped: measure again now and then."""
+        while True:
+            await asyncio.sleep(CLOCK_SYNC_S)
+            with contextlib.suppress(RedisError, OSError, StoreUnavailable):
+                await self._sync_clock()
 
     async def close(self) -> None:
         # the tail is not cancelled mid-XREAD (redis-py can't always take that back): it is
@@ -585,7 +628,7 @@ class RedisStore:
                 for change in changes:
                     keys.append(f"{P}job:{change.job.id}")
                     args += self._args(change)
-                args.append(_deadline())
+                args.append(self._deadline())
                 pipe.evalsha(sha, len(keys), *keys, *args)
             results: list[Any] = await pipe.execute(raise_on_error=False)
         return results
@@ -593,7 +636,7 @@ class RedisStore:
     def _args(self, change: Change) -> list[Any]:
         """One change's 12 fields of _COMMIT's ARGV."""
         job = change.job
-        lease = "" if change.lease_s is None else repr(time.time() + change.lease_s)
+        lease = "" if change.lease_s is None else repr(self.wall() + change.lease_s)
         return [
             job.id,
             change.expect,
@@ -696,7 +739,7 @@ class RedisStore:
 
     async def _call(self, script: str, keys: list[str], args: list[Any]) -> Any:
         client: Any = self._client()
-        args = [*args, _deadline()]
+        args = [*args, self._deadline()]
         try:
             try:
                 result = await client.evalsha(_sha(script), len(keys), *keys, *args)
@@ -722,9 +765,3 @@ class RedisStore:
 @functools.cache
 def _sha(script: str) -> str:
     return hashlib.sha1(script.encode()).hexdigest()
-
-
-def _deadline() -> int:
-    """Epoch milliseconds after which a script must refuse to act (well inside the socket
-    timeout, so a change we report as refused is one Redis refuses too)."""
-    return int((time.time() + DEADLINE_S) * 1000)

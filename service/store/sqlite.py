@@ -231,6 +231,9 @@ class SQLiteStore:
     async def sync(self) -> None:
         return None  # one process: everything committed is applied before commit() returns
 
+    def wall(self) -> float:
+        return time.time()  # one process: its own clock is the only one
+
     async def renew_leases(self, job_ids: list[str], lease_s: float, now: float) -> None:
         return None  # one process: a restart requeues what it was running
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import secrets
-import time
 
 import msgspec
 
@@ -27,7 +26,9 @@ class Leases:
 
     async def take(self, endpoint_id: str) -> bool:
         """Take the lease if nobody else holds one that runs; False if another process does."""
-        now = time.time()  # real time: a lease is about a process being alive
+        now = (
+            self.store.wall()
+        )  # real time, as all processes read it: a lease is about one being alive
         doc = await self.store.get_doc(KIND_LEASE, endpoint_id)
         lease = None if doc is None else msgspec.json.decode(doc.body, type=Lease)
         if lease is not None and lease.holder != self.holder and lease.until > now:
@@ -48,7 +49,7 @@ class Leases:
         lease = msgspec.json.decode(doc.body, type=Lease)
         if lease.holder != self.holder:
             return False
-        body = _encode(Lease(self.holder, time.time() + self.lease_s))
+        body = _encode(Lease(self.holder, self.store.wall() + self.lease_s))
         try:
             await self.store.put_doc(KIND_LEASE, endpoint_id, body, doc.version)
         except VersionConflict:

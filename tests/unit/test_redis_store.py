@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -60,6 +61,16 @@ async def until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
     async with asyncio.timeout(timeout):
         while not predicate():
             await asyncio.sleep(0.01)
+
+
+_TRUE_OFFSET: weakref.WeakKeyDictionary[RedisStore, float] = weakref.WeakKeyDictionary()
+
+
+def late(store: RedisStore, on: bool) -> None:
+    """Make every command reach Redis after its deadline, as after a long stall (the store is
+    told Redis's clock is a minute behind what it is), or stop doing so."""
+    true = _TRUE_OFFSET.setdefault(store, store._offset_s)
+    store._offset_s = true - 60.0 if on else true
 
 
 def start(job_id: str, expect: int, lease_s: float | None) -> Change:
@@ -180,9 +191,8 @@ async def test_a_command_that_reaches_redis_after_its_deadline_changes_nothing(
 ) -> None:
     store = await stores()
     assert await store.commit(create("a")) == 1
-    real = time.time
-    # our clock says the deadline (now + DEADLINE_S) is already past on Redis's clock
-    monkeypatch.setattr(redis_module.time, "time", lambda: real() - 60.0)
+    # the deadline (now + DEADLINE_S) is already past on Redis's clock when a command gets there
+    late(store, True)
     with pytest.raises(StoreUnavailable) as info:
         await store.put_doc("keys", "k", b"v")
     assert info.value.reason == "redis unavailable: redis answered too late"
@@ -192,17 +202,15 @@ async def test_a_command_that_reaches_redis_after_its_deadline_changes_nothing(
     assert info.value.reason == "redis unavailable: redis answered too late"
     assert await raw.hget("dubsim:doc:keys", "k") is None
     assert await raw.hget("dubsim:job:a", "v") == b"1"
-    monkeypatch.setattr(redis_module.time, "time", real)
+    late(store, False)
     assert await store.put_doc("keys", "k", b"v") == 1
     assert store.health() is None  # a command that succeeds clears it
     assert await store.commit(start("a", 1, None)) == 2
 
 
-def test_the_deadline_is_deadline_s_from_now_in_milliseconds(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(redis_module.time, "time", lambda: 1000.25)
-    assert redis_module._deadline() == 1_003_250
+def test_the_deadline_is_deadline_s_from_now_in_milliseconds(redis_url: str) -> None:
+    store = RedisStore(redis_url, local_time=lambda: 1000.25)  # not open: Redis's clock agrees
+    assert store._deadline() == 1_003_250
     assert redis_module.DEADLINE_S == 3.0
 
 
@@ -327,26 +335,25 @@ async def test_after_a_failed_write_a_probe_notices_that_redis_takes_writes_agai
 ) -> None:
     monkeypatch.setattr(redis_module, "PROBE_INTERVAL_S", 0.05)
     store = await stores()
-    real = time.time
-    monkeypatch.setattr(redis_module.time, "time", lambda: real() - 60.0)
+    late(store, True)
     with caplog.at_level(logging.INFO, logger="service.store.redis"):
         with pytest.raises(StoreUnavailable):
             await store.commit(create("a"))
         assert store.health() == "redis unavailable: redis answered too late"
-        monkeypatch.setattr(redis_module.time, "time", real)
+        late(store, False)
         await until(lambda: store.health() is None)  # nobody wrote: the probe did
         # the probe ended that failure: the next one is news again, and logged
-        monkeypatch.setattr(redis_module.time, "time", lambda: real() - 60.0)
+        late(store, True)
         with pytest.raises(StoreUnavailable):
             await store.commit(create("b"))
-        monkeypatch.setattr(redis_module.time, "time", real)
+        late(store, False)
     assert [r.getMessage() for r in caplog.records][:3] == [
         "redis unavailable: redis answered too late",
         "redis takes writes again",
         "redis unavailable: redis answered too late",
     ]
     probe = await raw.get("dubsim:probe")
-    assert abs(float(probe) - real()) < 60.0  # the probe wrote the time, on our clock
+    assert abs(float(probe) - time.time()) < 60.0  # the probe wrote the time, on our clock
 
 
 async def test_hits_at_one_instant_are_distinct_across_calls_and_processes(
@@ -395,14 +402,13 @@ async def test_each_new_failure_after_a_success_is_logged_again(
     stores: Callable[..., Any], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     store = await stores()
-    real = time.time
     with caplog.at_level(logging.ERROR, logger="service.store.redis"):
         for _ in range(2):
-            monkeypatch.setattr(redis_module.time, "time", lambda: real() - 60.0)
+            late(store, True)
             for _ in range(2):  # a streak of failures: logged once
                 with pytest.raises(StoreUnavailable):
                     await store.put_doc("keys", "k", b"v")
-            monkeypatch.setattr(redis_module.time, "time", real)
+            late(store, False)
             await store.put_doc("keys", "k", b"v")
             assert store.health() is None
     assert [r.getMessage() for r in caplog.records] == [
