@@ -116,6 +116,11 @@ class Config(msgspec.Struct, frozen=True):
     auto_process: bool
     fault_rate: float
     fault_stall_s: float
+    # later settings, with the server's defaults for a server that predates them
+    premium_rate_limit: int = 1_000
+    max_in_flight: int = 1_000
+    attempt_timeout_s: float = 3600.0
+    job_ttl_s: float = 7 * 86_400.0
 
 
 class JobPage(msgspec.Struct, frozen=True):

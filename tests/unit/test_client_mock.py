@@ -482,3 +482,19 @@ async def test_back_to_back_waits_reuse_the_cached_snapshot(server: FakeServer) 
         second = await c.wait("j1", timeout=5)  # the unsubscribe of the first isn't sent yet
     assert first == second
     assert server.gets == 0  # no grace period ran out, nothing was polled
+
+
+async def test_config_carries_every_runtime_setting_the_server_has() -> None:
+    """`config()` / `update_config()` (and `dubsim config`) show every field of the server's
+    Config: a runtime setting the client dropped could be changed but never seen."""
+    from service.settings import Config as ServerConfig
+
+    body = msgspec.json.encode(ServerConfig(max_in_flight=7, job_ttl_s=60.0))
+
+    def handler(request: Request) -> Response:
+        return Response(200, {"content-type": "application/json"}, body)
+
+    async with AsyncClient("http://test", transport=MockTransport(handler)) as c:
+        config = await c.config()
+    assert msgspec.structs.asdict(config) == msgspec.json.decode(body)
+    assert config.max_in_flight == 7 and config.job_ttl_s == 60.0
