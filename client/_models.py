@@ -42,7 +42,8 @@ class Role(enum.StrEnum):
 
 
 class ErrorInfo(msgspec.Struct, frozen=True):
-    """Why the last attempt failed: `code` is timeout, internal_error or unexpected_failure."""
+    """Why the last attempt failed: `code` is timeout, internal_error or unexpected_failure
+    (a media job's tool failing for real: media_error)."""
 
     code: str
     message: str
@@ -54,6 +55,7 @@ class Scenario(msgspec.Struct, frozen=True, omit_defaults=True):
     duration_s: float | None = None
     outcome: str = "completed"
     fail_attempts: int = 0
+    fail_stage: str | None = None  # a media job's stage where the scripted failure happens
     webhook: dict[str, Any] | None = None  # faults in this job's webhook deliveries
 
 
@@ -81,6 +83,10 @@ class Job(msgspec.Struct, frozen=True):
     not_before: datetime | None = None  # a failed attempt's retry is due then
     callback_url: str | None = None  # its terminal events are POSTed here (docs/webhooks.md)
     callback_id: str | None = None  # the submitter's own reference, echoed
+    # a media job (docs/media.md): its input video, and while an attempt runs its stage
+    video: dict[str, Any] | None = None
+    stage: str | None = None
+    stage_progress: int | None = None
 
     @property
     def terminal(self) -> bool:
