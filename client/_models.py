@@ -42,7 +42,8 @@ class Role(enum.StrEnum):
 
 
 class ErrorInfo(msgspec.Struct, frozen=True):
-    """Why the last attempt failed: `code` is timeout, internal_error or unexpected_failure."""
+    """Why the last attempt failed: `code` is timeout, internal_error or unexpected_failure
+    (a media job's tool failing for real: media_error)."""
 
     code: str
     message: str
@@ -54,6 +55,7 @@ class Scenario(msgspec.Struct, frozen=True, omit_defaults=True):
     duration_s: float | None = None
     outcome: str = "completed"
     fail_attempts: int = 0
+    fail_stage: str | None = None  # a media job's stage where the scripted failure happens
     webhook: dict[str, Any] | None = None  # faults in this job's webhook deliveries
 
 
@@ -81,6 +83,10 @@ class Job(msgspec.Struct, frozen=True):
     not_before: datetime | None = None  # a failed attempt's retry is due then
     callback_url: str | None = None  # its terminal events are POSTed here (docs/webhooks.md)
     callback_id: str | None = None  # the submitter's own reference, echoed
+    # a media job (docs/media.md): its input video, and while an attempt runs its stage
+    video: dict[str, Any] | None = None
+    stage: str | None = None
+    stage_progress: int | None = None
 
     @property
     def terminal(self) -> bool:
@@ -116,6 +122,11 @@ class Config(msgspec.Struct, frozen=True):
     auto_process: bool
     fault_rate: float
     fault_stall_s: float
+    # later settings, with the server's defaults for a server that predates them
+    premium_rate_limit: int = 1_000
+    max_in_flight: int = 1_000
+    attempt_timeout_s: float = 3600.0
+    job_ttl_s: float = 7 * 86_400.0
 
 
 class JobPage(msgspec.Struct, frozen=True):

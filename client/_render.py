@@ -32,12 +32,20 @@ def print_json(value: Any) -> None:
     sys.stdout.flush()
 
 
+# fields the server writes only on media jobs (docs/protocol.md): absent elsewhere, as there
+_ABSENT_WHEN_NONE = frozenset({"video", "stage", "stage_progress", "fail_stage"})
+
+
 def to_wire(value: Any, key: str = "") -> Any:
     """`value` as the server's JSON has it: every field, times as the server writes them
     (`...T06:00:00.123Z` on jobs, microseconds on an event's `at`). Events leave out what the
     server's frames leave out (no `at` on a snapshot, `reason` only on a reset)."""
     if isinstance(value, msgspec.Struct):
-        fields = {f: to_wire(getattr(value, f), f) for f in value.__struct_fields__}
+        fields = {
+            f: to_wire(getattr(value, f), f)
+            for f in value.__struct_fields__
+            if not (f in _ABSENT_WHEN_NONE and getattr(value, f) is None)
+        }
         if isinstance(value, Event):
             fields = {k: v for k, v in fields.items() if v is not None or k == "seq"}
         return fields

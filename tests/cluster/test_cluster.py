@@ -5,6 +5,7 @@ killed with SIGKILL mid-run whose attempts and clients move to the other one."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -139,3 +140,22 @@ async def test_a_backend_killed_mid_run_loses_nothing(cluster: Cluster) -> None:
         for o in outcomes
     ]
     assert got == expected
+
+
+async def test_a_video_upload_passes_the_proxy(cluster: Cluster) -> None:
+    """POST /v1/assets takes up to MAX_UPLOAD_MB (500): the proxy must not refuse a video of a
+    few MB with its own 413 before dubsim sees it; other bodies stay dubsim's 64 KiB."""
+    body = bytes(range(256)) * (3 * 4096)  # 3 MiB, not a video: dubsim's own 422 says so
+    async with aiohttp.ClientSession() as session:
+        async with session.post(
+            f"{cluster.url}/v1/assets", data=io.BytesIO(body), headers={"X-User-Id": "alice"}
+        ) as resp:
+            assert resp.status == 422, await resp.text()
+            assert (await resp.json())["error"]["code"] == "invalid_video"
+        async with session.post(
+            f"{cluster.url}/v1/jobs",
+            data=b'{"callback_id": "' + b"x" * 70_000 + b'"}',
+            headers={"Content-Type": "application/json"},
+        ) as resp:
+            assert resp.status == 413
+            assert (await resp.json())["error"]["code"] == "payload_too_large"

@@ -482,3 +482,71 @@ async def test_back_to_back_waits_reuse_the_cached_snapshot(server: FakeServer) 
         second = await c.wait("j1", timeout=5)  # the unsubscribe of the first isn't sent yet
     assert first == second
     assert server.gets == 0  # no grace period ran out, nothing was polled
+
+
+async def test_config_carries_every_runtime_setting_the_server_has() -> None:
+    """`config()` / `update_config()` (and `dubsim config`) show every field of the server's
+    Config: a runtime setting the client dropped could be changed but never seen."""
+    from service.settings import Config as ServerConfig
+
+    body = msgspec.json.encode(ServerConfig(max_in_flight=7, job_ttl_s=60.0))
+
+    def handler(request: Request) -> Response:
+        return Response(200, {"content-type": "application/json"}, body)
+
+    async with AsyncClient("http://test", transport=MockTransport(handler)) as c:
+        config = await c.config()
+    assert msgspec.structs.asdict(config) == msgspec.json.decode(body)
+    assert config.max_in_flight == 7 and config.job_ttl_s == 60.0
+
+
+async def test_a_media_jobs_fields_reach_the_client() -> None:
+    """docs/protocol.md: a media job carries `video`, `stage`, `stage_progress`, and its
+    scenario `fail_stage`; the client's Job keeps them (a plain job's stay None)."""
+    media = {
+        "id": "m1", "user_id": "alice", "role": "free", "status": "processing", "progress": 40,
+        "attempt": 1, "max_attempts": 3, "priority": 0, "target_language": "fr",
+        "created_at": "2026-12-02T03:10:11.623Z",
+        "scenario": {"duration_s": None, "outcome": "failed", "fail_attempts": 0,
+                     "fail_stage": "mix", "webhook": None},
+        "video": {"type": "asset_id", "asset_id": "a1"}, "stage": "mix", "stage_progress": 25,
+    }  # fmt: skip
+    plain = {k: v for k, v in media.items() if k not in ("video", "stage", "stage_progress")}
+    plain["id"], plain["scenario"] = "p1", None
+
+    def handler(request: Request) -> Response:
+        job = media if request.url.endswith("/m1") else plain
+        return Response(200, {"content-type": "application/json"}, msgspec.json.encode(job))
+
+    async with AsyncClient("http://test", transport=MockTransport(handler)) as c:
+        got = await c.get("m1")
+        other = await c.get("p1")
+    assert got.video == {"type": "asset_id", "asset_id": "a1"}
+    assert (got.stage, got.stage_progress) == ("mix", 25)
+    assert got.scenario is not None and got.scenario.fail_stage == "mix"
+    assert (other.video, other.stage, other.stage_progress) == (None, None, None)
+    # a Scenario sent by the client names fail_stage only when it is set
+    assert b"fail_stage" not in msgspec.json.encode(client.Scenario(duration_s=1))
+
+
+def test_to_wire_leaves_out_the_media_fields_a_plain_job_has_not() -> None:
+    """`--json` and `dubsim listen` write a job as the server does: a plain job without
+    `video`/`stage`/`stage_progress` (and no `fail_stage` in its scenario), a media job with."""
+    from client._render import to_wire
+
+    plain = msgspec.json.decode(
+        b'{"id": "p1", "user_id": "u", "role": "free", "status": "pending", "progress": 0,'
+        b' "attempt": 0, "max_attempts": 3, "priority": 0, "target_language": "es",'
+        b' "created_at": "2026-12-02T03:10:11.623Z",'
+        b' "scenario": {"duration_s": null, "outcome": "stuck", "fail_attempts": 0,'
+        b' "webhook": null}}',
+        type=Job,
+    )
+    wire = to_wire(plain)
+    assert not {"video", "stage", "stage_progress"} & wire.keys()
+    assert wire["scenario"] == {
+        "duration_s": None, "outcome": "stuck", "fail_attempts": 0, "webhook": None
+    }  # fmt: skip
+    media = msgspec.structs.replace(plain, video={"type": "asset_id", "asset_id": "a"}, stage="mix")
+    assert to_wire(media)["video"] == {"type": "asset_id", "asset_id": "a"}
+    assert to_wire(media)["stage"] == "mix"
