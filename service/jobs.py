@@ -181,6 +181,17 @@ class JobService:
         if on_store is not None:
             await on_store(self.store)
         if loaded.config is not None:
+            overridden = sorted(
+                name
+                for name in msgspec.structs.asdict(loaded.config)
+                if getattr(loaded.config, name) != getattr(self.config, name)
+            )
+            if overridden:  # a PATCH /v1/config outlives restarts: say so, or env vars seem dead
+                log.warning(
+                    "the stored runtime config (from PATCH /v1/config) overrides the settings "
+                    "for: %s",
+                    ", ".join(f"{n}={getattr(loaded.config, n)!r}" for n in overridden),
+                )
             self.config = loaded.config
         for stored in sorted(loaded.jobs, key=lambda s: s.ordinal):
             self._add(stored)

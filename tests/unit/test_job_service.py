@@ -3,6 +3,7 @@ attempt, progress, eta, retry due time, error, result URL), what it publishes, t
 (lookup, listing pages, counts) and cleanup. A fixed clock makes every time exact."""
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -333,6 +334,34 @@ async def test_a_restart_requeues_what_was_running(tmp_path: Path) -> None:
         ]  # fmt: skip
     finally:
         await again.store.close()
+
+
+async def test_a_stored_config_that_overrides_the_settings_says_so_at_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = str(tmp_path / "s.db")
+    first = await make(path)
+    await first.update_config(ConfigPatch(max_attempts=4, translation_delay=7.0))
+    await first.store.close()
+    with caplog.at_level(logging.WARNING, logger="service.jobs"):
+        again = await make(path)  # started with Config(rate_limit=100): the defaults otherwise
+    await again.store.close()
+    assert again.config.max_attempts == 4 and again.config.translation_delay == 7.0
+    assert [r.getMessage() for r in caplog.records] == [
+        "the stored runtime config (from PATCH /v1/config) overrides the settings for: "
+        "max_attempts=4, translation_delay=7.0"
+    ]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="service.jobs"):
+        same = JobService(
+            SQLiteStore(path),
+            Hub(buffer_size=100, queue_limit=1000),
+            Config(rate_limit=100, max_attempts=4, translation_delay=7.0),
+            clock=FixedClock(),
+        )
+        await same.open()  # the settings say what is stored: nothing to say
+    await same.store.close()
+    assert caplog.records == []
 
 
 async def test_a_reopened_service_keeps_versions_history_and_config(tmp_path: Path) -> None:
