@@ -62,7 +62,7 @@ fmt: $(STAMP)
 	$(VENV)/bin/ruff format service client tests bench
 
 test: $(STAMP) system-deps lint
-	$(PY) -m pytest -n 2 --durations=25  # two workers: the suite waits on servers more than it computes
+	$(PY) -m pytest -n 2 --dist worksteal --durations=25  # two workers (the suite waits on servers more than it computes); idle ones take queued tests from the busy one
 
 # redis-server (AOF), two dubsim processes sharing it, nginx in front on one port (4780).
 cluster: $(RUN_STAMP)
