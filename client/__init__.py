@@ -30,7 +30,7 @@ from ._errors import (
 )
 from ._events import EventStream
 from ._mock import MockServerSocket, MockTransport
-from ._models import ApiKey, Config, ErrorInfo, Event, Job, Role, Scenario, Status
+from ._models import ApiKey, Asset, Config, ErrorInfo, Event, Job, Role, Scenario, Status
 from ._polling import Backoff, PollPolicy
 from ._stats import ClientStats
 from ._sync import Client, SyncEventStream
@@ -49,6 +49,7 @@ __all__ = [
     "APIError",
     "AiohttpTransport",
     "ApiKey",
+    "Asset",
     "AsyncClient",
     "AsyncTransport",
     "Backoff",

@@ -4,6 +4,7 @@
 dubsim [--url URL] [--token T] [--user U] [--json] COMMAND ...
 
   submit [--role R] [--language L] [--scenario JSON] [--idempotency-key K] [--wait [--timeout S]]
+         [--video FILE|URL] [--callback-url URL] [--callback-id ID]   a media job; a callback
   wait ID... [--timeout S]           a live progress bar per job until each one ends
   watch [--job ID]... [--mine|--all] [--since SEQ]   a live table from the event stream
   jobs [--status S] [--role R] [--owner U] [--limit N]
@@ -82,6 +83,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--language", dest="target_language", help="target language, e.g. es")
     p.add_argument("--scenario", help='JSON, e.g. \'{"outcome": "failed", "duration_s": 1}\'')
     p.add_argument("--idempotency-key")
+    p.add_argument(
+        "--video",
+        metavar="FILE|URL",
+        help="a media job: a local video file (uploaded first) or an http(s) URL to fetch",
+    )
+    p.add_argument("--callback-url", help="POST the job's terminal events here (signed)")
+    p.add_argument("--callback-id", help="your own reference, echoed in the job and its events")
     p.add_argument("--wait", action="store_true", help="wait for the outcome (exit code says)")
     p.add_argument("--timeout", type=float, help="seconds to wait at most")
 
@@ -177,11 +185,26 @@ async def _submit(
             scenario = msgspec.json.decode(args.scenario)
         except msgspec.DecodeError as exc:
             raise _Usage(f"--scenario is not JSON: {exc}") from exc
+    video_url = asset_id = None
+    if args.video and args.video.startswith(("http://", "https://")):
+        video_url = args.video
+    elif args.video:
+        try:
+            asset = await client.upload(args.video)
+        except FileNotFoundError as exc:
+            raise _Usage(f"--video: {exc}") from exc
+        if not as_json:
+            err.print(f"uploaded {args.video} as asset {asset.id} ({asset.duration_s:g} s)")
+        asset_id = asset.id
     job = await client.submit(
         role=args.role,
         target_language=args.target_language,
         scenario=scenario,
         idempotency_key=args.idempotency_key,
+        video_url=video_url,
+        asset_id=asset_id,
+        callback_url=args.callback_url,
+        callback_id=args.callback_id,
     )
     if not args.wait:
         render.print_jobs([job], as_json, out, single=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
@@ -101,8 +102,14 @@ class Api:
         target_language: str | None = None,
         scenario: Scenario | Mapping[str, Any] | None = None,
         idempotency_key: str | None = None,
+        video_url: str | None = None,
+        asset_id: str | None = None,
+        callback_url: str | None = None,
+        callback_id: str | None = None,
     ) -> Request:
         """POST /v1/jobs. Absent fields take the server's defaults."""
+        if video_url is not None and asset_id is not None:
+            raise ValueError("a job has one video: give video_url or asset_id, not both")
         body: dict[str, Any] = {}
         if role is not None:
             body["role"] = str(role)
@@ -110,10 +117,25 @@ class Api:
             body["target_language"] = target_language
         if scenario is not None:
             body["scenario"] = scenario
+        if video_url is not None:
+            body["video"] = {"type": "url", "url": video_url}
+        if asset_id is not None:
+            body["video"] = {"type": "asset_id", "asset_id": asset_id}
+        if callback_url is not None:
+            body["callback_url"] = callback_url
+        if callback_id is not None:
+            body["callback_id"] = callback_id
         headers = self.headers(user_id=user_id, json_body=True)
         if idempotency_key is not None:
             headers["idempotency-key"] = idempotency_key
         return Request("POST", self.url("/v1/jobs"), headers, _encoder.encode(body), self.timeout)
+
+    def upload(self, path: Path, *, user_id: str | None = None) -> Request:
+        """POST /v1/assets with the file as the raw body (streamed from disk by the transport);
+        no total timeout: a large video takes as long as the network needs."""
+        headers = self.headers(user_id=user_id)
+        headers["content-type"] = "application/octet-stream"
+        return Request("POST", self.url("/v1/assets"), headers, path, None)
 
     def get_job(
         self,

@@ -8,10 +8,12 @@ import contextlib
 import dataclasses
 import enum
 import logging
+import os
 import random
 import weakref
 from collections.abc import AsyncGenerator, Iterable, Mapping
 from datetime import datetime
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -21,6 +23,7 @@ from ._events import EventStream
 from ._flows import drive_async, poll_flow, request_flow
 from ._models import (
     ApiKey,
+    Asset,
     CleanupResult,
     Config,
     Job,
@@ -201,11 +204,18 @@ class AsyncClient:
         target_language: str | None = None,
         scenario: Scenario | Mapping[str, Any] | None = None,
         idempotency_key: str | None = None,
+        video_url: str | None = None,
+        asset_id: str | None = None,
+        callback_url: str | None = None,
+        callback_id: str | None = None,
     ) -> Job:
         """Submit a job; returns it (status pending). RateLimited for a free user over the limit.
 
         With an `idempotency_key` a lost answer is retried safely (the server returns the same
-        job); without one a submit is sent once.
+        job); without one a submit is sent once. A media job names its video: `video_url` (the
+        server fetches it now; InvalidRequest `video_unreachable` if it can't) or `asset_id` (an
+        `upload()`ed file of the same user). `callback_url` gets the job's terminal events
+        (docs/webhooks.md), `callback_id` is echoed back.
         """
         request = self._api.submit(
             role=role,
@@ -213,9 +223,25 @@ class AsyncClient:
             target_language=target_language,
             scenario=scenario,
             idempotency_key=idempotency_key,
+            video_url=video_url,
+            asset_id=asset_id,
+            callback_url=callback_url,
+            callback_id=callback_id,
         )
         job: Job = await self._call(request, Job, idempotent=idempotency_key is not None)
         return job
+
+    async def upload(self, path: str | os.PathLike[str], *, user_id: str | None = None) -> Asset:
+        """Upload a video file (streamed from disk) as an asset for media jobs: submit with
+        `asset_id=asset.id`. InvalidRequest if it is no video with sound, or over the server's
+        limits (size, duration, frame size); sent once (each upload makes a new asset)."""
+        file = Path(path)
+        if not await asyncio.to_thread(file.is_file):
+            raise FileNotFoundError(f"no such file: {file}")
+        asset: Asset = await self._call(
+            self._api.upload(file, user_id=user_id), Asset, idempotent=False
+        )
+        return asset
 
     async def get(self, job_id: str) -> Job:
         """The job's current snapshot. JobNotFound if there is no such job."""

@@ -94,6 +94,22 @@ class Job(msgspec.Struct, frozen=True):
         return self.status.terminal
 
 
+class Asset(msgspec.Struct, frozen=True):
+    """An uploaded input video, as ffprobe found it (POST /v1/assets); `id` is what a media job
+    names as `asset_id`."""
+
+    id: str
+    url: str
+    duration_s: float
+    width: int
+    height: int
+    video_codec: str
+    audio_codec: str
+    size: int
+    user_id: str = ""
+    created_at: str = ""
+
+
 class Event(msgspec.Struct, frozen=True):
     """One message of the live stream.
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import os
 import queue
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
@@ -18,7 +19,7 @@ from typing import Any, Generic, TypeVar
 
 from ._async import DEFAULT_URL, AsyncClient
 from ._events import EventStream
-from ._models import ApiKey, Config, Event, Job, Role, Scenario
+from ._models import ApiKey, Asset, Config, Event, Job, Role, Scenario
 from ._polling import PollPolicy, Random
 from ._stats import ClientStats
 from ._transport import AsyncTransport
@@ -249,6 +250,10 @@ class Client:
         target_language: str | None = None,
         scenario: Scenario | Mapping[str, Any] | None = None,
         idempotency_key: str | None = None,
+        video_url: str | None = None,
+        asset_id: str | None = None,
+        callback_url: str | None = None,
+        callback_id: str | None = None,
     ) -> Job:
         """See AsyncClient.submit."""
         return self._run(
@@ -258,8 +263,16 @@ class Client:
                 target_language=target_language,
                 scenario=scenario,
                 idempotency_key=idempotency_key,
+                video_url=video_url,
+                asset_id=asset_id,
+                callback_url=callback_url,
+                callback_id=callback_id,
             )
         )
+
+    def upload(self, path: str | os.PathLike[str], *, user_id: str | None = None) -> Asset:
+        """See AsyncClient.upload."""
+        return self._run(self._async.upload(path, user_id=user_id))
 
     def get(self, job_id: str) -> Job:
         """See AsyncClient.get."""

@@ -7,12 +7,14 @@ and `MockTransport` (in `_mock.py`) answers from a function, for tests.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from pathlib import Path
+from typing import BinaryIO, Protocol
 
 import aiohttp
 
@@ -25,12 +27,13 @@ logger = logging.getLogger("dubsim")
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    """One HTTP request: an absolute URL, headers, an optional body and a total timeout."""
+    """One HTTP request: an absolute URL, headers, an optional body (bytes, or a file sent from
+    disk as it is read) and a total timeout."""
 
     method: str
     url: str
     headers: Mapping[str, str] = field(default_factory=dict)
-    content: bytes | None = None
+    content: bytes | Path | None = None
     timeout: float | None = None
 
 
@@ -149,16 +152,22 @@ class AiohttpTransport:
         session = self._get_session()
         timeout = aiohttp.ClientTimeout(total=request.timeout)
         try:
-            async with session.request(
-                request.method,
-                request.url,
-                headers=dict(request.headers),
-                data=request.content,
-                timeout=timeout,
-                allow_redirects=False,
-            ) as resp:
-                content = await resp.read()
-                return Response(resp.status, dict(resp.headers), content)
+            with contextlib.ExitStack() as files:
+                data: bytes | BinaryIO | None
+                if isinstance(request.content, Path):  # streamed from disk, never held whole
+                    data = files.enter_context(request.content.open("rb"))
+                else:
+                    data = request.content
+                async with session.request(
+                    request.method,
+                    request.url,
+                    headers=dict(request.headers),
+                    data=data,
+                    timeout=timeout,
+                    allow_redirects=False,
+                ) as resp:
+                    content = await resp.read()
+                    return Response(resp.status, dict(resp.headers), content)
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise TransportError(f"{request.method} {request.url}: {_describe(exc)}") from exc
 
