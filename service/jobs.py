@@ -638,9 +638,15 @@ class JobService:
     # ---- transitions driven by the scheduler -----------------------------------
 
     async def begin_attempt(
-        self, record: Record, duration_s: float | None, lease_s: float | None = None
+        self,
+        record: Record,
+        duration_s: float | None,
+        lease_s: float | None = None,
+        slots: int | None = None,
     ) -> bool:
-        """pending -> processing. False if the job moved on meanwhile (e.g. cancelled)."""
+        """pending -> processing. False if the job moved on meanwhile (e.g. cancelled).
+        `slots`: the user's plan runs at most this many at once; a shared store refuses the
+        start (CapReached) when other processes' starts took them all."""
 
         def decide(current: Record) -> Change | None:
             if current.job.status is not Status.PENDING:
@@ -661,6 +667,7 @@ class JobService:
                 stage_progress=msgspec.UNSET,
             )
             change.lease_s = lease_s
+            change.slots = slots
             return change
 
         return await self._by_id(record.job.id, decide)

@@ -24,7 +24,7 @@ import msgspec
 
 from .jobs import JobService, Record
 from .models import ERROR_CODES, EventType, Outcome, Role, Status, parse_iso
-from .store import StoreUnavailable
+from .store import CapReached, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -146,8 +146,13 @@ class Scheduler:
                 *(self._claim(record) for record in batch), return_exceptions=True
             )
             refused: StoreUnavailable | None = None
+            full = False
             for record, claimed in zip(batch, claims, strict=True):
-                if isinstance(claimed, StoreUnavailable):
+                if isinstance(claimed, CapReached):  # the plan is full on other processes
+                    full = True
+                    self._release(record)
+                    self._enqueue(record)
+                elif isinstance(claimed, StoreUnavailable):
                     refused = claimed
                     self._release(record)
                     self._enqueue(record)  # still pending, still queued
@@ -159,6 +164,8 @@ class Scheduler:
             if refused is not None:
                 if not started:
                     raise refused  # nothing started: the caller gets 503, nothing changed
+                break
+            if full:  # not again in this call: the queue parks it once it sees the plan full
                 break
         return started
 
@@ -271,9 +278,11 @@ class Scheduler:
         """One job, start to end, in one task: claim it, then run the attempt."""
         try:
             claimed = await self._claim(record)
-        except StoreUnavailable:
+        except (StoreUnavailable, CapReached):
             self._release(record)
-            self._enqueue(record)  # still pending: try again once the store is back
+            # still pending: try again once the store is back, or (its plan full on other
+            # processes) once the queue sees a slot free; at most once per STORE_RETRY_S
+            self._enqueue(record)
             await asyncio.sleep(STORE_RETRY_S)
             return
         if claimed is None:
@@ -344,12 +353,20 @@ class Scheduler:
 
     async def _claim(self, record: Record) -> tuple[int, Plan] | None:
         """pending -> processing, for this process: (attempt, plan), or None if we lost it.
-        Raises StoreUnavailable (the job stays pending)."""
+        Raises StoreUnavailable, or CapReached (the plan's slots are taken on other processes),
+        the job staying pending either way."""
         plan = self._plan(record)
-        lease = self.lease_s if self.service.store.shared else None
+        store = self.service.store
+        lease = self.lease_s if store.shared else None
         # the ETA is the planned duration even for an attempt that will fail or hang:
         # like a real backend, the simulator can't know that in advance
-        started = await self.service.begin_attempt(record, plan.duration_s, lease)
+        try:
+            started = await self.service.begin_attempt(
+                record, plan.duration_s, lease, self.admission(record)
+            )
+        except CapReached:  # another process's start took the plan's last slot first
+            await store.sync()  # that start is known here now: the queue parks the job
+            raise
         if not started:
             return None
         return record.job.attempt, plan

@@ -50,6 +50,10 @@ class Change(msgspec.Struct):
     # a create only: refused (CapReached) if the user already has this many unfinished jobs,
     # counted in the store, atomically with the create (shared backends; see Store.commit)
     cap: int | None = None
+    # a start only: refused (CapReached) if the user already has this many plan-limited jobs
+    # processing, counted in the store atomically with the start (shared backends); the job
+    # then holds one of those slots until it leaves processing
+    slots: int | None = None
 
 
 class Committed(msgspec.Struct):
@@ -105,8 +109,9 @@ class DuplicateSubmission(StoreError):
 
 
 class CapReached(StoreError):
-    """A create was refused: its user already has `cap` (or more) unfinished jobs. Nothing
-    of the change (or of its group) was written."""
+    """A create was refused: its user already has `cap` (or more) unfinished jobs; or a start
+    was: its user already has `cap` plan-limited jobs processing (`Change.slots`). Nothing of
+    the change (or of its group) was written."""
 
     def __init__(self, cap: int) -> None:
         super().__init__(f"at most {cap} unfinished jobs")

@@ -5,9 +5,12 @@ Layout (all keys under `dubsim:`):
     seq, ordinal      counters (INCR)
     job:<id>          hash: data (the job's JSON), v (version = seq of its last event), ord,
                       ik / rh (Idempotency-Key and request hash, if any), f ('1' while the
-                      job is unfinished and counted in `inflight`, else '0')
+                      job is unfinished and counted in `inflight`, else '0'), r ('1' while
+                      a plan-limited job is processing and counted in `running`)
     inflight          hash: user id -> that user's unfinished jobs (what MAX_IN_FLIGHT and the
                       HeyGen queue bound count), moved by the commit script itself
+    running           hash: user id -> that user's plan-limited jobs processing (what a plan's
+                      concurrency bounds: a start over it is refused), moved likewise
     counted           set once `inflight` has been built from the jobs already there
     jobs              sorted set: ordinal -> job id (loading in submission order)
     keys              hash: "<user>\\n<Idempotency-Key>" -> job id
@@ -75,7 +78,7 @@ P: Final = "dubsim:"
 SEQ, ORDINAL, JOBS, KEYS, LOG, LEASES, CONFIG = (
     f"{P}{name}" for name in ("seq", "ordinal", "jobs", "keys", "log", "leases", "config")
 )
-INFLIGHT, COUNTED = f"{P}inflight", f"{P}counted"
+INFLIGHT, COUNTED, RUNNING = f"{P}inflight", f"{P}counted", f"{P}running"
 RATE_WINDOW_S: Final = 3600.0
 TAIL_BLOCK_MS: Final = 500  # also how long closing waits for the tail to notice
 RETRY_AFTER_S: Final = 1.0
@@ -101,20 +104,21 @@ end
 
 # One script commits a group of changes (one, or the creates of one multi-job request) all or
 # nothing: every change is checked first (version, Idempotency-Key, the user's cap on unfinished
-# jobs), then all are written. KEYS: 1 seq, 2 jobs, 3 keys, 4 log, 5 leases, 6 ordinal,
-# 7 inflight, 7+i the i-th job's hash. ARGV: 1 n, 2 the stream's length, 12 per change (`_args`),
-# the deadline. A job's hash keeps `f` ('1': counted in inflight, i.e. not terminal), so the
-# count moves in the same script as the job and can't drift from the jobs.
+# jobs, a start's plan slots), then all are written. KEYS: 1 seq, 2 jobs, 3 keys, 4 log, 5 leases,
+# 6 ordinal, 7 inflight, 8 running, 8+i the i-th job's hash. ARGV: 1 n, 2 the stream's length,
+# 13 per change (`_args`), the deadline. A job's hash keeps `f` ('1': counted in inflight, i.e.
+# not terminal) and `r` ('1': holds one of its user's plan slots in running, i.e. a plan-limited
+# job processing), so the counts move in the same script as the job and can't drift from it.
 _COMMIT = (
     _EXPIRED
     + """
-local n, buffer, width = tonumber(ARGV[1]), ARGV[2], 12
+local n, buffer, width = tonumber(ARGV[1]), ARGV[2], 13
 local counts, seen = {}, {}
 for i = 1, n do
   local a = 2 + (i - 1) * width
-  local id, expect, _, _, _, ik, _, user, _, _, live, cap = unpack(ARGV, a + 1, a + width)
+  local id, expect, _, _, _, ik, _, user, _, _, live, cap, slots = unpack(ARGV, a + 1, a + width)
   expect = tonumber(expect)
-  local current = redis.call('HGET', KEYS[7 + i], 'v')
+  local current = redis.call('HGET', KEYS[8 + i], 'v')
   if seen[id] then return {'conflict'} end
   seen[id] = true
   if expect == 0 then
@@ -130,17 +134,21 @@ for i = 1, n do
     if live == '1' then counts[user] = count + 1 end
   elseif (not current) or tonumber(current) ~= expect then
     return {'conflict'}
+  elseif slots ~= '' and redis.call('HGET', KEYS[8 + i], 'r') ~= '1' then
+    local running = tonumber(redis.call('HGET', KEYS[8], user) or '0')
+    if running >= tonumber(slots) then return {'cap', slots, running} end
   end
 end
-local function uncount(user)
-  if redis.call('HINCRBY', KEYS[7], user, -1) <= 0 then redis.call('HDEL', KEYS[7], user) end
+local function uncount(hash, user)
+  if redis.call('HINCRBY', hash, user, -1) <= 0 then redis.call('HDEL', hash, user) end
 end
 local out = {'ok'}
 for i = 1, n do
   local a = 2 + (i - 1) * width
-  local id, expect, data, kind, at, ik, rh, user, lease, status, live = unpack(ARGV, a + 1, a + 11)
+  local id, expect, data, kind, at, ik, rh, user, lease, status, live, _, slots =
+    unpack(ARGV, a + 1, a + width)
   expect = tonumber(expect)
-  local job = KEYS[7 + i]
+  local job = KEYS[8 + i]
   local seq = redis.call('INCR', KEYS[1])
   local ord
   if expect == 0 then
@@ -150,23 +158,30 @@ for i = 1, n do
     if ik ~= '' then redis.call('HSET', KEYS[3], user .. '\\n' .. ik, id) end
     if live == '1' then redis.call('HINCRBY', KEYS[7], user, 1) end
   else
-    local was = redis.call('HMGET', job, 'ord', 'f')
+    local was = redis.call('HMGET', job, 'ord', 'f', 'r')
     -- no `f`: a job written before the count existed and never counted (_COUNT_UNFINISHED
     -- marks every job it finds; this keeps a job some older process wrote since right too)
-    local counted = was[2] == '1'
+    local counted, slotted = was[2] == '1', was[3] == '1'
     ord = was[1]
+    if slotted and (status ~= 'processing' or kind == 'job.deleted') then
+      uncount(KEYS[8], user)
+      redis.call('HSET', job, 'r', '0')
+    elseif not slotted and status == 'processing' and slots ~= '' then
+      redis.call('HINCRBY', KEYS[8], user, 1)
+      redis.call('HSET', job, 'r', '1')
+    end
     if kind == 'job.deleted' then
       local old = redis.call('HGET', job, 'ik')
       if old and old ~= '' then redis.call('HDEL', KEYS[3], user .. '\\n' .. old) end
       redis.call('DEL', job)
       redis.call('ZREM', KEYS[2], id)
-      if counted then uncount(user) end
+      if counted then uncount(KEYS[7], user) end
     else
       redis.call('HSET', job, 'data', data, 'v', seq, 'f', live)
       if live == '1' and not counted then
         redis.call('HINCRBY', KEYS[7], user, 1)
       elseif live ~= '1' and counted then
-        uncount(user)
+        uncount(KEYS[7], user)
       end
     end
   end
@@ -623,7 +638,7 @@ class RedisStore:
         pipe: Any
         async with self._client().pipeline(transaction=False) as pipe:
             for changes, _ in batch:
-                keys = [SEQ, JOBS, KEYS, LOG, LEASES, ORDINAL, INFLIGHT]
+                keys = [SEQ, JOBS, KEYS, LOG, LEASES, ORDINAL, INFLIGHT, RUNNING]
                 args: list[Any] = [len(changes), self._event_buffer]
                 for change in changes:
                     keys.append(f"{P}job:{change.job.id}")
@@ -634,7 +649,7 @@ class RedisStore:
         return results
 
     def _args(self, change: Change) -> list[Any]:
-        """One change's 12 fields of _COMMIT's ARGV."""
+        """One change's 13 fields of _COMMIT's ARGV."""
         job = change.job
         lease = "" if change.lease_s is None else repr(self.wall() + change.lease_s)
         return [
@@ -650,6 +665,7 @@ class RedisStore:
             job.status.value,
             "0" if job.status.terminal else "1",
             "" if change.cap is None else change.cap,
+            "" if change.slots is None else change.slots,
         ]
 
     # ---- the tail: every committed event, in order, from any process --------------

@@ -570,3 +570,44 @@ async def test_the_count_is_built_from_jobs_a_redis_held_before_it_existed(
     assert await raw.hget(INFLIGHT, "u") == b"1"
     await (await stores()).close()  # built once: a later start counts nothing again
     assert await raw.hget(INFLIGHT, "u") == b"1"
+
+
+# ---- each user's plan-limited jobs processing, counted by the commit script ---------------------
+
+RUNNING = "dubsim:running"
+
+
+def slotted(job_id: str, expect: int, slots: int | None) -> Change:
+    """A start that takes one of the user's `slots` plan slots (None: a job of no plan)."""
+    return Change(job(job_id, Status.PROCESSING), EventType.STARTED, "t1", expect, slots=slots)
+
+
+async def test_a_start_past_the_plans_slots_is_refused_with_nothing_written(
+    stores: Callable[..., Any], raw: Any
+) -> None:
+    """Two processes start a user's jobs under a plan of 2 slots: the third start is refused
+    whichever process asks, and a slot freed (finished, cancelled, handed back, deleted) is
+    one more start."""
+    a, b = await stores(), await stores()
+    for name in ("j1", "j2", "j3", "j4"):
+        await a.commit(create(name))  # seqs 1-4
+    assert await a.commit(slotted("j1", 1, 2)) == 5
+    assert await b.commit(slotted("j2", 2, 2)) == 6
+    assert await raw.hget(RUNNING, "u") == b"2"
+    with pytest.raises(CapReached) as refused:
+        await b.commit(slotted("j3", 3, 2))
+    assert refused.value.cap == 2
+    assert await raw.get("dubsim:seq") == b"6"  # no seq taken
+    assert await raw.hget("dubsim:job:j3", "v") == b"3"  # still as created
+    assert await b.commit(slotted("j4", 4, None)) == 7  # no plan: neither counted nor refused
+    assert await raw.hget(RUNNING, "u") == b"2"
+    await a.commit(move("j1", Status.COMPLETED, 5, EventType.COMPLETED))  # 8: a slot is free
+    assert await raw.hget(RUNNING, "u") == b"1"
+    assert await b.commit(slotted("j3", 3, 2)) == 9
+    with pytest.raises(CapReached):
+        await a.commit(slotted("j1", 8, 2))  # a finished job retried by hand: full again
+    await b.commit(move("j2", Status.PENDING, 6, EventType.RETRYING))  # 10: handed back
+    await a.commit(move("j3", Status.PROCESSING, 9, EventType.DELETED))  # 11: deleted running
+    assert await raw.hget(RUNNING, "u") is None  # a user at 0 leaves the hash
+    await a.commit(move("j4", Status.COMPLETED, 7, EventType.COMPLETED))  # never counted
+    assert await raw.hget(RUNNING, "u") is None

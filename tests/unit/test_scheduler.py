@@ -34,7 +34,7 @@ from service.models import (
 )
 from service.scheduler import Plan, Scheduler, _persist
 from service.settings import Config, ConfigPatch
-from service.store import SQLiteStore, StoreUnavailable
+from service.store import CapReached, SQLiteStore, StoreUnavailable
 
 T0 = 1_795_000_000.0
 CODES = ("timeout", "internal_error", "unexpected_failure")  # docs/protocol.md's error codes
@@ -919,9 +919,11 @@ async def test_on_a_shared_store_leases_are_renewed_and_expired_ones_taken_back(
     closing.append((service, scheduler))
     real = service.begin_attempt
 
-    async def begin(record: Record, duration: float | None, lease: float | None = None) -> bool:
+    async def begin(
+        record: Record, duration: float | None, lease: float | None = None, slots: Any = None
+    ) -> bool:
         claimed.append(lease)
-        return await real(record, duration, lease)
+        return await real(record, duration, lease, slots)
 
     service.begin_attempt = begin  # type: ignore[method-assign]
     stuck = Scenario(duration_s=1.0, outcome=Outcome.STUCK)
@@ -972,9 +974,11 @@ async def test_on_a_private_store_no_lease_and_a_stop_leaves_jobs_processing(
     leases: list[float | None] = []
     real = service.begin_attempt
 
-    async def begin(record: Record, duration: float | None, lease: float | None = None) -> bool:
+    async def begin(
+        record: Record, duration: float | None, lease: float | None = None, slots: Any = None
+    ) -> bool:
         leases.append(lease)
-        return await real(record, duration, lease)
+        return await real(record, duration, lease, slots)
 
     service.begin_attempt = begin  # type: ignore[method-assign]
     record = await submit(service, scenario=Scenario(duration_s=1.0, outcome=Outcome.STUCK))
@@ -1178,3 +1182,40 @@ async def test_a_failed_job_without_a_due_time_is_due_at_once(closing: list[Any]
     scheduler.job_changed(fake, EventType.FAILED)
     assert [job_id for _, job_id in scheduler._retries] == [record.job.id]
     assert scheduler._retries[0][0] <= T0
+
+
+async def test_a_start_the_store_refuses_for_the_plan_parks_the_job_until_a_slot_frees(
+    closing: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shared store refuses a start when another process's start took the plan's last slot
+    first (CapReached): the job stays pending, parked (not claimed again and again while the
+    plan is full), and the next of its user's jobs to stop running queues it again."""
+    service, scheduler = await make()
+    closing.append((service, scheduler))
+    scheduler.admission = lambda record: 3  # every job of this test: a plan of 3 slots
+    stuck = Scenario(outcome=Outcome.STUCK)
+    running = [await submit(service, scenario=stuck) for _ in range(2)]
+    late = await submit(service)
+    elsewhere = await submit(service, scenario=stuck)
+    real = service.begin_attempt
+    asked: list[tuple[str, Any]] = []
+
+    async def begin(record: Record, *args: Any) -> bool:
+        asked.append((record.job.id, args[2] if len(args) > 2 else None))
+        if record.job.id == late.job.id and len(asked) == 3:
+            # meanwhile another process started `elsewhere` and took the last slot
+            assert await real(elsewhere, None, None, 3)
+            raise CapReached(3)
+        return await real(record, *args)
+
+    monkeypatch.setattr(service, "begin_attempt", begin)
+    started = await scheduler.start_now(3)
+    assert [r.job.id for r in started] == [r.job.id for r in running]
+    assert asked == [(running[0].job.id, 3), (running[1].job.id, 3), (late.job.id, 3)]
+    assert status(service, late) is Status.PENDING
+    assert await scheduler.start_now(3) == []  # parked: not claimed again while the plan is full
+    assert len(asked) == 3
+    await service.cancel(elsewhere.job.id, "the other process's job ends")
+    started = await scheduler.start_now(3)  # queued again by that stop, and started
+    assert [r.job.id for r in started] == [late.job.id]
+    assert status(service, late) is Status.PROCESSING
