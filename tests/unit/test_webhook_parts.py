@@ -18,7 +18,6 @@ resolves to a private address, even one the check before the POST let through.""
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
