@@ -15,7 +15,7 @@ import contextlib
 import logging
 import socket
 import weakref
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from typing import Annotated, Final, Literal
 
 import aiohttp
@@ -194,7 +194,7 @@ class _Session:
         user = self._user_for(msg)
         if user is False:
             return
-        unknown = [j for j in msg.jobs if not self.hub.knows(j)]
+        unknown = self.hub.missing(msg.jobs, msg.since)
         self.reply(type="subscribed", id=msg.id, seq=self.hub.seq)
         if unknown:
             self.error("not_found", "no job with these ids", msg.id, jobs=unknown)
@@ -333,16 +333,16 @@ async def events(request: web.Request) -> web.StreamResponse:
     hub, auth = app[HUB], app[AUTH]
     query = request.query
     jobs = query.getall("job", [])
-    everything = query.get("all", "") in ("1", "true")
-    mine = query.get("mine", "") in ("1", "true") or not (jobs or everything)
+    everything = _flag(query, "all")
+    mine = _flag(query, "mine") or not (jobs or everything)
     if len(jobs) > MAX_JOBS_PER_MESSAGE:
         raise ValidationFailed(f"at most {MAX_JOBS_PER_MESSAGE} job ids", field="job")
     if everything and not auth.is_admin(request):
         raise Unauthorized("all needs the admin token or session")
-    unknown = [j for j in jobs if not hub.knows(j)]
+    since = _last_event_id(request)
+    unknown = hub.missing(jobs, since)
     if unknown:
         raise NotFound("no job with these ids", jobs=[j[:200] for j in unknown[:20]])
-    since = _last_event_id(request)
     user = user_id(request, allow_query=True) if mine else None
     until = query.get("until")
     if until is not None and until != "terminal":
@@ -437,6 +437,17 @@ def _ended(frame: bytes) -> str | None:
     except msgspec.DecodeError:
         return None
     return job.id if job is not None and job.status in TERMINAL else None
+
+
+def _flag(query: Mapping[str, str], name: str) -> bool:
+    """`?all=` / `?mine=`: 1 or true selects, 0, false or empty doesn't; anything else is a
+    422 rather than a silently different stream."""
+    raw = query.get(name, "")
+    if raw in ("1", "true"):
+        return True
+    if raw in ("", "0", "false"):
+        return False
+    raise ValidationFailed(f"{name} must be 1 or 0 (true or false)", field=name)
 
 
 def _last_event_id(request: web.Request) -> int | None:
