@@ -23,11 +23,12 @@ import msgspec
 from aiohttp import WSCloseCode, WSMsgType, web
 from aiohttp_sse import EventSourceResponse
 
-from ..appkeys import AUTH, HUB, SETTINGS, SOCKETS
+from ..appkeys import AUTH, HUB, SERVICE, SETTINGS, SOCKETS
 from ..auth import ascii_digits, user_id
 from ..errors import BadRequest, NotFound, Unauthorized, ValidationFailed
 from ..hub import GOING_AWAY, SLOW_CONSUMER, Hub, Published, Subscription, Wire
 from ..models import TERMINAL
+from ..store.base import StoreUnavailable
 from ._gate import GATE
 from ._http import field_of
 
@@ -122,11 +123,11 @@ class _Session:
         self.admin = admin
         self.writer: asyncio.Task[None] | None = None
 
-    def receive(self, msg: aiohttp.WSMessage) -> None:
+    async def receive(self, msg: aiohttp.WSMessage) -> None:
         if self.writer is None:
             self.writer = asyncio.create_task(_ws_writer(self.ws, self.sub, self.request))
         if msg.type is WSMsgType.TEXT:
-            self.handle(msg.data)
+            await self.handle(msg.data)
         elif msg.type is WSMsgType.BINARY:
             self.error("binary_not_supported", "send JSON text frames")
 
@@ -151,7 +152,7 @@ class _Session:
     def error(self, code: str, message: str, msg_id: object = None, **extra: object) -> None:
         self.reply(type="error", code=code, message=message, id=msg_id, **extra)
 
-    def handle(self, data: str | bytes) -> None:
+    async def handle(self, data: str | bytes) -> None:
         try:
             msg = _ws_decoder.decode(data)
         except msgspec.ValidationError as exc:
@@ -166,7 +167,7 @@ class _Session:
         if msg.op == "ping":
             self.reply(type="pong", id=msg.id, seq=self.hub.seq)
         elif msg.op == "subscribe":
-            self.subscribe(msg)
+            await self.subscribe(msg)
         else:
             user = self._user_for(msg)
             if user is not False:
@@ -181,7 +182,7 @@ class _Session:
             return False
         return self.user
 
-    def subscribe(self, msg: WsMessage) -> None:
+    async def subscribe(self, msg: WsMessage) -> None:
         if not (msg.jobs or msg.mine or msg.all):
             self.error("invalid_message", "subscribe to jobs, mine or all", msg.id)
             return
@@ -194,7 +195,11 @@ class _Session:
         user = self._user_for(msg)
         if user is False:
             return
-        unknown = self.hub.missing(msg.jobs, msg.since)
+        try:
+            unknown = await _missing(self.request.app, msg.jobs, msg.since)
+        except StoreUnavailable as exc:
+            self.error("unavailable", exc.reason, msg.id)
+            return
         self.reply(type="subscribed", id=msg.id, seq=self.hub.seq)
         if unknown:
             self.error("not_found", "no job with these ids", msg.id, jobs=unknown)
@@ -257,7 +262,7 @@ async def _websocket(request: web.Request) -> web.WebSocketResponse:
     app[WS_REQUESTS][ws] = request
     try:
         async for msg in ws:
-            session.receive(msg)
+            await session.receive(msg)
             if session.sub.closed_reason is not None:
                 break
     finally:
@@ -330,7 +335,7 @@ def _background(app: web.Application, coro: Coroutine[None, None, None]) -> None
 async def events(request: web.Request) -> web.StreamResponse:
     """GET /v1/events"""
     app = request.app
-    hub, auth = app[HUB], app[AUTH]
+    auth = app[AUTH]
     query = request.query
     jobs = query.getall("job", [])
     everything = _flag(query, "all")
@@ -340,7 +345,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     if everything and not auth.is_admin(request):
         raise Unauthorized("all needs the admin token or session")
     since = _last_event_id(request)
-    unknown = hub.missing(jobs, since)
+    unknown = await _missing(app, jobs, since)
     if unknown:
         raise NotFound("no job with these ids", jobs=[j[:200] for j in unknown[:20]])
     user = user_id(request, allow_query=True) if mine else None
@@ -437,6 +442,17 @@ def _ended(frame: bytes) -> str | None:
     except msgspec.DecodeError:
         return None
     return job.id if job is not None and job.status in TERMINAL else None
+
+
+async def _missing(app: web.Application, jobs: list[str], since: int | None) -> list[str]:
+    """The ids a subscription can't serve (Hub.missing); on a shared store an id made on
+    another process a moment ago is first waited for, as a GET does (JobService.fetch)."""
+    hub, store = app[HUB], app[SERVICE].store
+    unknown = hub.missing(jobs, since)
+    if unknown and store.shared:
+        await store.sync()
+        unknown = hub.missing(jobs, since)
+    return unknown
 
 
 def _flag(query: Mapping[str, str], name: str) -> bool:
