@@ -445,14 +445,15 @@ def _ended(frame: bytes) -> str | None:
 
 
 async def _missing(app: web.Application, jobs: list[str], since: int | None) -> list[str]:
-    """The ids a subscription can't serve (Hub.missing); on a shared store an id made on
-    another process a moment ago is first waited for, as a GET does (JobService.fetch)."""
+    """The ids a subscription can't serve (Hub.missing). On a shared store this process may be
+    a moment behind the log: an id it doesn't know (made on another process) or a resume point
+    past its seq (seen on another process) first waits for it, as a GET does
+    (JobService.fetch), rather than answering `not_found` or `reset` `since_in_future`."""
     hub, store = app[HUB], app[SERVICE].store
-    unknown = hub.missing(jobs, since)
-    if unknown and store.shared:
+    ahead = since is not None and since > hub.seq
+    if store.shared and (ahead or any(not hub.knows(job_id) for job_id in jobs)):
         await store.sync()
-        unknown = hub.missing(jobs, since)
-    return unknown
+    return hub.missing(jobs, since)
 
 
 def _flag(query: Mapping[str, str], name: str) -> bool:

@@ -341,10 +341,50 @@ async def test_redis_a_job_just_made_on_one_process_is_streamable_on_another(
 
         answers = await asyncio.gather(*(one(i) for i in range(100)))
         assert Counter(status for status, _ in answers) == {200: 100}
-        for i in range(20):  # the same over the WebSocket, each right after its 201
+        for _ in range(20):  # the same over the WebSocket, each right after its 201
             resp = await a.post("/v1/jobs", json={"role": "premium"})
             assert resp.status == 201
             await ws.send_json({"op": "subscribe", "jobs": [(await resp.json())["id"]]})
         got = await ws_messages(ws, quiet=1.0)
     assert [m for m in got if m["type"] == "error"] == []
     assert len([m for m in got if m["type"] == "snapshot"]) == 20
+
+
+async def test_redis_resume_on_a_process_that_lags_a_moment_is_no_reset(
+    aiohttp_client: Any, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client saw seq N on process A; its socket drops and the balancer sends it to B, whose
+    tail is a few ms behind: `since: N` must replay what it missed (nothing) and go live, not
+    answer `reset` `since_in_future` with fresh snapshots (docs/protocol.md: a resume "on another
+    process of the same Redis-backed service, gets exactly the missed events")."""
+    settings = make_settings(redis_url=redis_url, auto_process=False)
+    a = await aiohttp_client(create_app(settings))
+    b = await aiohttp_client(create_app(settings))
+    tail = b.app[SERVICE].store._tail_conn
+    xread = tail.xread
+
+    async def late_xread(*args: Any, **kwargs: Any) -> Any:
+        answer = await xread(*args, **kwargs)
+        await asyncio.sleep(0.05)
+        return answer
+
+    monkeypatch.setattr(tail, "xread", late_xread)
+    async with (
+        a.ws_connect("/v1/ws", headers=ADMIN) as on_a,
+        b.ws_connect("/v1/ws", headers=ADMIN) as on_b,
+    ):
+        await on_a.send_json({"op": "subscribe", "all": True})
+        assert (await receive(on_a))["type"] == "subscribed"
+        resets = 0
+        for _ in range(10):
+            resp = await a.post("/v1/jobs", json={"role": "premium"})
+            assert resp.status == 201
+            created = await receive(on_a)
+            assert created["event_type"] == "job.created"
+            await on_b.send_json({"op": "subscribe", "all": True, "since": created["seq"]})
+            got = await ws_messages(on_b, quiet=0.3)
+            assert got[0]["type"] == "subscribed"
+            resets += sum(1 for m in got if m["type"] in ("reset", "snapshot"))
+            await on_b.send_json({"op": "unsubscribe", "all": True})
+            assert (await receive(on_b))["type"] == "unsubscribed"
+        assert resets == 0
