@@ -374,6 +374,11 @@ async def _stream_events(
     _bound_send_buffer(request)
     sub = _open(request, SSE_WIRE)
     hub.subscribe(sub, jobs=jobs, user=user, everything=everything, since=since)
+    if pending:
+        # a followed job that is over is over: its snapshot or the replay of its outcome is
+        # queued, or (a resume past the outcome) the client has seen it already
+        service = app[SERVICE]
+        pending -= {j for j in jobs if (r := service.find(j)) is None or r.job.status.terminal}
     pump = asyncio.create_task(_sse_pump(resp, sub, pending))
     alive = asyncio.create_task(resp.wait())  # ends when a ping finds the peer gone
     transport = request.transport
@@ -404,14 +409,18 @@ async def _cut_if_stalled(task: asyncio.Task[None], transport: asyncio.Transport
 
 
 async def _sse_pump(resp: EventSourceResponse, sub: Subscription, pending: set[str] | None) -> None:
-    """Write what the hub queues; with `pending` (until=terminal), stop once none is left."""
+    """Write what the hub queues; with `pending` (until=terminal), stop once none is left and
+    what was queued is written."""
     try:
-        while frames := await sub.get():
+        while pending is None or pending or sub.pending:
+            frames = await sub.get()
+            if not frames:
+                break
             await resp.write(b"".join(frames))
             if pending is not None:
                 pending.difference_update(_ended(frame) for frame in frames)
-                if not pending:
-                    return
+        else:
+            return
         if sub.closed_reason in (SLOW_CONSUMER, GOING_AWAY):
             farewell = _json.encode({"code": sub.closed_reason, "message": "resume by seq"})
             async with asyncio.timeout(2):

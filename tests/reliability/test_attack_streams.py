@@ -388,3 +388,26 @@ async def test_redis_resume_on_a_process_that_lags_a_moment_is_no_reset(
             await on_b.send_json({"op": "unsubscribe", "all": True})
             assert (await receive(on_b))["type"] == "unsubscribed"
         assert resets == 0
+
+
+async def test_sse_until_terminal_resumed_past_the_outcome_ends_at_once(api: ApiFactory) -> None:
+    """`&until=terminal` ends the stream once every followed job has been seen terminal. A
+    browser's EventSource reconnects by itself when a stream ends, sending the last id (the
+    outcome's): that resume must end at once too (nothing missed, the job is over), not stay
+    open forever holding a connection (found: it never ended)."""
+    client = await api()
+    job = await submit(client, {"scenario": {"duration_s": 0.05}, "role": "premium"})
+    await wait_for_status(client, job["id"], {"completed"})
+    resp = await client.get(f"/v1/events?job={job['id']}&until=terminal")
+    first = await read_sse(resp, lambda evs: False, timeout=LONG)
+    assert [e["event"] for e in first] == ["snapshot"]
+    last = first[-1]["id"]
+    for resume in (last, str(int(last) - 1)):  # at the outcome, and just before it
+        resp = await client.get(
+            f"/v1/events?job={job['id']}&until=terminal", headers={"Last-Event-ID": resume}
+        )
+        assert resp.status == 200
+        async with asyncio.timeout(10):  # generous: the answer is immediate
+            body = await resp.read()
+        events = [line for line in body.decode().splitlines() if line.startswith("event: ")]
+        assert events == ([] if resume == last else ["event: job.completed"])
