@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from deploy.redis_server import RedisServer
 from service.app import create_app
 from service.appkeys import SERVICE
 from tests.conftest import ADMIN, ApiFactory, ServerProcess, make_settings, wait_for_status
@@ -411,3 +412,46 @@ async def test_sse_until_terminal_resumed_past_the_outcome_ends_at_once(api: Api
             body = await resp.read()
         events = [line for line in body.decode().splitlines() if line.startswith("event: ")]
         assert events == ([] if resume == last else ["event: job.completed"])
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="shutdown with a hung Redis: aiohttp waits up to the grace for the request stuck "
+    "on Redis (5 s socket timeout), then the cleanup (scheduler, webhooks, store.close) waits "
+    "on Redis again; the two add up to about twice SHUTDOWN_GRACE_S",
+)
+def test_sigterm_with_redis_hung_and_a_request_on_it_exits_within_the_grace(
+    server_process: Callable[..., ServerProcess],
+) -> None:
+    """docs/deployment.md: "SIGTERM: ... exit 0 within the grace" (SHUTDOWN_GRACE_S=2 here).
+    Redis hangs (SIGSTOP); a stream subscription by an unknown id, or a GET of one, waits on
+    it (the shared log); SIGTERM. Found: exit after ~11 s with a grace of 5 s (~6 s with no
+    request open); measured here with a grace of 2 s."""
+    import shutil
+    import socket
+    import tempfile
+    import time
+    from pathlib import Path
+
+    short = Path(tempfile.mkdtemp(prefix="atk-"))  # a unix socket path must stay short
+    redis = RedisServer(short)
+    redis.start()
+    try:
+        server = server_process(redis_url=redis.url, shutdown_grace_s=2)
+        assert redis.proc is not None and server.proc is not None
+        with socket.create_connection(("127.0.0.1", server.port)) as conn:
+            redis.proc.send_signal(signal.SIGSTOP)
+            try:
+                conn.sendall(b"GET /v1/events?job=not-made-yet HTTP/1.1\r\nHost: x\r\n\r\n")
+                time.sleep(0.5)
+                started = time.monotonic()
+                server.proc.send_signal(signal.SIGTERM)
+                server.proc.wait(timeout=60)
+                took = time.monotonic() - started
+            finally:
+                redis.proc.send_signal(signal.SIGCONT)
+        # the grace, plus a second of slack for the process to end
+        assert took <= 2 + 1.0, f"exit {took:.1f} s after SIGTERM, grace 2 s"
+    finally:
+        redis.stop()
+        shutil.rmtree(short, ignore_errors=True)
