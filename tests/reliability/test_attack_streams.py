@@ -455,3 +455,32 @@ def test_sigterm_with_redis_hung_and_a_request_on_it_exits_within_the_grace(
     finally:
         redis.stop()
         shutil.rmtree(short, ignore_errors=True)
+
+
+@pytest.mark.parametrize("value", ["1_0", "\uff15", "\u0663", " 5", "5 ", "0x5"])
+async def test_long_poll_wait_is_plain_ascii_seconds(api: ApiFactory, value: str) -> None:
+    """`?wait=S` and `Prefer: wait=N` are numbers of seconds in ASCII; Python's float() also
+    takes "1_0" (10), fullwidth and Arabic-Indic digits, and surrounding spaces (found: all
+    accepted as long polls; Last-Event-ID was already held to ASCII digits). 422 naming the
+    field, and nothing is created."""
+    client = await api()
+    job = await submit(client, {"role": "premium"})
+    resp = await client.get(f"/v1/jobs/{job['id']}", params={"wait": value})
+    assert resp.status == 422
+    assert (await resp.json())["error"]["details"]["field"] == "wait"
+    if value.strip() != value:
+        return  # in a header, spaces around a value are HTTP's optional whitespace
+    before = (await (await client.get("/healthz")).json())["jobs"]
+    resp = await client.post("/v1/jobs", json={}, headers={"Prefer": f"wait={value}"})
+    assert resp.status == 422
+    assert (await resp.json())["error"]["details"]["field"] == "Prefer"
+    assert (await (await client.get("/healthz")).json())["jobs"] == before
+
+
+async def test_long_poll_wait_takes_what_the_client_sends(api: ApiFactory) -> None:
+    """The client formats the wait with `{:g}` (e.g. `1e-05` near its deadline): still valid."""
+    client = await api()
+    job = await submit(client, {"role": "premium"})
+    for value in ("30", "2.5", "1e-05", ".5"):
+        resp = await client.get(f"/v1/jobs/{job['id']}", params={"wait": value})
+        assert resp.status == 200, value
