@@ -254,6 +254,18 @@ class Hub:
     def knows(self, job_id: str) -> bool:
         return job_id in self._latest
 
+    def missing(self, jobs: Iterable[str], since: int | None = None) -> list[str]:
+        """The ids of `jobs` a subscription can't serve: unknown here and, when it resumes
+        with `since`, without an event after `since` left in the buffer (a job deleted while
+        the client was away still has its missed events, `job.deleted` last, to replay)."""
+        unknown = [job_id for job_id in jobs if job_id not in self._latest]
+        if unknown and since is not None:
+            history = self.broker.since(since)
+            if not isinstance(history, str):
+                replayable = {pub.job_id for pub in history}
+                unknown = [job_id for job_id in unknown if job_id not in replayable]
+        return unknown
+
     def subscribe(
         self,
         sub: Subscription,
@@ -296,8 +308,10 @@ class Hub:
                 self._reset(sub, history)
             else:
                 self.replays += 1
+                gone = set(unknown)  # asked for, deleted since: their missed events still count
                 for pub in history:
-                    if covered(pub.job_id, pub.user_id) and pub.seq != sub._last_seq:
+                    wanted = covered(pub.job_id, pub.user_id) or pub.job_id in gone
+                    if wanted and pub.seq != sub._last_seq:
                         sub._last_seq = pub.seq
                         sub.push_unbounded(pub.frame(sub.wire.event))
                 return unknown

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 from typing import Final, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
@@ -86,7 +87,7 @@ def _prefer_wait(request: web.Request) -> float | None:
     if raw is None:
         return None
     try:
-        wait = float(raw)
+        wait = _seconds(raw)
     except ValueError:
         raise ValidationFailed("Prefer: wait must be a number of seconds", field="Prefer") from None
     if not (0 <= wait <= MAX_WAIT_S) or math.isnan(wait):
@@ -205,12 +206,23 @@ def _with_fresh_link(service: JobService, record: Record) -> bytes | None:
     return msgspec.json.encode(msgspec.structs.replace(job, result_url=service.result_link(job)))
 
 
+_SECONDS = re.compile(r"[0-9.eE+-]+")
+
+
+def _seconds(raw: str) -> float:
+    """A number of seconds as plain ASCII (`30`, `2.5`, `1e-05`): float() alone also takes
+    "1_0", fullwidth and Arabic-Indic digits, and surrounding spaces. ValueError otherwise."""
+    if not raw.isascii() or _SECONDS.fullmatch(raw) is None:
+        raise ValueError(raw)
+    return float(raw)
+
+
 def _wait_seconds(request: web.Request) -> float:
     raw = request.query.get("wait")
     if raw is None:
         return 0.0
     try:
-        wait = float(raw)
+        wait = _seconds(raw)
     except ValueError:
         raise ValidationFailed("wait must be a number of seconds", field="wait") from None
     if not (0 < wait <= MAX_WAIT_S) or math.isnan(wait):

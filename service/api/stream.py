@@ -15,7 +15,7 @@ import contextlib
 import logging
 import socket
 import weakref
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from typing import Annotated, Final, Literal
 
 import aiohttp
@@ -23,11 +23,12 @@ import msgspec
 from aiohttp import WSCloseCode, WSMsgType, web
 from aiohttp_sse import EventSourceResponse
 
-from ..appkeys import AUTH, HUB, SETTINGS, SOCKETS
+from ..appkeys import AUTH, HUB, SERVICE, SETTINGS, SOCKETS
 from ..auth import ascii_digits, user_id
 from ..errors import BadRequest, NotFound, Unauthorized, ValidationFailed
 from ..hub import GOING_AWAY, SLOW_CONSUMER, Hub, Published, Subscription, Wire
 from ..models import TERMINAL
+from ..store.base import StoreUnavailable
 from ._gate import GATE
 from ._http import field_of
 
@@ -122,11 +123,11 @@ class _Session:
         self.admin = admin
         self.writer: asyncio.Task[None] | None = None
 
-    def receive(self, msg: aiohttp.WSMessage) -> None:
+    async def receive(self, msg: aiohttp.WSMessage) -> None:
         if self.writer is None:
             self.writer = asyncio.create_task(_ws_writer(self.ws, self.sub, self.request))
         if msg.type is WSMsgType.TEXT:
-            self.handle(msg.data)
+            await self.handle(msg.data)
         elif msg.type is WSMsgType.BINARY:
             self.error("binary_not_supported", "send JSON text frames")
 
@@ -151,7 +152,7 @@ class _Session:
     def error(self, code: str, message: str, msg_id: object = None, **extra: object) -> None:
         self.reply(type="error", code=code, message=message, id=msg_id, **extra)
 
-    def handle(self, data: str | bytes) -> None:
+    async def handle(self, data: str | bytes) -> None:
         try:
             msg = _ws_decoder.decode(data)
         except msgspec.ValidationError as exc:
@@ -166,7 +167,7 @@ class _Session:
         if msg.op == "ping":
             self.reply(type="pong", id=msg.id, seq=self.hub.seq)
         elif msg.op == "subscribe":
-            self.subscribe(msg)
+            await self.subscribe(msg)
         else:
             user = self._user_for(msg)
             if user is not False:
@@ -181,7 +182,7 @@ class _Session:
             return False
         return self.user
 
-    def subscribe(self, msg: WsMessage) -> None:
+    async def subscribe(self, msg: WsMessage) -> None:
         if not (msg.jobs or msg.mine or msg.all):
             self.error("invalid_message", "subscribe to jobs, mine or all", msg.id)
             return
@@ -194,7 +195,11 @@ class _Session:
         user = self._user_for(msg)
         if user is False:
             return
-        unknown = [j for j in msg.jobs if not self.hub.knows(j)]
+        try:
+            unknown = await _missing(self.request.app, msg.jobs, msg.since)
+        except StoreUnavailable as exc:
+            self.error("unavailable", exc.reason, msg.id)
+            return
         self.reply(type="subscribed", id=msg.id, seq=self.hub.seq)
         if unknown:
             self.error("not_found", "no job with these ids", msg.id, jobs=unknown)
@@ -257,7 +262,7 @@ async def _websocket(request: web.Request) -> web.WebSocketResponse:
     app[WS_REQUESTS][ws] = request
     try:
         async for msg in ws:
-            session.receive(msg)
+            await session.receive(msg)
             if session.sub.closed_reason is not None:
                 break
     finally:
@@ -330,19 +335,19 @@ def _background(app: web.Application, coro: Coroutine[None, None, None]) -> None
 async def events(request: web.Request) -> web.StreamResponse:
     """GET /v1/events"""
     app = request.app
-    hub, auth = app[HUB], app[AUTH]
+    auth = app[AUTH]
     query = request.query
     jobs = query.getall("job", [])
-    everything = query.get("all", "") in ("1", "true")
-    mine = query.get("mine", "") in ("1", "true") or not (jobs or everything)
+    everything = _flag(query, "all")
+    mine = _flag(query, "mine") or not (jobs or everything)
     if len(jobs) > MAX_JOBS_PER_MESSAGE:
         raise ValidationFailed(f"at most {MAX_JOBS_PER_MESSAGE} job ids", field="job")
     if everything and not auth.is_admin(request):
         raise Unauthorized("all needs the admin token or session")
-    unknown = [j for j in jobs if not hub.knows(j)]
+    since = _last_event_id(request)
+    unknown = await _missing(app, jobs, since)
     if unknown:
         raise NotFound("no job with these ids", jobs=[j[:200] for j in unknown[:20]])
-    since = _last_event_id(request)
     user = user_id(request, allow_query=True) if mine else None
     until = query.get("until")
     if until is not None and until != "terminal":
@@ -369,6 +374,11 @@ async def _stream_events(
     _bound_send_buffer(request)
     sub = _open(request, SSE_WIRE)
     hub.subscribe(sub, jobs=jobs, user=user, everything=everything, since=since)
+    if pending:
+        # a followed job that is over is over: its snapshot or the replay of its outcome is
+        # queued, or (a resume past the outcome) the client has seen it already
+        service = app[SERVICE]
+        pending -= {j for j in jobs if (r := service.find(j)) is None or r.job.status.terminal}
     pump = asyncio.create_task(_sse_pump(resp, sub, pending))
     alive = asyncio.create_task(resp.wait())  # ends when a ping finds the peer gone
     transport = request.transport
@@ -399,14 +409,18 @@ async def _cut_if_stalled(task: asyncio.Task[None], transport: asyncio.Transport
 
 
 async def _sse_pump(resp: EventSourceResponse, sub: Subscription, pending: set[str] | None) -> None:
-    """Write what the hub queues; with `pending` (until=terminal), stop once none is left."""
+    """Write what the hub queues; with `pending` (until=terminal), stop once none is left and
+    what was queued is written."""
     try:
-        while frames := await sub.get():
+        while pending is None or pending or sub.pending:
+            frames = await sub.get()
+            if not frames:
+                break
             await resp.write(b"".join(frames))
             if pending is not None:
                 pending.difference_update(_ended(frame) for frame in frames)
-                if not pending:
-                    return
+        else:
+            return
         if sub.closed_reason in (SLOW_CONSUMER, GOING_AWAY):
             farewell = _json.encode({"code": sub.closed_reason, "message": "resume by seq"})
             async with asyncio.timeout(2):
@@ -437,6 +451,29 @@ def _ended(frame: bytes) -> str | None:
     except msgspec.DecodeError:
         return None
     return job.id if job is not None and job.status in TERMINAL else None
+
+
+async def _missing(app: web.Application, jobs: list[str], since: int | None) -> list[str]:
+    """The ids a subscription can't serve (Hub.missing). On a shared store this process may be
+    a moment behind the log: an id it doesn't know (made on another process) or a resume point
+    past its seq (seen on another process) first waits for it, as a GET does
+    (JobService.fetch), rather than answering `not_found` or `reset` `since_in_future`."""
+    hub, store = app[HUB], app[SERVICE].store
+    ahead = since is not None and since > hub.seq
+    if store.shared and (ahead or any(not hub.knows(job_id) for job_id in jobs)):
+        await store.sync()
+    return hub.missing(jobs, since)
+
+
+def _flag(query: Mapping[str, str], name: str) -> bool:
+    """`?all=` / `?mine=`: 1 or true selects, 0, false or empty doesn't; anything else is a
+    422 rather than a silently different stream."""
+    raw = query.get(name, "")
+    if raw in ("1", "true"):
+        return True
+    if raw in ("", "0", "false"):
+        return False
+    raise ValidationFailed(f"{name} must be 1 or 0 (true or false)", field=name)
 
 
 def _last_event_id(request: web.Request) -> int | None:
