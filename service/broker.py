@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 SINCE_IN_FUTURE: Final = "since_in_future"
 SINCE_TOO_OLD: Final = "since_too_old"
+EVENTS_LOST: Final = "events_lost"  # this process missed events of the shared log (resync)
 
 
 class Broker:
@@ -35,6 +36,12 @@ class Broker:
 
     def advance(self, seq: int) -> None:
         """Seqs up to `seq` were used by entries that are not job events (gaps are allowed)."""
+        self.seq = max(self.seq, seq)
+
+    def forget(self, seq: int) -> None:
+        """Events up to `seq` can't be replayed from here (some never reached this process):
+        the history starts after it, so a resume from before it is a reset, never a gap."""
+        self._buffer.clear()
         self.seq = max(self.seq, seq)
 
     def recent(self) -> list[Published]:

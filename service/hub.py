@@ -18,7 +18,7 @@ import asyncio
 from collections.abc import Callable, Iterable
 from typing import Final
 
-from .broker import Broker
+from .broker import EVENTS_LOST, Broker
 from .models import EventType
 
 Format = Callable[["Published"], bytes]
@@ -317,6 +317,21 @@ class Hub:
                 return unknown
         self._snapshots(sub, covered, new_jobs if not (new_everything or new_user) else None)
         return unknown
+
+    def resync(self, seq: int, latest: dict[str, tuple[str, bytes]]) -> None:
+        """This process missed events up to `seq` (a shared log trimmed past it): every job is
+        as `latest` says (id -> (user id, job JSON)), history before `seq` is gone, and every
+        subscriber is told (`reset`, reason `events_lost`, then fresh snapshots of what it
+        follows)."""
+        self._latest = dict(latest)
+        self.broker.forget(seq)
+        for sub in list(self.subscriptions):
+            self._reset(sub, EVENTS_LOST)
+
+            def covered(job_id: str, user_id: str, sub: Subscription = sub) -> bool:
+                return sub.everything or job_id in sub.jobs or user_id in sub.users
+
+            self._snapshots(sub, covered, None)
 
     def _reset(self, sub: Subscription, reason: str) -> None:
         self.resets += 1

@@ -177,7 +177,7 @@ class JobService:
         """Load what the store has; on a private store, requeue attempts a restart interrupted.
         `on_store` runs once the store is open, before anything is decided (a virtual clock
         adopts the stored time there)."""
-        loaded = await self.store.open(self._on_commit, self._on_config)
+        loaded = await self.store.open(self._on_commit, self._on_config, self._resync)
         if on_store is not None:
             await on_store(self.store)
         if loaded.config is not None:
@@ -234,6 +234,45 @@ class JobService:
                 self.dispatcher.job_changed(record, committed.type)
             except Exception:  # the read model and the stream stay right for the others
                 log.exception("applying committed changes failed (scheduler)")
+
+    def _resync(self, jobs: list[StoredJob], seq: int) -> None:
+        """The shared log lost events this process had not applied (it fell behind by more
+        than the log keeps): take every job as the store holds it now. Each job that changed
+        moves the read model and the scheduler as its own event would have (its last one, by
+        its status); subscribers get a reset and fresh snapshots instead of the lost events."""
+        at = iso_us(self.clock.now())
+        moved: list[tuple[Record, EventType]] = []
+        fresh = {stored.job.id for stored in jobs}
+        for record in list(self._records.values()):
+            if record.job.id not in fresh and record.version <= seq:  # deleted meanwhile
+                gone = Committed(seq, EventType.DELETED, at, record.job, record.data)
+                if self._apply(gone) is not None:
+                    moved.append((record, EventType.DELETED))
+        for stored in jobs:
+            known = self._records.get(stored.job.id)
+            if known is not None and known.version >= stored.version:
+                continue
+            kind = EventType.CREATED if known is None else _LAST_EVENT[stored.job.status]
+            applied = self._apply(
+                Committed(
+                    stored.version,
+                    kind,
+                    at,
+                    stored.job,
+                    self._encoder.encode(stored.job),
+                    stored.ordinal,
+                    stored.idempotency_key,
+                    stored.request_hash,
+                )
+            )
+            if applied is not None:
+                moved.append((applied, kind))
+        self.hub.resync(seq, {r.job.id: (r.job.user_id, r.data) for r in self._records.values()})
+        for record, kind in moved:
+            try:
+                self.dispatcher.job_changed(record, kind)
+            except Exception:
+                log.exception("applying a resync failed (scheduler)")
 
     def _apply(self, committed: Committed) -> Record | None:
         job = committed.job
@@ -854,6 +893,17 @@ class JobService:
 
 def _running(record: Record) -> bool:
     return record.job.status is Status.PROCESSING
+
+
+# what a job's last event was, told by its status (a resync knows states, not events)
+_LAST_EVENT: Final = {
+    Status.PENDING: EventType.RETRYING,
+    Status.PROCESSING: EventType.STARTED,
+    Status.FAILED: EventType.FAILED,
+    Status.COMPLETED: EventType.COMPLETED,
+    Status.CANCELLED: EventType.CANCELLED,
+    Status.PERMANENTLY_FAILED: EventType.PERMANENTLY_FAILED,
+}
 
 
 def _published(committed: Committed) -> Published:

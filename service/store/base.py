@@ -90,6 +90,9 @@ class Loaded(msgspec.Struct):
 
 OnCommit = Callable[[list[Committed]], None]
 OnConfig = Callable[[Config], None]
+# the jobs as the store holds them now, and the seq they are current to: a shared store's log
+# lost events this process had not applied yet (see Store.open)
+OnResync = Callable[[list["StoredJob"], int], None]
 
 
 class StoreError(Exception):
@@ -132,11 +135,15 @@ class Store(Protocol):
 
     shared: bool  # several processes share it (leases, takeover, cross-process reads)
 
-    async def open(self, on_commit: OnCommit, on_config: OnConfig) -> Loaded:
+    async def open(
+        self, on_commit: OnCommit, on_config: OnConfig, on_resync: OnResync | None = None
+    ) -> Loaded:
         """Open (creating if needed) and return what is stored. Raises StartupError.
 
         `on_commit` then hears every committed event in seq order; `on_config` every runtime
-        config saved by another process (shared backends)."""
+        config saved by another process (shared backends); `on_resync` the jobs as they are
+        now, should a shared log have dropped events this process had not applied yet (it
+        fell behind by more than the log keeps): what follows on `on_commit` is then newer."""
 
     async def commit(self, change: Change) -> int:
         """Make `change` durable and return its seq, once `on_commit` has applied it.

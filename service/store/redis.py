@@ -67,6 +67,7 @@ from .base import (
     Loaded,
     OnCommit,
     OnConfig,
+    OnResync,
     StoredJob,
     StoreUnavailable,
     VersionConflict,
@@ -306,6 +307,8 @@ class RedisStore:
         self._decoder = msgspec.json.Decoder(Job)
         self._on_commit: OnCommit = lambda events: None
         self._on_config: OnConfig = lambda config: None
+        self._on_resync: OnResync | None = None
+        self.resyncs = 0  # times this process fell behind the trimmed log and caught up
         self._pending: list[tuple[list[Change], asyncio.Future[list[int]]]] = []
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -320,8 +323,11 @@ class RedisStore:
 
     # ---- the Store protocol ----------------------------------------------------
 
-    async def open(self, on_commit: OnCommit, on_config: OnConfig) -> Loaded:
+    async def open(
+        self, on_commit: OnCommit, on_config: OnConfig, on_resync: OnResync | None = None
+    ) -> Loaded:
         self._on_commit, self._on_config = on_commit, on_config
+        self._on_resync = on_resync
         try:
             # timeouts, so that a hung Redis fails requests (503) instead of hanging them
             # no client-side retries either: a failure is a 503 now, the caller retries
@@ -513,10 +519,21 @@ class RedisStore:
 
     async def _load(self) -> Loaded:
         r: Any = self._client()  # redis-py's return types are unions of every reply shape
-        newest = await r.xrevrange(LOG, count=self._event_buffer)
+        floor = int(await r.get(SEQ) or 0)  # read first: every seq up to it is in the log (or
+        newest = await r.xrevrange(LOG, count=self._event_buffer)  # trimmed), atomically
         events = [self._committed(entry_id, fields) for entry_id, fields in reversed(newest)]
         self._last_id = newest[0][0].decode() if newest else "0-0"
-        self._applied = int(self._last_id.split("-")[0])
+        # a log trimmed to nothing still has had `floor` entries: the next one is no gap
+        self._applied = max(int(self._last_id.split("-")[0]), floor)
+        jobs = await self._jobs()
+        raw = await r.get(CONFIG)
+        config = msgspec.json.decode(raw, type=Config) if raw else None
+        job_events = [e for e in events if e is not None]
+        return Loaded(jobs=jobs, seq=self._applied, events=job_events, config=config)
+
+    async def _jobs(self) -> list[StoredJob]:
+        """Every job as Redis holds it now, in submission order."""
+        r: Any = self._client()
         jobs: list[StoredJob] = []
         ids = await r.zrange(JOBS, 0, -1)
         for start in range(0, len(ids), 1000):
@@ -535,10 +552,7 @@ class RedisStore:
                             row[b"rh"].decode() or None,
                         )
                     )
-        raw = await r.get(CONFIG)
-        config = msgspec.json.decode(raw, type=Config) if raw else None
-        job_events = [e for e in events if e is not None]
-        return Loaded(jobs=jobs, seq=self._applied, events=job_events, config=config)
+        return jobs
 
     def _committed(self, entry_id: bytes, fields: dict[bytes, bytes]) -> Committed | None:
         seq = int(entry_id.split(b"-")[0])
@@ -687,6 +701,23 @@ class RedisStore:
                 backoff = min(backoff * 2, 1.0)
                 continue
             self._tail_failure, backoff = None, 0.05
+            if batches and batches[0]:
+                first = int(batches[0][0][0].split(b"-")[0])
+                if first > self._applied + 1:  # trimmed before we read them: those are lost
+                    try:
+                        await self._resync(first)
+                    except Exception as exc:  # the gap is still there: read again, and retry
+                        if not isinstance(exc, RedisError | OSError):
+                            log.exception("catching up with the shared log failed")
+                        self._tail_failure = f"redis unavailable: {exc}"
+                        await asyncio.sleep(backoff)
+                        backoff = min(backoff * 2, 1.0)
+                        continue
+                    batches = [
+                        kept
+                        for entries in batches
+                        if (kept := [e for e in entries if _seq(e[0]) > self._applied])
+                    ]
             for entries in batches:
                 try:
                     self._apply(entries)
@@ -695,6 +726,29 @@ class RedisStore:
                     self._last_id = entries[-1][0].decode()
                     self._applied = int(self._last_id.split("-")[0])
                     self._wake_waiters()
+
+    async def _resync(self, first: int) -> None:
+        """Entries after the last one applied here were trimmed from the log before this
+        process read them (it fell behind by more than EVENT_BUFFER): their events are lost to
+        it. Take the jobs as Redis holds them now instead, so that nothing stays stale."""
+        r: Any = self._client()
+        floor = int(await r.get(SEQ) or 0)  # every change up to it is in the jobs read next
+        jobs = await self._jobs()
+        log.error(
+            "this process fell behind the shared event log: events %d-%d were trimmed before "
+            "it read them (EVENT_BUFFER is too small for this stall or load); reloaded %d jobs "
+            "as of seq %d",
+            self._applied + 1,
+            first - 1,
+            len(jobs),
+            floor,
+        )
+        self.resyncs += 1
+        if self._on_resync is not None:
+            self._on_resync(jobs, floor)
+        self._applied = max(self._applied, floor)
+        self._last_id = f"{self._applied}-0"
+        self._wake_waiters()
 
     def _apply(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
         committed: list[Committed] = []
@@ -776,6 +830,10 @@ class RedisStore:
         self._failure = reason
         self._failed.set()  # the probe loop clears it once Redis takes writes again
         return StoreUnavailable(reason, RETRY_AFTER_S)
+
+
+def _seq(entry_id: bytes) -> int:
+    return int(entry_id.split(b"-")[0])
 
 
 @functools.cache

@@ -45,6 +45,7 @@ from .base import (
     Loaded,
     OnCommit,
     OnConfig,
+    OnResync,
     StoredJob,
     StoreUnavailable,
     VersionConflict,
@@ -166,7 +167,9 @@ class SQLiteStore:
 
     # ---- the Store protocol ----------------------------------------------------
 
-    async def open(self, on_commit: OnCommit, on_config: OnConfig) -> Loaded:
+    async def open(
+        self, on_commit: OnCommit, on_config: OnConfig, on_resync: OnResync | None = None
+    ) -> Loaded:  # one process: every event it commits it applies, nothing to resync
         self._on_commit = on_commit  # on_config: never called, one process makes every change
         self._take_lock()
         loop = asyncio.get_running_loop()

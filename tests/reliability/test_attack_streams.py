@@ -200,12 +200,6 @@ async def _watch_all(
                     ready.set()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="service/store/redis.py: the tail XREADs on from its last id; entries trimmed "
-    "(MAXLEN ~ EVENT_BUFFER) meanwhile are skipped without notice, so the process's read "
-    "model and its subscribers silently miss them",
-)
 async def test_redis_a_process_that_fell_behind_the_trimmed_log_misses_nothing_silently(
     server_process: Callable[..., ServerProcess], redis_url: str
 ) -> None:
@@ -278,12 +272,6 @@ async def test_redis_a_process_that_fell_behind_the_trimmed_log_misses_nothing_s
         assert told or not missing, f"B's subscriber silently missed {len(missing)} events"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="service/store/redis.py: a burst trims the log (MAXLEN ~ EVENT_BUFFER) past the "
-    "tail's last id before it reads on; the skipped entries never reach the read model, so a "
-    "committed create answers 500 (KeyError in JobService._create)",
-)
 async def test_redis_a_burst_longer_than_the_buffer_answers_every_create(
     aiohttp_client: Any, redis_url: str
 ) -> None:

@@ -24,7 +24,7 @@ from service.models import (
     parse_iso,
 )
 from service.settings import Config, ConfigPatch
-from service.store import Committed, SQLiteStore
+from service.store import Committed, SQLiteStore, StoredJob
 from service.store.base import OnCommit, OnConfig
 
 T0 = 1_795_000_000.0  # 2026-11-18T...Z: any fixed instant
@@ -679,9 +679,9 @@ class SharedStore(SQLiteStore):
         self.on_commit: OnCommit | None = None
         self.on_config: OnConfig | None = None
 
-    async def open(self, on_commit: OnCommit, on_config: OnConfig):  # type: ignore[no-untyped-def]
+    async def open(self, on_commit: OnCommit, on_config: OnConfig, on_resync: object = None):  # type: ignore[no-untyped-def]
         self.on_commit, self.on_config = on_commit, on_config
-        return await super().open(on_commit, on_config)
+        return await super().open(on_commit, on_config, on_resync)
 
     async def sync(self) -> None:
         self.syncs += 1
@@ -775,3 +775,65 @@ async def test_a_decision_that_lost_a_race_is_made_again(service: JobService) ->
         service.cancel(other.job.id, "stop"), service.begin_attempt(other, 1.0)
     )
     assert started is False and other.job.status is Status.CANCELLED  # the start was not made
+
+
+# ---- a resync: the shared log lost events this process had not applied -------------------------
+
+
+async def test_a_resync_takes_the_stores_jobs_and_tells_every_subscriber(
+    service: JobService,
+) -> None:
+    """What a process that fell behind the trimmed log is told: the jobs as they are now.
+    Jobs changed, made or deleted meanwhile move the read model (counts, keys, the hub's
+    snapshots, the scheduler) as their own last events would; every subscriber gets a reset
+    (`events_lost`) and fresh snapshots; the lost history can't be resumed into."""
+    kept = await submit(service, user="u")  # seq 1
+    finished = await submit(service, user="u")  # seq 2
+    gone = await submit(service, user="v")  # seq 3
+    frames: list[bytes] = []
+    wire = Wire(
+        "t",
+        _event,
+        lambda seq, job: b"snapshot " + job,
+        lambda reason, seq: f"reset {reason} {seq}".encode(),
+    )
+    sub = service.hub.open(wire)
+    service.hub.subscribe(sub, user="u")
+    sub._frames.clear()  # type: ignore[attr-defined]
+    heard: list[tuple[str, EventType]] = []
+    service.dispatcher.job_changed = lambda record, kind: heard.append((record.job.id, kind))  # type: ignore[method-assign]
+    assert service.in_flight("u") == 2 and service.in_flight("v") == 1
+
+    # meanwhile, elsewhere: `finished` completed (seq 9), `gone` was deleted, `new` was made
+    # (seq 10, with an Idempotency-Key); events 4-10 never reached this process
+    done = msgspec.structs.replace(finished.job, status=Status.COMPLETED, progress=100)
+    new = msgspec.structs.replace(kept.job, id="new-job", user_id="u")
+    jobs = [
+        StoredJob(kept.job, kept.ordinal, kept.version),
+        StoredJob(done, finished.ordinal, 9),
+        StoredJob(new, 4, 10, "idem", "hash"),
+    ]
+    service._resync(jobs, 10)
+
+    assert service.get(finished.job.id).job.status is Status.COMPLETED
+    assert service.get(finished.job.id).version == 9
+    assert service.find(gone.job.id) is None
+    assert service.get("new-job").ordinal == 4
+    assert service.in_flight("u") == 2 and service.in_flight("v") == 0  # kept + new; none
+    with pytest.raises(IdempotencyKeyReused):  # its key is known here now (another body)
+        await service.submit("u", SubmitRequest(), "idem")
+    assert sorted(heard) == sorted(
+        [
+            (finished.job.id, EventType.COMPLETED),
+            (gone.job.id, EventType.DELETED),
+            ("new-job", EventType.CREATED),
+        ]
+    )
+    frames = sub._frames  # type: ignore[attr-defined]
+    assert frames[0] == b"reset events_lost 10"
+    assert sorted(frames[1:]) == sorted(
+        [b"snapshot " + service.get(i).data for i in (kept.job.id, finished.job.id, "new-job")]
+    )
+    assert service.hub.broker.since(2) == "since_too_old"  # the lost events can't be replayed
+    assert service.hub.broker.since(10) == []
+    assert not service.hub.knows(gone.job.id)
