@@ -28,6 +28,7 @@ from .errors import StartupError
 from .settings import Settings, SettingsError
 
 EXIT_START_FAILED = 2
+CLEANUP_SLACK_S = 0.5  # after SHUTDOWN_GRACE_S, for what follows the requests
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -89,7 +90,26 @@ async def _serve(settings: Settings) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-        await runner.cleanup()
+        await _cleanup(runner, settings.shutdown_grace_s + CLEANUP_SLACK_S)
+
+
+async def _cleanup(runner: web.AppRunner, deadline_s: float) -> None:
+    """Stop within the deadline: requests get SHUTDOWN_GRACE_S, and what comes after them
+    (the scheduler's hand-back, the webhooks, closing the store) must not add to it when the
+    store hangs. Past the deadline the process ends here: what is acknowledged is durable
+    already, and a task stuck on a store that doesn't answer can't be waited for."""
+    try:
+        async with asyncio.timeout(deadline_s):
+            await runner.cleanup()
+    except TimeoutError:
+        logging.getLogger("dubsim").warning(
+            "shutdown: still cleaning up %.1f s after the stop (is the store answering?); "
+            "exiting now",
+            deadline_s,
+        )
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 async def _start(runner: web.AppRunner, settings: Settings) -> None:
