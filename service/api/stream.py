@@ -99,6 +99,22 @@ class WsMessage(msgspec.Struct, forbid_unknown_fields=True):
 _ws_decoder = msgspec.json.Decoder(WsMessage)
 
 
+class _OnlyId(msgspec.Struct):
+    """A message that failed validation may still carry a valid `id`: its error echoes it."""
+
+    id: Annotated[str, msgspec.Meta(max_length=MAX_MESSAGE_ID)] | int | None = None
+
+
+_id_decoder = msgspec.json.Decoder(_OnlyId)
+
+
+def _id_of(data: str | bytes) -> str | int | None:
+    try:
+        return _id_decoder.decode(data).id
+    except (msgspec.DecodeError, RecursionError):  # no object, or its id is no valid id
+        return None
+
+
 class _Session:
     """One WebSocket connection: its identity, its single hub subscription, and the writer
     task draining it. The writer starts with the first message the client sends (nothing is
@@ -156,7 +172,7 @@ class _Session:
         try:
             msg = _ws_decoder.decode(data)
         except msgspec.ValidationError as exc:
-            self.error("invalid_message", str(exc), field=field_of(exc))
+            self.error("invalid_message", str(exc), _id_of(data), field=field_of(exc))
             return
         except msgspec.DecodeError as exc:
             self.error("invalid_json", f"malformed JSON: {exc}")

@@ -170,6 +170,16 @@ async def test_ws_bad_frames_get_errors_and_the_socket_stays_usable(api: ApiFact
                 assert msg["code"] == "not_found" and msg["jobs"] == ["no-such-job"]
             else:
                 assert msg["type"] == "error" and msg["code"] == code, (bad, msg)
+        # a message that fails validation still has its valid id echoed on the error
+        for bad, echoed in [
+            ('{"op": "dance", "id": 7}', 7),
+            ('{"op": "subscribe", "jobs": "abc", "id": "s-1"}', "s-1"),
+            ('{"op": "dance", "id": "' + "x" * 65 + '"}', None),  # an invalid id is no id
+            ('{"op": "dance", "id": [1]}', None),
+        ]:
+            await ws.send_str(bad)
+            msg = await receive(ws)
+            assert (msg["code"], msg.get("id")) == ("invalid_message", echoed), (bad, msg)
         await ws.send_bytes(b"\x00\x01binary")
         assert (await receive(ws))["code"] == "binary_not_supported"
         await ws.send_json({"op": "ping", "id": "p"})
