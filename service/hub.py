@@ -304,17 +304,19 @@ class Hub:
 
         if since is not None:
             history = self.broker.since(since)
-            if isinstance(history, str):
+            if isinstance(history, str):  # a reset: fresh snapshots of all it follows
                 self._reset(sub, history)
-            else:
-                self.replays += 1
-                gone = set(unknown)  # asked for, deleted since: their missed events still count
-                for pub in history:
-                    wanted = covered(pub.job_id, pub.user_id) or pub.job_id in gone
-                    if wanted and pub.seq != sub._last_seq:
-                        sub._last_seq = pub.seq
-                        sub.push_unbounded(pub.frame(sub.wire.event))
+                only = None if sub.everything or sub.users else list(sub.jobs)
+                self._snapshots(sub, self._follows(sub), only)
                 return unknown
+            self.replays += 1
+            gone = set(unknown)  # asked for, deleted since: their missed events still count
+            for pub in history:
+                wanted = covered(pub.job_id, pub.user_id) or pub.job_id in gone
+                if wanted and pub.seq != sub._last_seq:
+                    sub._last_seq = pub.seq
+                    sub.push_unbounded(pub.frame(sub.wire.event))
+            return unknown
         self._snapshots(sub, covered, new_jobs if not (new_everything or new_user) else None)
         return unknown
 
@@ -327,11 +329,16 @@ class Hub:
         self.broker.forget(seq)
         for sub in list(self.subscriptions):
             self._reset(sub, EVENTS_LOST)
+            self._snapshots(sub, self._follows(sub), None)
 
-            def covered(job_id: str, user_id: str, sub: Subscription = sub) -> bool:
-                return sub.everything or job_id in sub.jobs or user_id in sub.users
+    @staticmethod
+    def _follows(sub: Subscription) -> Callable[[str, str], bool]:
+        """Whether `sub`'s whole filter covers a job (by id, its user, or everything)."""
 
-            self._snapshots(sub, covered, None)
+        def covered(job_id: str, user_id: str) -> bool:
+            return sub.everything or job_id in sub.jobs or user_id in sub.users
+
+        return covered
 
     def _reset(self, sub: Subscription, reason: str) -> None:
         self.resets += 1

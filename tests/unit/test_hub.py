@@ -69,6 +69,31 @@ def test_gap_outside_the_buffer_resets_then_snapshots(since: int, reason: str) -
     assert got[1:] == [{"snapshot": {"id": "j5"}, "seq": 6}]
 
 
+def test_a_reset_on_a_socket_already_following_resends_all_it_follows() -> None:
+    """A reset promises fresh snapshots: of everything the subscription follows, not only of
+    what this subscribe added (a socket resuming a job it already follows got a bare reset)."""
+    hub = Hub(buffer_size=3, queue_limit=100)
+    for i in range(4):
+        publish(hub, f"j{i}")
+    sub = hub.open(WIRE)
+    hub.subscribe(sub, jobs=["j2", "j3"])
+    frames(sub)
+    hub.subscribe(sub, jobs=["j3"], since=99)  # from the future: a reset
+    got = frames(sub)
+    assert got[0] == {"reset": "since_in_future", "seq": 4}
+    assert sorted(got[1:], key=str) == [
+        {"snapshot": {"id": "j2"}, "seq": 4},
+        {"snapshot": {"id": "j3"}, "seq": 4},
+    ]
+    mine = hub.open(WIRE)
+    hub.subscribe(mine, user="u")
+    frames(mine)
+    hub.subscribe(mine, jobs=["j0"], since=0)  # too old: all of the user's jobs again
+    got = frames(mine)
+    assert got[0] == {"reset": "since_too_old", "seq": 4}
+    assert len(got[1:]) == 4
+
+
 def test_oldest_event_still_buffered_is_a_valid_resume_point() -> None:
     hub = Hub(buffer_size=3, queue_limit=100)
     for _ in range(6):
