@@ -26,7 +26,7 @@ from client._transport import Request, Response, WebSocketConnection
 from service.appkeys import HUB, SOCKETS
 from tests.conftest import ADMIN, ApiFactory
 
-JOBS = 1000
+JOBS = 600
 CHAOS_PERIOD_S = 0.1
 SCENARIOS: list[tuple[dict[str, Any], str]] = [
     ({"duration_s": 0.3}, "completed"),
