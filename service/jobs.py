@@ -433,8 +433,8 @@ class JobService:
         the user's unfinished jobs plus these must fit MAX_IN_FLIGHT and `cap` (else 429,
         nothing made). The count is checked here (this process's read model and submissions)
         and again by a shared store, atomically with the creates, so the bound holds across
-        processes. A submission the rate window refuses ends the list: the jobs before it are
-        made and returned with that refusal (a retry with the same keys completes the set)."""
+        processes. The rate window counts them together too: all fit, or none is made (the
+        refusal is returned, with any jobs a retry found again)."""
         for _ in range(MAX_CONFLICTS):
             try:
                 return await self._submit_all(user_id, requests, cap)
@@ -506,38 +506,49 @@ class JobService:
                 await self.prepare_callback(user_id, url)
         config = self.config
         limit = self._limit(cap)
-        made: dict[int, tuple[Change, Decision]] = {}
-        refused: RateLimited | None = None
+        videos: dict[int, AssetVideo | msgspec.UnsetType] = {}
         for i in fresh:
-            request, key = requests[i]
-            now = self.clock.now()
+            request = requests[i][0]
             # a media job's video is checked (a URL fetched) before the rate window counts it:
             # a refused video changes nothing
-            video: AssetVideo | msgspec.UnsetType = msgspec.UNSET
+            videos[i] = msgspec.UNSET
             if request.video is not None:
                 if self.prepare is None:
                     raise ValidationFailed("this server takes no media jobs", field="video")
-                video = await self.prepare(user_id, request) or msgspec.UNSET
-                now = self.clock.now()  # a URL fetch takes a while
-            # every plan has a window: premium is faster and larger, not unlimited
-            premium = request.role is Role.PREMIUM
-            window = f"premium:{user_id}" if premium else user_id
+                videos[i] = await self.prepare(user_id, request) or msgspec.UNSET
+        # every plan has a window: premium is faster and larger, not unlimited. One request's
+        # jobs are counted together, all or none (they share a plan, so one window in practice)
+        windows: dict[str, list[int]] = {}
+        for i in fresh:
+            premium = requests[i][0].role is Role.PREMIUM
+            windows.setdefault(f"premium:{user_id}" if premium else user_id, []).append(i)
+        now = self.clock.now()
+        decisions: dict[int, Decision] = {}
+        for window, members in windows.items():
+            role = requests[members[0]][0].role
             decision = await self.store.rate_hit(
-                window, config.premium_rate_limit if premium else config.rate_limit, now
+                window,
+                config.premium_rate_limit if role is Role.PREMIUM else config.rate_limit,
+                now,
+                len(members),
             )
             if not decision.allowed:
                 self.rate_limited += 1
                 refused = RateLimited(
-                    f"{request.role} plan: at most {decision.limit} submissions per hour",
+                    f"{role} plan: at most {decision.limit} submissions per hour",
                     limit=decision.limit,
                     remaining=decision.remaining,
                     reset_s=decision.reset_s,
                 )
-                break
-            job = self._new_job(user_id, request, video, now)
+                return [(record, False, None) for record in found if record is not None], refused
+            decisions.update(dict.fromkeys(members, decision))
+        made: dict[int, tuple[Change, Decision]] = {}
+        for i in fresh:
+            request, key = requests[i]
+            job = self._new_job(user_id, request, videos[i], now)
             made[i] = (
                 Change(job, EventType.CREATED, iso_us(now), 0, key, hashes[i], cap=limit),
-                decision,
+                decisions[i],
             )
         changes = [change for change, _ in made.values()]
         try:
@@ -557,13 +568,11 @@ class JobService:
         for i, record in enumerate(found):
             if record is not None:
                 results.append((record, False, None))
-            elif i in made:
+            else:
                 change, decision = made[i]
                 self.submitted[change.job.role] += 1
                 results.append((self._records[change.job.id], True, decision))
-            else:
-                break  # refused by the rate window: this one and what follows are not made
-        return results, refused
+        return results, None
 
     def _new_job(
         self,

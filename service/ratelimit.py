@@ -38,14 +38,15 @@ class MovingWindow:
         self.clock = clock
         self._hits: dict[str, deque[float]] = {}
 
-    def hit(self, key: str, limit: int, now: float | None = None) -> Decision:
+    def hit(self, key: str, limit: int, now: float | None = None, count: int = 1) -> Decision:
+        """Count `count` hits at once: all if they fit in the window, else none."""
         now = self.clock() if now is None else now
         hits = self._hits.setdefault(key, deque())
         while hits and hits[0] <= now - self.window_s:
             hits.popleft()
-        allowed = len(hits) < limit
+        allowed = len(hits) + count <= limit
         if allowed:
-            hits.append(now)
+            hits.extend([now] * count)
         reset_s = hits[0] + self.window_s - now if hits else 0.0
         if not hits:
             del self._hits[key]

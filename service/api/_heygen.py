@@ -515,7 +515,7 @@ class Facade:
             with contextlib.suppress(VersionConflict):
                 await service.store.put_doc(DOC, record.job.id, msgspec.json.encode(meta), 0)
             records.append(record)
-        if refused is not None:  # the hourly window: the jobs before it are made, with documents
+        if refused is not None:  # the hourly window: none of this request's jobs was made
             raise refused
         return records
 

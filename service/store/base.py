@@ -159,8 +159,9 @@ class Store(Protocol):
         Each create's `cap` counts the ones before it in the list, so k creates under cap C
         fit only if the user has at most C - k unfinished jobs. Raises like `commit`."""
 
-    async def rate_hit(self, user_id: str, limit: int, now: float) -> Decision:
-        """Count a free-plan submission in the user's moving window (durable, shared)."""
+    async def rate_hit(self, user_id: str, limit: int, now: float, count: int = 1) -> Decision:
+        """Count `count` submissions (one request's) in the user's moving window (durable,
+        shared): all of them if they all fit, else none (refused)."""
 
     async def save_config(self, config: Config) -> None:
         """Make a runtime config durable (and, shared, every process's)."""

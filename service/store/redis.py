@@ -264,12 +264,13 @@ _RATE_HIT = (
     _EXPIRED
     + """
 local now, limit, window = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local n = tonumber(ARGV[6])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
 local count = redis.call('ZCARD', KEYS[1])
 local allowed = 0
-if count < limit then
-  redis.call('ZADD', KEYS[1], now, ARGV[4])
-  count = count + 1
+if count + n <= limit then  -- one request's submissions: all of them, or none
+  for i = 1, n do redis.call('ZADD', KEYS[1], now, ARGV[4] .. ':' .. i) end
+  count = count + n
   allowed = 1
 end
 if ARGV[5] == '1' then redis.call('EXPIRE', KEYS[1], math.ceil(window)) end
@@ -379,16 +380,17 @@ class RedisStore:
         self._wake.set()
         return await future
 
-    async def rate_hit(self, user_id: str, limit: int, now: float) -> Decision:
+    async def rate_hit(self, user_id: str, limit: int, now: float, count: int = 1) -> Decision:
         self._nonce += 1
         member = f"{now!r}:{id(self)}:{self._nonce}"
-        allowed, count, oldest = await self._call(
+        expire = "1" if self._expire_windows else "0"
+        allowed, held, oldest = await self._call(
             _RATE_HIT,
             [f"{P}hits:{user_id}"],
-            [repr(now), limit, RATE_WINDOW_S, member, "1" if self._expire_windows else "0"],
+            [repr(now), limit, RATE_WINDOW_S, member, expire, count],
         )
-        reset_s = max(0.0, float(oldest) + RATE_WINDOW_S - now) if count else 0.0
-        return Decision(bool(allowed), limit, max(0, limit - int(count)), reset_s)
+        reset_s = max(0.0, float(oldest) + RATE_WINDOW_S - now) if held else 0.0
+        return Decision(bool(allowed), limit, max(0, limit - int(held)), reset_s)
 
     async def save_config(self, config: Config) -> None:
         seq = await self._call(

@@ -206,10 +206,10 @@ class SQLiteStore:
                 raise result
         return [r for r in results if isinstance(r, int)]
 
-    async def rate_hit(self, user_id: str, limit: int, now: float) -> Decision:
-        decision = self._window.hit(user_id, limit, now)
-        if decision.allowed:
-            self._batch.hits.append((user_id, now))  # durable with the submission that follows
+    async def rate_hit(self, user_id: str, limit: int, now: float, count: int = 1) -> Decision:
+        decision = self._window.hit(user_id, limit, now, count)
+        if decision.allowed:  # durable with the submissions that follow
+            self._batch.hits.extend([(user_id, now)] * count)
         return decision
 
     async def save_config(self, config: Config) -> None:

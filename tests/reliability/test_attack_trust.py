@@ -361,13 +361,14 @@ async def test_after_an_error_the_idempotency_key_may_be_used_again(api: ApiFact
     assert renamed.status == 200 and (await renamed.json())["data"]["title"] == "Talk"
 
 
-async def test_a_retry_completes_a_request_that_failed_part_way_near_the_queue_bound(
+async def test_a_request_the_hourly_window_refuses_makes_none_and_its_retry_all(
     api: ApiFactory,
 ) -> None:
-    """docs/heygen.md: with an Idempotency-Key, a retry of a request that failed part-way (or
-    whose process died) finds the jobs already made and completes the set. Found: the retry
-    counted the request's own jobs against the queue bound again, so near the bound it was
-    429 until they finished (seen after a kill -9 that left 4 of 23 jobs: every retry 429)."""
+    """A HeyGen request for k languages is all or none, the hourly window included: refused,
+    it makes no job and uses none of the window; retried with its Idempotency-Key once
+    allowed, it makes the set; retried again at the queue bound, it replays the set instead of
+    counting its own jobs against the bound (found before: a retry near the bound was 429
+    until its own jobs finished)."""
     # free plan: 1 running + HEYGEN_QUEUE 2 = at most 3 unfinished; 2 submissions an hour
     client = await api(heygen_queue=2, rate_limit=2)
     headers = {
@@ -378,8 +379,12 @@ async def test_a_retry_completes_a_request_that_failed_part_way_near_the_queue_b
     }
     request = {"video": VIDEO, "output_languages": ["Spanish", "French", "German"]}
     first = await client.post("/v3/video-translations", json=request, headers=headers)
-    assert first.status == 429  # the hourly limit, after two of the three jobs
-    assert len(await user_jobs(client, "part-way")) == 2
+    assert first.status == 429  # three do not fit in a window of two: none is made
+    assert await user_jobs(client, "part-way") == []
+    other = {**headers, "x-api-key": "window-check", "Idempotency-Key": "two"}
+    two = {"video": VIDEO, "output_languages": ["Spanish", "French"]}
+    fits = await client.post("/v3/video-translations", json=two, headers=other)
+    assert fits.status == 200, await fits.text()  # a window of two, untouched by the refusal
     raised = await client.patch("/v1/config", json={"rate_limit": 10}, headers=ADMIN)
     assert raised.status == 200
     retry = await client.post("/v3/video-translations", json=request, headers=headers)
@@ -388,6 +393,9 @@ async def test_a_retry_completes_a_request_that_failed_part_way_near_the_queue_b
     jobs = await user_jobs(client, "part-way")
     assert len(ids) == len(set(ids)) == 3 and sorted(ids) == sorted(j["id"] for j in jobs)
     assert sorted(j["target_language"] for j in jobs) == ["de", "es", "fr"]
+    again = await client.post("/v3/video-translations", json=request, headers=headers)
+    assert again.status == 200, await again.text()  # at the bound (3): the same set, replayed
+    assert (await again.json())["data"]["video_translation_ids"] == ids
 
 
 # ---- two keys on one request ---------------------------------------------------------------

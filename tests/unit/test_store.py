@@ -146,6 +146,20 @@ async def test_an_idempotency_key_names_one_job_per_user(open_store: Opener) -> 
     await store.close()
 
 
+async def test_one_requests_submissions_fit_the_window_all_or_none(open_store: Opener) -> None:
+    store, _ = await open_store()
+    now = 1e12  # in the future: inside the window whatever the real time
+    refused = await store.rate_hit("u", 3, now, 4)  # four do not fit in three: none counted
+    assert (refused.allowed, refused.remaining) == (False, 3)
+    taken = await store.rate_hit("u", 3, now, 2)
+    assert (taken.allowed, taken.remaining) == (True, 1)
+    assert (await store.rate_hit("u", 3, now, 2)).allowed is False  # one left, not two
+    assert (await store.rate_hit("u", 3, now)).allowed is True  # the last one
+    assert (await store.rate_hit("u", 3, now)).allowed is False
+    await store.commit(create("a"))  # (SQLite makes hits durable with a submission)
+    await store.close()
+
+
 async def test_jobs_versions_events_and_config_survive_a_reopen(open_store: Opener) -> None:
     store, _ = await open_store()
     await store.commit(create("a", key="key-1"))
