@@ -18,7 +18,6 @@ import sqlite3
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -577,22 +576,6 @@ async def test_resume_after_kill_9_gets_exactly_the_missed_events(
 
 
 # ================================================================ 6. Redis: many processes
-
-
-@pytest.fixture
-def redis_cluster(tmp_path: Path) -> Iterator[Cluster]:
-    env = {"LEASE_S": "2", "ERROR_RATE": "0", "TRANSLATION_DELAY": "0.3", "RATE_LIMIT": "100000",
-           "WORKERS": "4", "HEARTBEAT_S": "2", "RETRY_DELAY": "0.05", "MAX_ATTEMPTS": "3"}  # fmt: skip
-    cluster = Cluster(tmp_path, processes=2, admin_token=ADMIN_TOKEN, env=env, appendfsync="always")
-    try:
-        cluster.start_redis()
-        cluster.start_backend(0)
-        cluster.start_backend(1)
-        yield cluster
-    finally:
-        if cluster.redis is not None and cluster.redis.poll() is None:
-            cluster.redis.send_signal(signal.SIGCONT)
-        cluster.stop()
 
 
 def restart_redis(cluster: Cluster) -> None:

@@ -295,18 +295,14 @@ async def test_redis_a_burst_longer_than_the_buffer_answers_every_create(
         assert (await client.get(f"/v1/jobs/{job_id}")).status == 200
 
 
-async def test_redis_a_job_just_made_on_one_process_is_streamable_on_another(
+async def _a_and_late_b(
     aiohttp_client: Any, redis_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The README: "A job made on one is visible, cancellable and streamable on every other":
-    right after the 201 from process A, `GET /v1/events?job=ID` and a WebSocket subscribe on
-    process B find it (found: 43 of 339 SSE requests 404 `not_found` on a second process under
-    load; a plain GET waits for the shared log, the streams did not)."""
+) -> tuple[Any, Any]:
+    """Two processes on one Redis; B's tail of the shared log runs 50 ms late (a busy process,
+    a slow link): what B knows lags what A acknowledged, as between real processes under load."""
     settings = make_settings(redis_url=redis_url, auto_process=False)
     a = await aiohttp_client(create_app(settings))
     b = await aiohttp_client(create_app(settings))
-    # B's tail of the shared log runs 50 ms late (a busy process, a slow link): what B knows
-    # lags what A acknowledged, as it does between real processes under load
     tail = b.app[SERVICE].store._tail_conn
     xread = tail.xread
 
@@ -316,6 +312,17 @@ async def test_redis_a_job_just_made_on_one_process_is_streamable_on_another(
         return answer
 
     monkeypatch.setattr(tail, "xread", late_xread)
+    return a, b
+
+
+async def test_redis_a_job_just_made_on_one_process_is_streamable_on_another(
+    aiohttp_client: Any, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README: "A job made on one is visible, cancellable and streamable on every other":
+    right after the 201 from process A, `GET /v1/events?job=ID` and a WebSocket subscribe on
+    process B find it (found: 43 of 339 SSE requests 404 `not_found` on a second process under
+    load; a plain GET waits for the shared log, the streams did not)."""
+    a, b = await _a_and_late_b(aiohttp_client, redis_url, monkeypatch)
     async with b.ws_connect("/v1/ws") as ws:
 
         async def one(i: int) -> tuple[int, str]:
@@ -347,18 +354,7 @@ async def test_redis_resume_on_a_process_that_lags_a_moment_is_no_reset(
     tail is a few ms behind: `since: N` must replay what it missed (nothing) and go live, not
     answer `reset` `since_in_future` with fresh snapshots (docs/protocol.md: a resume "on another
     process of the same Redis-backed service, gets exactly the missed events")."""
-    settings = make_settings(redis_url=redis_url, auto_process=False)
-    a = await aiohttp_client(create_app(settings))
-    b = await aiohttp_client(create_app(settings))
-    tail = b.app[SERVICE].store._tail_conn
-    xread = tail.xread
-
-    async def late_xread(*args: Any, **kwargs: Any) -> Any:
-        answer = await xread(*args, **kwargs)
-        await asyncio.sleep(0.05)
-        return answer
-
-    monkeypatch.setattr(tail, "xread", late_xread)
+    a, b = await _a_and_late_b(aiohttp_client, redis_url, monkeypatch)
     async with (
         a.ws_connect("/v1/ws", headers=ADMIN) as on_a,
         b.ws_connect("/v1/ws", headers=ADMIN) as on_b,

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from service.settings import Config
 from service.store import StoreUnavailable
 from service.store import redis as redis_module
 from service.store.redis import RedisStore
-from tests.conftest import ADMIN, ADMIN_TOKEN
+from tests.conftest import ADMIN
 from tests.unit.test_store import Log, create
 
 LONG = 30.0  # generous waits: the contract is "recovers by itself", not a latency
@@ -144,21 +144,6 @@ async def test_the_writer_goes_on_after_an_unexpected_error(
 # ---- two processes, a real SIGSTOP ------------------------------------------------------
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    env = {"LEASE_S": "2", "ERROR_RATE": "0", "TRANSLATION_DELAY": "0.3", "RATE_LIMIT": "100000"}
-    cluster = Cluster(tmp_path, processes=2, admin_token=ADMIN_TOKEN, env=env, appendfsync="always")
-    try:
-        cluster.start_redis()
-        cluster.start_backend(0)
-        cluster.start_backend(1)
-        yield cluster
-    finally:
-        if cluster.redis is not None and cluster.redis.poll() is None:
-            cluster.redis.send_signal(signal.SIGCONT)
-        cluster.stop()
-
-
 async def healthz(session: aiohttp.ClientSession, base: str) -> tuple[int, str]:
     async with asyncio.timeout(LONG), session.get(f"{base}/healthz") as resp:
         return resp.status, await resp.text()
@@ -192,11 +177,12 @@ async def sees(session: aiohttp.ClientSession, base: str, job_id: str) -> None:
 
 
 async def test_after_a_redis_stall_both_processes_recover_by_themselves(
-    cluster: Cluster, session: aiohttp.ClientSession
+    redis_cluster: Cluster, session: aiohttp.ClientSession
 ) -> None:
     """Redis SIGSTOPped while each process has a write in flight (refused: 503), then
     SIGCONTed: each process answers /healthz 200 again without anyone writing on it, and then
     a write on either is seen on the other."""
+    cluster = redis_cluster  # two processes, LEASE_S 2, Redis with AOF fsync always
     a, b = cluster.backend_url(0), cluster.backend_url(1)
     assert cluster.redis is not None
     cluster.redis.send_signal(signal.SIGSTOP)

@@ -50,13 +50,6 @@ async def stores(redis_url: str) -> AsyncIterator[Callable[..., Any]]:
         await store.close()
 
 
-@pytest.fixture
-async def raw(redis_url: str) -> AsyncIterator[Any]:
-    client: Any = aioredis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
 async def until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
     async with asyncio.timeout(timeout):
         while not predicate():

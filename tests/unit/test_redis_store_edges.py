@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from service.settings import Config
@@ -40,13 +39,6 @@ async def stores(redis_url: str) -> AsyncIterator[Opener]:
     for store in opened:
         if store._redis is not None:
             await store.close()
-
-
-@pytest.fixture
-async def raw(redis_url: str) -> AsyncIterator[Any]:
-    client: Any = aioredis.from_url(redis_url)
-    yield client
-    await client.aclose()
 
 
 def tail_of(store: RedisStore) -> asyncio.Task[None]:
