@@ -88,6 +88,7 @@ SOCKET_TIMEOUT_S: Final = 5.0
 DEADLINE_S: Final = 3.0  # a command not run by then (Redis's clock) is refused: see _EXPIRED
 APPLY_TIMEOUT_S: Final = 10.0  # a committed change not seen on the stream by then: 503
 PROBE_INTERVAL_S: Final = 1.0
+Entries = list[tuple[bytes, dict[bytes, bytes]]]  # entries of the log, as one XREAD gives them
 CLOCK_SYNC_S: Final = 30.0  # how often Redis's clock is measured against ours
 CLOCK_RTT_S: Final = 0.25  # a TIME answer slower than this is not used to measure it
 CLOCK_WARN_S: Final = 1.0  # a skew worth a line in the log
@@ -557,7 +558,7 @@ class RedisStore:
         return jobs
 
     def _committed(self, entry_id: bytes, fields: dict[bytes, bytes]) -> Committed | None:
-        seq = int(entry_id.split(b"-")[0])
+        seq = _seq(entry_id)
         kind = fields[b"t"].decode()
         if kind == CONFIG_EVENT:
             return None
@@ -694,32 +695,15 @@ class RedisStore:
         while not self._closing:
             try:
                 answer = await conn.xread({LOG: self._last_id}, block=TAIL_BLOCK_MS, count=1000)
-                batches = [entries for _, entries in answer]
+                batches = await self._past_a_gap([entries for _, entries in answer])
             except Exception as exc:  # whatever it is, the tail goes on: every commit waits on it
                 if not isinstance(exc, RedisError | OSError):  # not Redis being away: a bug
                     log.exception("reading the stream failed")
                 self._tail_failure = f"redis unavailable: {exc}"
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 1.0)
-                continue
+                continue  # from the same point: a gap not caught up with is seen again
             self._tail_failure, backoff = None, 0.05
-            if batches and batches[0]:
-                first = int(batches[0][0][0].split(b"-")[0])
-                if first > self._applied + 1:  # trimmed before we read them: those are lost
-                    try:
-                        await self._resync(first)
-                    except Exception as exc:  # the gap is still there: read again, and retry
-                        if not isinstance(exc, RedisError | OSError):
-                            log.exception("catching up with the shared log failed")
-                        self._tail_failure = f"redis unavailable: {exc}"
-                        await asyncio.sleep(backoff)
-                        backoff = min(backoff * 2, 1.0)
-                        continue
-                    batches = [
-                        kept
-                        for entries in batches
-                        if (kept := [e for e in entries if _seq(e[0]) > self._applied])
-                    ]
             for entries in batches:
                 try:
                     self._apply(entries)
@@ -728,6 +712,18 @@ class RedisStore:
                     self._last_id = entries[-1][0].decode()
                     self._applied = int(self._last_id.split("-")[0])
                     self._wake_waiters()
+
+    async def _past_a_gap(self, batches: list[Entries]) -> list[Entries]:
+        """The entries read, once caught up with any that were trimmed before they were read
+        (seqs are contiguous: a first entry past the one after the last applied is a gap)."""
+        if not batches or not batches[0] or _seq(batches[0][0][0]) <= self._applied + 1:
+            return batches
+        await self._resync(_seq(batches[0][0][0]))
+        return [
+            kept
+            for entries in batches
+            if (kept := [e for e in entries if _seq(e[0]) > self._applied])
+        ]
 
     async def _resync(self, first: int) -> None:
         """Entries after the last one applied here were trimmed from the log before this
@@ -752,7 +748,7 @@ class RedisStore:
         self._last_id = f"{self._applied}-0"
         self._wake_waiters()
 
-    def _apply(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+    def _apply(self, entries: Entries) -> None:
         committed: list[Committed] = []
         for entry_id, fields in entries:
             event = self._committed(entry_id, fields)
