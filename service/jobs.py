@@ -504,7 +504,6 @@ class JobService:
             urls = {requests[i][0].callback_url for i in fresh}
             for url in sorted(u for u in urls if u is not None):
                 await self.prepare_callback(user_id, url)
-        config = self.config
         limit = self._limit(cap)
         videos: dict[int, AssetVideo | msgspec.UnsetType] = {}
         for i in fresh:
@@ -516,39 +515,17 @@ class JobService:
                 if self.prepare is None:
                     raise ValidationFailed("this server takes no media jobs", field="video")
                 videos[i] = await self.prepare(user_id, request) or msgspec.UNSET
-        # every plan has a window: premium is faster and larger, not unlimited. One request's
-        # jobs are counted together, all or none (they share a plan, so one window in practice)
-        windows: dict[str, list[int]] = {}
-        for i in fresh:
-            premium = requests[i][0].role is Role.PREMIUM
-            windows.setdefault(f"premium:{user_id}" if premium else user_id, []).append(i)
         now = self.clock.now()
-        decisions: dict[int, Decision] = {}
-        for window, members in windows.items():
-            role = requests[members[0]][0].role
-            decision = await self.store.rate_hit(
-                window,
-                config.premium_rate_limit if role is Role.PREMIUM else config.rate_limit,
-                now,
-                len(members),
-            )
-            if not decision.allowed:
-                self.rate_limited += 1
-                refused = RateLimited(
-                    f"{role} plan: at most {decision.limit} submissions per hour",
-                    limit=decision.limit,
-                    remaining=decision.remaining,
-                    reset_s=decision.reset_s,
-                )
-                return [(record, False, None) for record in found if record is not None], refused
-            decisions.update(dict.fromkeys(members, decision))
+        decisions = await self._count_in_windows(user_id, [requests[i][0] for i in fresh], now)
+        if isinstance(decisions, RateLimited):
+            return [(record, False, None) for record in found if record is not None], decisions
         made: dict[int, tuple[Change, Decision]] = {}
-        for i in fresh:
+        for i, decision in zip(fresh, decisions, strict=True):
             request, key = requests[i]
             job = self._new_job(user_id, request, videos[i], now)
             made[i] = (
                 Change(job, EventType.CREATED, iso_us(now), 0, key, hashes[i], cap=limit),
-                decisions[i],
+                decision,
             )
         changes = [change for change, _ in made.values()]
         try:
@@ -573,6 +550,35 @@ class JobService:
                 self.submitted[change.job.role] += 1
                 results.append((self._records[change.job.id], True, decision))
         return results, None
+
+    async def _count_in_windows(
+        self, user_id: str, requests: list[SubmitRequest], now: float
+    ) -> list[Decision] | RateLimited:
+        """Count one request's submissions in their plan's hourly window, all or none: each
+        one's decision, or the refusal. Every plan has a window (premium's is larger, not
+        unlimited); one request's jobs share a plan, so one window in practice."""
+        windows: dict[Role, list[int]] = {}
+        for n, request in enumerate(requests):
+            windows.setdefault(request.role, []).append(n)
+        decided: dict[int, Decision] = {}
+        for role, members in windows.items():
+            premium = role is Role.PREMIUM
+            decision = await self.store.rate_hit(
+                f"premium:{user_id}" if premium else user_id,
+                self.config.premium_rate_limit if premium else self.config.rate_limit,
+                now,
+                len(members),
+            )
+            if not decision.allowed:
+                self.rate_limited += 1
+                return RateLimited(
+                    f"{role} plan: at most {decision.limit} submissions per hour",
+                    limit=decision.limit,
+                    remaining=decision.remaining,
+                    reset_s=decision.reset_s,
+                )
+            decided.update(dict.fromkeys(members, decision))
+        return [decided[n] for n in range(len(requests))]
 
     def _new_job(
         self,
