@@ -1,0 +1,166 @@
+"""Attacks on MAX_VIDEO_S / MAX_VIDEO_PIXELS and MEDIA_FETCH_ALLOW_PRIVATE (docs/media.md): each
+test here is a break found from outside, kept as a strict xfail until the code is fixed.
+
+- A video whose *first* video stream is within MAX_VIDEO_PIXELS but whose second is not.
+- An MPEG-TS whose frames grow past MAX_VIDEO_PIXELS after its first frames (two TS files
+  concatenated: ffprobe reports the first SPS's size).
+- A Matroska or FLV header that claims a shorter duration than the file holds (docs/media.md
+  only covers a header claiming *more*: "a small file claiming hours costs what it holds").
+- A loopback address written as a non-canonical IPv4 literal (decimal): refused, and nothing
+  is reached, but as `unreachable`, not as the documented `private_address`.
+"""
+
+from __future__ import annotations
+
+import struct
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ApiFactory
+from tests.media.conftest import ffmpeg
+from tests.media.test_media_limits import Origin, files, submit
+
+ALICE = {"X-User-Id": "alice"}
+SMALL = (160, 120)
+BIG = (320, 240)  # over a MAX_VIDEO_PIXELS of 160*120
+
+
+def _video(path: Path, size: tuple[int, int], seconds: float, fmt: str | None = None) -> Path:
+    ffmpeg(
+        *("-f", "lavfi", "-i", f"testsrc=s={size[0]}x{size[1]}:r=5:d={seconds}"),
+        *("-f", "lavfi", "-i", f"sine=f=440:sample_rate=8000:d={seconds}"),
+        *("-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac"),
+        *(("-f", fmt) if fmt else ()),
+        str(path),
+    )
+    return path
+
+
+async def _upload_refused(
+    api: ApiFactory, media_dir: Path, body: bytes, reason: str, **limits: float
+) -> None:
+    client = await api(media_dir=str(media_dir / "media"), **limits)
+    resp = await client.post("/v1/assets", data=body, headers=ALICE)
+    assert resp.status == 422, await resp.text()
+    error = (await resp.json())["error"]
+    assert error["code"] == "invalid_video"
+    assert error["details"]["reason"] == reason
+    assert files(media_dir / "media") == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="only the first video stream's size is checked: a second stream of frames over "
+    "MAX_VIDEO_PIXELS is accepted (201)",
+)
+async def test_a_second_video_stream_over_the_pixel_limit_is_refused(
+    api: ApiFactory, tmp_path: Path
+) -> None:
+    clip = tmp_path / "two.mp4"
+    ffmpeg(
+        *("-f", "lavfi", "-i", f"testsrc=s={SMALL[0]}x{SMALL[1]}:r=5:d=2"),
+        *("-f", "lavfi", "-i", f"testsrc=s={BIG[0]}x{BIG[1]}:r=5:d=1"),
+        *("-f", "lavfi", "-i", "sine=f=440:sample_rate=8000:d=2"),
+        *("-map", "0", "-map", "1", "-map", "2"),
+        *("-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac"),
+        str(clip),
+    )
+    await _upload_refused(
+        api, tmp_path, clip.read_bytes(), "too_many_pixels", max_video_pixels=SMALL[0] * SMALL[1]
+    )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="an MPEG-TS whose frames grow past MAX_VIDEO_PIXELS after the first SPS is "
+    "accepted: ffprobe reports only the first frames' size",
+)
+async def test_frames_that_grow_past_the_pixel_limit_mid_stream_are_refused(
+    api: ApiFactory, tmp_path: Path
+) -> None:
+    small = _video(tmp_path / "small.ts", SMALL, 2, "mpegts")
+    big = _video(tmp_path / "big.ts", BIG, 1, "mpegts")
+    await _upload_refused(
+        api,
+        tmp_path,
+        small.read_bytes() + big.read_bytes(),
+        "too_many_pixels",
+        max_video_pixels=SMALL[0] * SMALL[1],
+    )
+
+
+def _lying_mkv(tmp_path: Path, seconds: int) -> bytes:
+    """A Matroska of `seconds` whose Segment Duration and DURATION tags claim 1 s."""
+    clip = _video(tmp_path / "long.mkv", (32, 24), seconds)
+    body = bytearray(clip.read_bytes())
+    at = body.find(b"\x44\x89")  # Segment Info Duration, in ms (TimecodeScale 1 ms)
+    assert at > 0 and body[at + 2] == 0x88
+    body[at + 3 : at + 11] = struct.pack(">d", 1000.0)
+    claimed = f"00:00:{seconds:02d}".encode()
+    at = body.find(claimed)
+    while at >= 0:  # the streams' DURATION tags, same length
+        body[at : at + 8] = b"00:00:01"
+        at = body.find(claimed, at + 8)
+    return bytes(body)
+
+
+def _lying_flv(tmp_path: Path, seconds: int) -> bytes:
+    """An FLV of `seconds` whose onMetaData duration claims 1 s."""
+    clip = tmp_path / "long.flv"
+    ffmpeg(
+        *("-f", "lavfi", "-i", f"color=c=gray:s=32x24:r=5:d={seconds}"),
+        *("-f", "lavfi", "-i", f"sine=f=440:sample_rate=22050:d={seconds}"),
+        *("-c:v", "flv", "-c:a", "aac"),
+        str(clip),
+    )
+    body = bytearray(clip.read_bytes())
+    at = body.find(b"duration")
+    assert at > 0 and body[at + 8] == 0  # AMF0 number
+    body[at + 9 : at + 17] = struct.pack(">d", 1.0)
+    return bytes(body)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a container header claiming less than the file holds passes MAX_VIDEO_S: the "
+    "duration is the header's when the streams have none of their own (Matroska, FLV)",
+)
+@pytest.mark.parametrize("make", [_lying_mkv, _lying_flv], ids=["matroska", "flv"])
+async def test_a_header_claiming_less_than_the_file_holds_is_refused(
+    api: ApiFactory, tmp_path: Path, make: object
+) -> None:
+    seconds = 20
+    body = make(tmp_path, seconds)  # type: ignore[operator]
+    decoded = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", "pipe:0", "-map", "0:a", "-f", "null", "-"],
+        input=body,
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+    assert decoded.returncode == 0  # the whole 20 s are there to decode
+    await _upload_refused(api, tmp_path, body, "too_long", max_video_s=5.0)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a decimal IPv4 literal for loopback (2130706433) is refused as `unreachable` "
+    "(aiohttp: not a canonical IPv4 address), not as the documented `private_address`",
+)
+async def test_a_decimal_loopback_literal_is_a_private_address(
+    api: ApiFactory, tmp_path: Path
+) -> None:
+    origin = Origin(b"")
+    base = await origin.start()
+    port = base.rsplit(":", 1)[1]
+    try:
+        client = await api(media_dir=str(tmp_path), media_fetch_allow_private=False)
+        status, body = await submit(client, f"http://2130706433:{port}/clip.mp4")
+        assert origin.hits == []  # holds today: nothing is reached
+        assert status == 422, body
+        assert body["error"]["code"] == "video_unreachable"
+        assert body["error"]["details"]["reason"] == "private_address"
+    finally:
+        await origin.close()
