@@ -28,6 +28,7 @@ class Probed(msgspec.Struct, frozen=True):
     video_codec: str
     audio_codec: str
     size: int
+    largest_frame: int = 0  # pixels of the largest video stream's frames (a file may hold more)
 
 
 class NotAVideo(ValidationFailed):
@@ -49,9 +50,10 @@ class Limits(msgspec.Struct, frozen=True):
                 reason="too_long",
                 limit_s=self.duration_s,
             )
-        if video.width * video.height > self.pixels:
+        largest = max(video.largest_frame, video.width * video.height)
+        if largest > self.pixels:  # any of its video streams: ffmpeg would decode each
             raise NotAVideo(
-                f"the video's frames are {video.width}x{video.height}; at most MAX_VIDEO_PIXELS "
+                f"the video has frames of {largest:,} pixels; at most MAX_VIDEO_PIXELS "
                 f"({self.pixels:,} pixels) is accepted",
                 reason="too_many_pixels",
                 limit_pixels=self.pixels,
@@ -123,6 +125,7 @@ async def probe(tools: Tools, path: Path) -> Probed:
         video_codec=video.codec_name,
         audio_codec=audio.codec_name,
         size=int(_float(found.format.size if found.format else None) or 0),
+        largest_frame=max(s.width * s.height for s in found.streams if s.codec_type == "video"),
     )
 
 

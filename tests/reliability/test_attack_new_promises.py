@@ -49,11 +49,6 @@ async def _upload_refused(
     assert files(media_dir / "media") == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="only the first video stream's size is checked: a second stream of frames over "
-    "MAX_VIDEO_PIXELS is accepted (201)",
-)
 async def test_a_second_video_stream_over_the_pixel_limit_is_refused(
     api: ApiFactory, tmp_path: Path
 ) -> None:
