@@ -273,16 +273,30 @@ def _split(ts: float) -> tuple[int, int]:
     return int(whole), micros
 
 
+# the last timestamp formatted, both ways: a change stamps one `now` several times (created_at,
+# updated_at, the event's time). One tuple, so a reader never sees half of an update.
+_last: tuple[float, str, str] = (math.nan, "", "")
+
+
+def _stamps(ts: float) -> tuple[float, str, str]:
+    global _last
+    last = _last
+    if last[0] == ts:
+        return last
+    whole, micros = _split(ts)
+    us = f"{_second(whole)}.{micros:06d}Z"
+    last = _last = (ts, us[:-4] + "Z", us)  # milliseconds: the first three of the six digits
+    return last
+
+
 def iso_ms(ts: float) -> str:
     """Epoch seconds -> `2026-11-26T06:00:00.123Z` (on the hot path: the second is cached)."""
-    whole, micros = _split(ts)
-    return f"{_second(whole)}.{micros // 1000:03d}Z"
+    return _stamps(ts)[1]
 
 
 def iso_us(ts: float) -> str:
     """Epoch seconds -> `2026-11-26T06:00:00.123456Z` (event times, for lag measurement)."""
-    whole, micros = _split(ts)
-    return f"{_second(whole)}.{micros:06d}Z"
+    return _stamps(ts)[2]
 
 
 def parse_iso(text: str) -> float:
