@@ -69,7 +69,7 @@ class Clock(Protocol):
     async def wait(self, event: asyncio.Event, seconds: float | None) -> bool:
         """Wait for `event` at most `seconds` of this clock's time (None: no limit); True if set."""
 
-    def timeout(self, seconds: float) -> contextlib.AbstractAsyncContextManager[None]:
+    def timeout(self, seconds: float) -> contextlib.AbstractAsyncContextManager[object]:
         """Like asyncio.timeout, in this clock's time (TimeoutError when it runs out)."""
 
     def busy(self, task: asyncio.Task[None]) -> None:
@@ -97,10 +97,8 @@ class RealClock:
             return False
         return True
 
-    @contextlib.asynccontextmanager
-    async def timeout(self, seconds: float) -> AsyncIterator[None]:
-        async with asyncio.timeout(seconds):
-            yield
+    def timeout(self, seconds: float) -> asyncio.Timeout:
+        return asyncio.timeout(seconds)  # itself: every attempt enters one
 
     def busy(self, task: asyncio.Task[None]) -> None:
         pass

@@ -851,35 +851,31 @@ class JobService:
         """Run a scheduler's transition; True if this call made it."""
         if job_id not in self._records:
             return False
-        made = False
-
-        def tracked(record: Record) -> Change | None:
-            nonlocal made
-            change = decide(record)
-            made = change is not None
-            return change
-
         try:
-            await self._change(job_id, tracked)
+            return (await self._decide_and_commit(job_id, decide))[1]
         except NotFound:
             return False
-        return made
 
     # ---- deciding and committing -------------------------------------------------
 
     async def _change(self, job_id: str, decide: Decide) -> Record:
         """Decide against the job as it is, commit; on a lost race, decide again."""
+        return (await self._decide_and_commit(job_id, decide))[0]
+
+    async def _decide_and_commit(self, job_id: str, decide: Decide) -> tuple[Record, bool]:
+        """The job after the change (or as it is, if `decide` made none), and whether this
+        call made one."""
         for _ in range(MAX_CONFLICTS):
             record = self.get(job_id)
             change = decide(record)
             if change is None:
-                return record
+                return record, False
             try:
                 await self.store.commit(change)
             except VersionConflict:
                 await self.store.sync()  # someone else moved it: catch up, then decide again
                 continue
-            return self._records.get(job_id, record)
+            return self._records.get(job_id, record), True
         raise Conflict("the job kept changing while this request was deciding; try again")
 
     def _move(
