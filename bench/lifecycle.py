@@ -28,7 +28,17 @@ from typing import Any
 
 import psutil
 
-from bench._common import RESULTS, TOKEN, Proc, dubsim, pyplot, temp_db, write_result
+from bench._common import (
+    PYTHON,
+    RESULTS,
+    TOKEN,
+    Proc,
+    dubsim,
+    free_port,
+    pyplot,
+    temp_db,
+    write_result,
+)
 from deploy.cluster import Cluster
 
 NAME = "lifecycle"
@@ -88,6 +98,12 @@ def servers(backend: str, processes: int, workers: int) -> Iterator[tuple[list[P
     """
     flags = {"translation_delay": 0, "error_rate": 0, "workers": workers, "rate_limit": 1_000_000}
     with contextlib.ExitStack() as stack:
+        if backend == "bare":  # the same-run baseline: bench/_bare_lifecycle.py
+            db = stack.enter_context(temp_db())
+            port = free_port()
+            argv = [PYTHON, "-m", "bench._bare_lifecycle", "--port", str(port), "--db", db]
+            yield [stack.enter_context(Proc(argv, port, "/healthz"))], None
+            return
         if backend == "sqlite":
             if processes != 1:
                 raise ValueError("SQLite is one process per file")
@@ -208,6 +224,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-seconds", type=float, default=120)
     parser.add_argument("--backend", choices=["sqlite", "redis"], default="sqlite")
     parser.add_argument("--processes", type=int, default=1, help="server processes (redis)")
+    parser.add_argument(
+        "--no-baseline",
+        dest="baseline",
+        action="store_false",
+        help="skip the bare durable lifecycle (bench/_bare_lifecycle.py) run after dubsim's",
+    )
     args = parser.parse_args(argv)
     samples: list[tuple[float, int, float]] = []
     figures = run_case(
@@ -220,6 +242,21 @@ def main(argv: list[str] | None = None) -> None:
         samples=samples,
     )
     figures["target"] = ">= 6000 completed jobs/s (ack and publish after durable)"
+    if args.backend == "sqlite" and args.baseline:
+        # the least this stack can do with three durable states per job, on the same machine
+        # a minute later: what makes figures of different days comparable
+        bare = run_case(
+            "bare",
+            1,
+            jobs=args.jobs,
+            connections=args.connections,
+            workers=args.workers,
+            max_seconds=args.max_seconds,
+        )
+        figures["bare_durable"] = bare
+        figures["ratio_to_bare_durable"] = round(
+            figures["completed_per_s"] / max(1, bare["completed_per_s"]), 2
+        )
     print(json.dumps(figures, indent=2))
     if args.backend == "sqlite":  # the section and plot of docs/benchmarks.md
         plot(samples, str(RESULTS / f"{NAME}.png"))

@@ -128,6 +128,18 @@ def summary(docs: dict[str, dict[str, Any] | None]) -> list[str]:
                 x["completed_per_s"] >= 6000,
             )
         )
+        if (
+            "bare_durable" in x
+        ):  # the same-run baseline: what makes runs of different days comparable
+            bare = x["bare_durable"]["completed_per_s"]
+            rows.append(
+                (
+                    "4 lifecycle / bare durable lifecycle (same run)",
+                    f"{x['ratio_to_bare_durable']:.2f}x ({x['completed_per_s']:,} / {bare:,})",
+                    "(reported)",
+                    None,
+                )
+            )
         rows.append(("4 lifecycle: peak server RSS", f"{x['rss_peak_mb']} MB", "(reported)", None))
     if (s := docs["slow_consumer"]) is not None:
         x = s["figures"]
@@ -323,15 +335,31 @@ def rest(doc: dict[str, Any]) -> list[str]:
 
 def lifecycle(doc: dict[str, Any]) -> list[str]:
     x = doc["figures"]
-    return [
+    cases = [("dubsim", x)]
+    if "bare_durable" in x:
+        cases.append(("bare durable lifecycle (`bench/_bare_lifecycle.py`)", x["bare_durable"]))
+    out = [
         "## 4. Lifecycle throughput",
         "",
         _stamp(doc),
         "",
-        "| jobs submitted | completed | submit phase s | first submit to last finish s | completed/s | server CPU s | RSS start MB | peak MB |",
-        "|---|---|---|---|---|---|---|---|",
-        f"| {x['jobs_submitted'] or '-'} | {x['jobs_completed']:,} | {x['submit_phase_s']} | {x['elapsed_s']} | "
-        f"**{x['completed_per_s']:,}** | {x['server_cpu_s']} | {x['rss_start_mb']} | {x['rss_peak_mb']} |",
+        "| server | jobs submitted | completed | submit phase s | first submit to last finish s | completed/s | server CPU s | CPU per job us | RSS start MB | peak MB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, c in cases:
+        per_job = round(c["server_cpu_s"] / max(1, c["jobs_completed"]) * 1e6)
+        out.append(
+            f"| {name} | {c['jobs_submitted'] or '-'} | {c['jobs_completed']:,} | {c['submit_phase_s']} | "
+            f"{c['elapsed_s']} | **{c['completed_per_s']:,}** | {c['server_cpu_s']} | {per_job} | "
+            f"{c['rss_start_mb']} | {c['rss_peak_mb']} |"
+        )
+    if "bare_durable" in x:
+        out += [
+            "",
+            f"dubsim / bare durable lifecycle in this run: **{x['ratio_to_bare_durable']:.2f}x**.",
+        ]
+    return [
+        *out,
         "",
         "![lifecycle](../bench/results/lifecycle.png)",
         "",
