@@ -142,12 +142,12 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-def make_app(path: str) -> web.Application:
+def make_app(path: str, lifecycle_type: type[Lifecycle] = Lifecycle) -> web.Application:
     app = web.Application()
     app[STATE] = {}
 
     async def start(app: web.Application) -> None:
-        lifecycle = Lifecycle(path)
+        lifecycle = lifecycle_type(path)
         app[STATE]["lifecycle"] = lifecycle
         app[STATE]["writer"] = asyncio.create_task(lifecycle.writer())
 
