@@ -3,6 +3,7 @@
     python -m bench._bare hello --port P   GET /hello -> {"hello": "world"}
     python -m bench._bare ws --port P      WebSocket /ws; POST /start, POST /stop broadcast
     python -m bench._bare sse --port P     SSE /events;   POST /start, POST /stop broadcast
+    python -m bench._bare lifecycle --port P --db FILE   bench/_bare_lifecycle.py
 
 The broadcast is the naive shape on purpose: build one event frame (the size of a dubsim
 event, with the same `at` timestamp), then a plain sequential `await send` to every socket,
@@ -20,6 +21,7 @@ import weakref
 import msgspec
 from aiohttp import WSMsgType, web
 
+from bench._bare_lifecycle import make_app as lifecycle_app
 from service.models import Job, Role, Status, iso_ms, iso_us
 
 SOCKETS = web.AppKey("sockets", weakref.WeakSet)
@@ -148,11 +150,18 @@ def make_app(kind: str) -> web.Application:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("kind", choices=["hello", "ws", "sse"])
+    parser.add_argument("kind", choices=["hello", "ws", "sse", "lifecycle"])
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--db", help="lifecycle: the SQLite file")
     args = parser.parse_args()
+    if args.kind == "lifecycle":
+        if not args.db:
+            parser.error("lifecycle needs --db")
+        app = lifecycle_app(args.db)
+    else:
+        app = make_app(args.kind)
     web.run_app(
-        make_app(args.kind),
+        app,
         host="127.0.0.1",
         port=args.port,
         print=None,

@@ -1,6 +1,6 @@
 """The least a durable job lifecycle costs in this stack: section 4's same-run baseline.
 
-    python -m bench._bare_lifecycle --port P --db FILE
+    python -m bench._bare lifecycle --port P --db FILE
 
 aiohttp and SQLite (WAL, `synchronous=NORMAL`, as dubsim ships) and nothing else: `POST
 /v1/jobs` makes a `Job` (dubsim's own struct and timestamp formatting), commits it and answers
@@ -18,7 +18,6 @@ just enough for `bench.lifecycle` to measure it like dubsim.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import sqlite3
@@ -157,22 +156,3 @@ def make_app(path: str, lifecycle_type: type[Lifecycle] = Lifecycle) -> web.Appl
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     return app
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--db", required=True)
-    args = parser.parse_args()
-    web.run_app(
-        make_app(args.db),
-        host="127.0.0.1",
-        port=args.port,
-        print=None,
-        access_log=None,
-        shutdown_timeout=1,
-    )
-
-
-if __name__ == "__main__":
-    main()

@@ -101,7 +101,7 @@ def servers(backend: str, processes: int, workers: int) -> Iterator[tuple[list[P
         if backend == "bare":  # the same-run baseline: bench/_bare_lifecycle.py
             db = stack.enter_context(temp_db())
             port = free_port()
-            argv = [PYTHON, "-m", "bench._bare_lifecycle", "--port", str(port), "--db", db]
+            argv = [PYTHON, "-m", "bench._bare", "lifecycle", "--port", str(port), "--db", db]
             yield [stack.enter_context(Proc(argv, port, "/healthz"))], None
             return
         if backend == "sqlite":
