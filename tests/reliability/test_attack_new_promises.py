@@ -6,8 +6,10 @@ test here is a break found from outside, kept as a strict xfail until the code i
   concatenated: ffprobe reports the first SPS's size).
 - A Matroska or FLV header that claims a shorter duration than the file holds (docs/media.md
   only covers a header claiming *more*: "a small file claiming hours costs what it holds").
-- A loopback address written as a non-canonical IPv4 literal (decimal): refused, and nothing
-  is reached, but as `unreachable`, not as the documented `private_address`.
+- A loopback address written as a non-canonical IPv4 literal (decimal, hex, short, octal) was
+  refused, and nothing reached, but as `unreachable`, not as the documented `private_address`
+  (fixed). Now such a host is the address it denotes: private, refused as `private_address`;
+  public (or private with MEDIA_FETCH_ALLOW_PRIVATE), fetched at that address.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from service.egress import ip_literal
 from tests.conftest import ApiFactory
 from tests.media.conftest import ffmpeg
 from tests.media.test_media_limits import Origin, files, submit
@@ -131,11 +134,6 @@ async def test_a_header_claiming_less_than_the_file_holds_is_refused(
     await _upload_refused(api, tmp_path, body, "too_long", max_video_s=5.0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a decimal IPv4 literal for loopback (2130706433) is refused as `unreachable` "
-    "(aiohttp: not a canonical IPv4 address), not as the documented `private_address`",
-)
 async def test_a_decimal_loopback_literal_is_a_private_address(
     api: ApiFactory, tmp_path: Path
 ) -> None:
@@ -151,3 +149,68 @@ async def test_a_decimal_loopback_literal_is_a_private_address(
         assert body["error"]["details"]["reason"] == "private_address"
     finally:
         await origin.close()
+
+
+@pytest.mark.parametrize(
+    "host", ["0x7f000001", "127.1", "0177.0.0.1", "127.000.000.001", "0x7f.0.0.1", "017700000001"]
+)
+async def test_other_ipv4_forms_of_loopback_are_private_addresses(
+    api: ApiFactory, tmp_path: Path, host: str
+) -> None:
+    """What the C library reads as 127.0.0.1 (inet_aton: hex, short, octal, mixed): refused as
+    private before anything is fetched."""
+    origin = Origin(b"")
+    base = await origin.start()
+    port = base.rsplit(":", 1)[1]
+    try:
+        client = await api(media_dir=str(tmp_path), media_fetch_allow_private=False)
+        status, body = await submit(client, f"http://{host}:{port}/clip.mp4")
+        assert status == 422, body
+        assert body["error"]["code"] == "video_unreachable"
+        assert body["error"]["details"]["reason"] == "private_address"
+        assert "127.0.0.1" in body["error"]["message"]  # the address it denotes, named
+        assert origin.hits == []
+        assert files(tmp_path) == []
+    finally:
+        await origin.close()
+
+
+@pytest.mark.parametrize("host", ["2130706433", "0x7f000001", "127.1"])
+async def test_another_ipv4_form_is_fetched_at_the_address_it_denotes(
+    api: ApiFactory, tmp_path: Path, host: str
+) -> None:
+    """Where such a host may be fetched (here MEDIA_FETCH_ALLOW_PRIVATE, as for a public one),
+    it is: at the address it denotes, as curl or a browser would (aiohttp alone refuses it)."""
+    clip = _video(tmp_path / "clip.mp4", SMALL, 1)
+    origin = Origin(clip.read_bytes())
+    base = await origin.start()
+    port = base.rsplit(":", 1)[1]
+    try:
+        client = await api(media_dir=str(tmp_path / "media"))
+        status, body = await submit(client, f"http://{host}:{port}/clip.mp4")
+        assert status == 201, body
+        assert origin.hits == ["/clip.mp4"]
+    finally:
+        await origin.close()
+
+
+@pytest.mark.parametrize(
+    ("host", "address"),
+    [
+        ("2130706433", "127.0.0.1"),
+        ("0x7F000001", "127.0.0.1"),
+        ("10.1", "10.0.0.1"),
+        ("0300.0250.1", "192.168.0.1"),
+        ("8.8.8.8", "8.8.8.8"),
+        ("::1", "::1"),
+        ("0127.0.0.1", "87.0.0.1"),  # octal: not loopback at all
+        ("example.com", None),
+        ("deadbeef", None),  # hex digits without 0x: a name
+        ("1.2.3.4.5", None),
+        ("08.0.0.1", None),  # not octal: a name (getaddrinfo would ask DNS)
+        ("127.0.0.1 x", None),  # inet_aton would stop at the space; a host never has one
+        ("", None),
+    ],
+)
+def test_an_ip_literal_is_what_the_c_library_reads(host: str, address: str | None) -> None:
+    assert ip_literal(host) == address
