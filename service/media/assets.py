@@ -81,7 +81,7 @@ class Assets:
             size = await self._write(part, chunks)
             if size == 0:
                 raise ValidationFailed("the upload is empty", reason="empty")
-            info = await probe(self.tools, part)
+            info = await probe(self.tools, part, self.limits)
             if self.limits is not None:
                 self.limits.check(info)
             await asyncio.to_thread(part.rename, final)

@@ -1,25 +1,32 @@
-"""Attacks on MAX_VIDEO_S / MAX_VIDEO_PIXELS and MEDIA_FETCH_ALLOW_PRIVATE (docs/media.md): each
-test here is a break found from outside, kept as a strict xfail until the code is fixed.
+"""Attacks on MAX_VIDEO_S / MAX_VIDEO_PIXELS and MEDIA_FETCH_ALLOW_PRIVATE (docs/media.md),
+breaks found from outside (each was a strict xfail until the code was fixed):
 
 - A video whose *first* video stream is within MAX_VIDEO_PIXELS but whose second is not.
 - An MPEG-TS whose frames grow past MAX_VIDEO_PIXELS after its first frames (two TS files
-  concatenated: ffprobe reports the first SPS's size).
-- A Matroska or FLV header that claims a shorter duration than the file holds (docs/media.md
-  only covers a header claiming *more*: "a small file claiming hours costs what it holds").
-- A loopback address written as a non-canonical IPv4 literal (decimal, hex, short, octal) was
-  refused, and nothing reached, but as `unreachable`, not as the documented `private_address`
-  (fixed). Now such a host is the address it denotes: private, refused as `private_address`;
-  public (or private with MEDIA_FETCH_ALLOW_PRIVATE), fetched at that address.
+  concatenated: ffprobe's stream header reports the first SPS's size). Now the key frames are
+  decoded and measured; a frame far past the limit is refused by ffprobe's decoder
+  (`-max_pixels`) without being decoded.
+- A Matroska, FLV or MP4 header that claims a shorter duration than the file holds. Now the
+  duration is what the packets' timestamps and durations say.
+- A loopback address written as a non-canonical IPv4 literal (decimal, hex, short, octal):
+  refused, and nothing reached, but as `unreachable`, not as the documented `private_address`.
+  Now such a host is the address it denotes: private, refused as `private_address`; public
+  (or private with MEDIA_FETCH_ALLOW_PRIVATE), fetched at that address.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import struct
 from pathlib import Path
 
 import pytest
 
+import service.media.probe
 from service.egress import ip_literal
+from service.media.probe import _held
+from service.media.tools import Tools, ToolTimedOut
 from tests.conftest import ApiFactory
 from tests.media.conftest import ffmpeg
 from tests.media.test_media_limits import Origin, files, submit
@@ -69,11 +76,6 @@ async def test_a_second_video_stream_over_the_pixel_limit_is_refused(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an MPEG-TS whose frames grow past MAX_VIDEO_PIXELS after the first SPS is "
-    "accepted: ffprobe reports only the first frames' size",
-)
 async def test_frames_that_grow_past_the_pixel_limit_mid_stream_are_refused(
     api: ApiFactory, tmp_path: Path
 ) -> None:
@@ -119,12 +121,33 @@ def _lying_flv(tmp_path: Path, seconds: int) -> bytes:
     return bytes(body)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a container header claiming less than the file holds passes MAX_VIDEO_S: the "
-    "duration is the header's when the streams have none of their own (Matroska, FLV)",
+def _lying_mp4(tmp_path: Path, seconds: int) -> bytes:
+    """An MP4 of `seconds` whose every duration field (movie, tracks, media, edit lists) claims
+    1 s, while its sample tables hold all of it (the streams' durations agree with the lie)."""
+    clip = _video(tmp_path / "long.mp4", (32, 24), seconds)
+    body = bytearray(clip.read_bytes())
+    movie = body.find(b"mvhd") + 8  # fields after the box type, version and flags
+    movie_scale = body[movie + 8 : movie + 12]  # created, modified, timescale, duration
+    for box in (b"mvhd", b"tkhd", b"mdhd", b"elst"):
+        at = body.find(box)
+        while at >= 0:
+            assert body[at + 4] == 0  # version 0: 32-bit fields
+            fields = at + 8
+            if box in (b"mvhd", b"mdhd"):  # duration = timescale: 1 s
+                body[fields + 12 : fields + 16] = body[fields + 8 : fields + 12]
+            elif box == b"tkhd":  # created, modified, track, reserved, duration (movie scale)
+                body[fields + 16 : fields + 20] = movie_scale
+            else:  # entry count, then (segment duration in movie scale, media time, rate)
+                for k in range(struct.unpack(">I", body[fields : fields + 4])[0]):
+                    entry = fields + 4 + 12 * k
+                    body[entry : entry + 4] = movie_scale
+            at = body.find(box, at + 4)
+    return bytes(body)
+
+
+@pytest.mark.parametrize(
+    "make", [_lying_mkv, _lying_flv, _lying_mp4], ids=["matroska", "flv", "mp4"]
 )
-@pytest.mark.parametrize("make", [_lying_mkv, _lying_flv], ids=["matroska", "flv"])
 async def test_a_header_claiming_less_than_the_file_holds_is_refused(
     api: ApiFactory, tmp_path: Path, make: object
 ) -> None:
@@ -214,3 +237,57 @@ async def test_another_ipv4_form_is_fetched_at_the_address_it_denotes(
 )
 def test_an_ip_literal_is_what_the_c_library_reads(host: str, address: str | None) -> None:
     assert ip_literal(host) == address
+
+
+@pytest.mark.parametrize("where", ["first", "mid-stream"])
+async def test_frames_far_past_the_limit_are_refused_without_being_decoded(
+    api: ApiFactory, tmp_path: Path, where: str
+) -> None:
+    """Frames past MAX_VIDEO_PIXELS and its slack (probe.GUARD_SLACK) are refused by
+    ffprobe's own decoder (`-max_pixels`): their size is never reported, only the refusal."""
+    limit = SMALL[0] * SMALL[1]
+    huge = _video(tmp_path / "huge.ts", (1280, 960), 1, "mpegts")  # 1.2 M pixels: > limit + 1 M
+    body = huge.read_bytes()
+    if where == "mid-stream":  # past what ffprobe's first look decodes (its first ~5 s)
+        body = _video(tmp_path / "small.ts", SMALL, 12, "mpegts").read_bytes() + body
+    await _upload_refused(api, tmp_path, body, "too_many_pixels", max_video_pixels=limit)
+
+
+async def test_concatenated_files_whose_timestamps_start_over_count_in_full(
+    api: ApiFactory, tmp_path: Path
+) -> None:
+    """Three 4 s MPEG-TS files end to end: each one's timestamps start where the first's did,
+    so the packets span 4 s, but they hold 12 s (ffmpeg plays all of it): their durations
+    add up."""
+    part = _video(tmp_path / "part.ts", (32, 24), 4, "mpegts").read_bytes()
+    await _upload_refused(api, tmp_path, part * 3, "too_long", max_video_s=6.0)
+
+
+def test_the_scan_counts_a_stream_by_its_timestamps_when_packets_have_no_durations() -> None:
+    """Packets without a duration of their own (FLV video, some Matroska blocks) still count:
+    a stream lasts at least from its first timestamp to its last."""
+    entries = [{"type": "packet", "stream_index": 0, "pts_time": f"{t}.0"} for t in range(21)]
+    entries.append({"type": "frame", "stream_index": 0, "width": 64, "height": 48})
+    held = _held(json.dumps({"packets_and_frames": entries}).encode(), [])
+    assert (held.duration_s, held.largest_frame) == (20.0, 64 * 48)
+
+
+async def test_a_video_the_scan_cannot_finish_in_its_budget_is_refused(
+    api: ApiFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The scan decodes every key frame, so a file of nothing else has a budget
+    (probe.SCAN_BUDGET_S); past it, the upload is refused and nothing is kept. A budget of 0
+    here: every scan runs out of it."""
+    monkeypatch.setattr(service.media.probe, "SCAN_BUDGET_S", 0.0)
+    clip = _video(tmp_path / "clip.mp4", SMALL, 1)
+    await _upload_refused(api, tmp_path, clip.read_bytes(), "too_complex")
+
+
+async def test_a_tool_past_its_timeout_is_killed() -> None:
+    tools = Tools(1)
+    endless = ["-v", "error", "-f", "lavfi", "-i", "anullsrc", "-f", "null", "-"]
+    with pytest.raises(ToolTimedOut) as raised:
+        # the outer bound only keeps a broken timeout from hanging the test
+        await asyncio.wait_for(tools.run("ffmpeg", endless, timeout_s=0.2), 30)
+    assert raised.value.timeout_s == 0.2
+    assert tools.running == set()  # killed and reaped
