@@ -19,15 +19,16 @@ from __future__ import annotations
 import asyncio
 import json
 import struct
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
 
 import service.media.probe
 from service.egress import ip_literal
-from service.media.probe import _held
-from service.media.tools import Tools, ToolTimedOut
-from tests.conftest import ApiFactory
+from service.media.probe import GUARD_SLACK, _held
+from service.media.tools import ToolFailed, Tools, ToolTimedOut
+from tests.conftest import ApiFactory, wait_for_status
 from tests.media.conftest import ffmpeg
 from tests.media.test_media_limits import Origin, files, submit
 
@@ -270,6 +271,52 @@ def test_the_scan_counts_a_stream_by_its_timestamps_when_packets_have_no_duratio
     entries.append({"type": "frame", "stream_index": 0, "width": 64, "height": 48})
     held = _held(json.dumps({"packets_and_frames": entries}).encode(), [])
     assert (held.duration_s, held.largest_frame) == (20.0, 64 * 48)
+
+
+async def test_the_pipeline_decodes_no_frame_past_the_limit_nor_sound_past_the_probe(
+    api: ApiFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Second lines of defence, for a file that would slip past the checks: the audio is
+    extracted for no longer than the probe measured (`-t`), and when the video can't be
+    copied and is decoded to be encoded, its decoder refuses frames past the limit
+    (`-max_pixels`). Here the copy is made to fail, so the encode runs."""
+    calls: list[list[str]] = []
+    real = Tools.run
+
+    async def run(
+        self: Tools,
+        tool: str,
+        args: Sequence[str],
+        *,
+        on_line: Callable[[str], None] | None = None,
+        timeout_s: float | None = None,
+    ) -> tuple[bytes, bytes]:
+        calls.append([tool, *args])
+        if tool == "ffmpeg" and "[mixed]" in args and "copy" in args:
+            raise ToolFailed(tool, 1, "Could not find tag for codec in stream #0")
+        return await real(self, tool, args, on_line=on_line, timeout_s=timeout_s)
+
+    monkeypatch.setattr(Tools, "run", run)
+    limit = SMALL[0] * SMALL[1]
+    client = await api(media_dir=str(tmp_path / "media"), max_video_pixels=limit)
+    clip = _video(tmp_path / "clip.mp4", SMALL, 2)
+    resp = await client.post("/v1/assets", data=clip.read_bytes(), headers=ALICE)
+    assert resp.status == 201, await resp.text()
+    asset = await resp.json()
+    resp = await client.post(
+        "/v1/jobs", json={"video": {"type": "asset_id", "asset_id": asset["id"]}}, headers=ALICE
+    )
+    assert resp.status == 201, await resp.text()
+    done = await wait_for_status(client, (await resp.json())["id"], {"completed"}, timeout=60)
+    assert done["status"] == "completed"
+
+    (extract,) = [c for c in calls if "-vn" in c]
+    assert extract[extract.index("-t") + 1] == f"{asset['duration_s']:.3f}"
+    assert extract.index("-t") > extract.index("-i")  # an output option: what is decoded
+    (encode,) = [c for c in calls if "libx264" in c]
+    guard = encode.index("-max_pixels")
+    assert encode[guard + 1] == str(limit + GUARD_SLACK)
+    assert guard < encode.index("-i")  # an input option: the source's decoder
 
 
 async def test_a_video_the_scan_cannot_finish_in_its_budget_is_refused(
