@@ -5,6 +5,7 @@ resolves (or is redirected) to loopback or a private network is refused however 
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from typing import Final
 
@@ -13,6 +14,9 @@ from aiohttp.resolver import DefaultResolver
 
 _NAT64: Final = ipaddress.IPv6Network("64:ff9b::/96")  # well-known prefix, IPv4 in the last 32 bits
 _LOCAL_NAT64: Final = ipaddress.IPv6Network("64:ff9b:1::/48")  # local use (RFC 8215): private
+# what inet_aton may read as an IPv4 address: digits, hex digits, "x" and dots, nothing else
+# (it would also take "127.1 anything": whatever follows a space)
+_IPV4_FORMS: Final = re.compile(r"[0-9a-fA-FxX.]+")
 
 
 def _embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
@@ -61,11 +65,29 @@ class PublicOnlyResolver(AbstractResolver):
         await self._inner.close()
 
 
-def private_literal(host: str) -> str | None:
-    """`host` if it is an IP address literal that is private (aiohttp consults no resolver for
-    a literal, so the resolver alone can't refuse it); None for a name or a public address."""
+def ip_literal(host: str) -> str | None:
+    """The address `host` denotes if it is an IP address literal, written canonically; None for
+    a name. IPv4 in every form the C library reads (inet_aton, as getaddrinfo does, never asking
+    DNS): decimal `2130706433`, hex `0x7f000001`, short `127.1`, octal `0177.0.0.1` are all
+    127.0.0.1. aiohttp takes only the canonical form as a literal (and consults no resolver for
+    it, so the resolver alone can't refuse one), and refuses the others."""
+    bare = host.split("%", 1)[0]
     try:
-        ipaddress.ip_address(host.split("%", 1)[0])
+        ipaddress.ip_address(bare)
     except ValueError:
+        pass
+    else:
+        return host
+    if not _IPV4_FORMS.fullmatch(host):
         return None
-    return host if is_private(host) else None
+    try:
+        return str(ipaddress.IPv4Address(socket.inet_aton(host)))
+    except OSError:  # not an address, so a name ("deadbeef", "1.2.3.4.5")
+        return None
+
+
+def private_literal(host: str) -> str | None:
+    """The address `host` denotes (ip_literal) if it is a private one; None for a name or a
+    public address."""
+    address = ip_literal(host)
+    return address if address is not None and is_private(address) else None

@@ -15,13 +15,13 @@ import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import IO, Final
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import aiohttp
 import msgspec
 
 from ..clock import Clock
-from ..egress import PrivateAddress, PublicOnlyResolver, private_literal
+from ..egress import PrivateAddress, PublicOnlyResolver, ip_literal, private_literal
 from ..errors import InsufficientStorage, NotFound, PayloadTooLarge, ValidationFailed
 from ..models import Asset, iso_ms
 from ..store import Store
@@ -81,7 +81,7 @@ class Assets:
             size = await self._write(part, chunks)
             if size == 0:
                 raise ValidationFailed("the upload is empty", reason="empty")
-            info = await probe(self.tools, part)
+            info = await probe(self.tools, part, self.limits)
             if self.limits is not None:
                 self.limits.check(info)
             await asyncio.to_thread(part.rename, final)
@@ -154,7 +154,7 @@ class Assets:
                 connector=aiohttp.TCPConnector(resolver=resolver)
             ) as session:
                 for _ in range(MAX_REDIRECTS + 1):
-                    self._check_url(url)
+                    url = self._check_url(url)
                     left = deadline - asyncio.get_running_loop().time()
                     if left <= 0:
                         raise TimeoutError
@@ -184,14 +184,24 @@ class Assets:
         except (aiohttp.ClientError, OSError, ValueError) as exc:
             raise self._unreachable(exc) from None
 
-    def _check_url(self, url: str) -> None:
+    def _check_url(self, url: str) -> str:
+        """The URL to fetch: `url`, with an IPv4 host written in another form than a.b.c.d
+        (2130706433, 0x7f000001, 127.1) as the address it denotes (egress.ip_literal)."""
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValidationFailed(
                 "video.url must be an http:// or https:// URL", field="video.url"
             )
-        if not self.allow_private and (address := private_literal(parts.hostname)):
-            raise self._private(f"{address} is a private address")
+        host = parts.hostname
+        if not self.allow_private and (address := private_literal(host)):
+            raise self._private(address if address == host else f"{host} is {address}")
+        address = ip_literal(host)
+        if address is None or address == host:
+            return url
+        # aiohttp takes only a.b.c.d as an IPv4 literal (and refuses 2130706433 or 127.1)
+        userinfo, at, _ = parts.netloc.rpartition("@")
+        port = f":{parts.port}" if parts.port is not None else ""
+        return urlunsplit(parts._replace(netloc=f"{userinfo}{at}{address}{port}"))
 
     async def _take(self, user_id: str, response: aiohttp.ClientResponse) -> Asset:
         if response.status != 200:

@@ -53,6 +53,7 @@ _SILENCE_END = re.compile(r"silence_end: (-?[0-9.]+)")
 ESPEAK_WPM: Final = "185"
 DUCK: Final = "sidechaincompress=threshold=0.02:ratio=12:attack=20:release=400"
 AUDIO_FORMAT: Final = "aformat=sample_rates=44100:channel_layouts=stereo"
+ENCODE: Final = ("libx264", "-preset", "veryfast")  # a video MP4 can't hold as it is
 
 
 class Stuck(Exception):
@@ -151,7 +152,7 @@ class Attempt:
             await self._begin(Stage.PROBE)
             if not await asyncio.to_thread(source.exists):
                 raise NotAVideo("the job's input asset is gone")
-            info = await probe(tools, source)
+            info = await probe(tools, source, media.assets.limits)
             duration = info.duration_s
 
             await self._begin(Stage.EXTRACT)
@@ -160,7 +161,9 @@ class Attempt:
                 "ffmpeg",
                 [
                     *("-hide_banner", "-nostats", "-y", *INPUT_GUARD, "-i", str(source), "-vn"),
-                    *("-af", SILENCE, "-ac", "1", "-ar", "22050", str(original)),
+                    # no more than the probe measured, whatever the file holds past it
+                    *("-af", SILENCE, "-ac", "1", "-ar", "22050", "-t", f"{duration:.3f}"),
+                    str(original),
                     *("-progress", "pipe:1"),
                 ],
                 on_line=FfmpegProgress(duration, self.reporter.update),
@@ -243,9 +246,13 @@ class Attempt:
             "[ducked][voice]amix=inputs=2:duration=first:normalize=0[mixed]"
         )
         pace = ["-re"] if self.media.realtime else []
-        for video_codec in (["-c:v", "copy"], ["-c:v", "libx264", "-preset", "veryfast"]):
+        limits = self.media.assets.limits
+        # decoding (to encode), a frame past MAX_VIDEO_PIXELS (and its slack) is never decoded
+        guard = ["-max_pixels", str(limits.max_pixels)] if limits is not None else []
+        for video_codec, decoder in ((["-c:v", "copy"], []), (["-c:v", *ENCODE], guard)):
             args = [
-                *("-hide_banner", "-nostats", "-y", *pace, *INPUT_GUARD, "-i", str(source)),
+                *("-hide_banner", "-nostats", "-y", *pace, *decoder, *INPUT_GUARD),
+                *("-i", str(source)),
                 *("-i", str(voice)),
                 *("-filter_complex", graph, "-map", "0:v:0", "-map", "[mixed]", *video_codec),
                 *("-c:a", "aac", "-b:a", "128k", "-t", f"{duration:.3f}"),

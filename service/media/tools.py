@@ -41,6 +41,14 @@ class ToolFailed(Exception):
         self.stderr = stderr
 
 
+class ToolTimedOut(ToolFailed):
+    """A tool ran longer than the `timeout_s` it was given (and was killed)."""
+
+    def __init__(self, tool: str, timeout_s: float) -> None:
+        super().__init__(tool, -1, f"{tool} ran longer than {timeout_s:g} s")
+        self.timeout_s = timeout_s
+
+
 def default_workers() -> int:
     return max(1, (os.cpu_count() or 2) - 1)
 
@@ -76,11 +84,14 @@ class Tools:
         args: Sequence[str],
         *,
         on_line: Callable[[str], None] | None = None,
+        timeout_s: float | None = None,
     ) -> tuple[bytes, bytes]:
         """Run `tool args`, return (stdout, stderr) (ToolFailed on a non-zero exit).
 
         With `on_line`, stdout is read line by line as it comes (ffmpeg -progress) and each
-        line is handed over; the stdout returned is then empty."""
+        line is handed over; the stdout returned is then empty. With `timeout_s`, a tool still
+        running that long after it started (not counting the wait for a slot) is killed:
+        ToolTimedOut."""
         path = self.paths.get(tool)
         if path is None:
             self.require()
@@ -102,7 +113,11 @@ class Tools:
             with contextlib.suppress(OSError):
                 os.setpriority(os.PRIO_PROCESS, proc.pid, NICE)
             try:
-                out, err = await _communicate(proc, on_line)
+                try:
+                    async with asyncio.timeout(timeout_s):
+                        out, err = await _communicate(proc, on_line)
+                except TimeoutError:
+                    raise ToolTimedOut(tool, timeout_s or 0.0) from None
             except BaseException:
                 _kill_group(proc.pid)
                 with contextlib.suppress(Exception):
