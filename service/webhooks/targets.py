@@ -9,6 +9,7 @@ import socket
 from urllib.parse import urlsplit
 
 from ..egress import PublicOnlyResolver as _PublicOnlyResolver
+from ..egress import ip_literal
 from ..egress import is_private as _private
 from ..errors import ValidationFailed
 
@@ -30,6 +31,14 @@ async def validate_url(url: str, *, allow_private: bool) -> None:
         parts.port  # noqa: B018 - raises on a bad port
     except ValueError:
         raise ValidationFailed("url has a bad port", field="url") from None
+    address = ip_literal(parts.hostname)
+    if address is not None and address != parts.hostname:
+        # 2130706433, 0x7f000001, 127.1: the C library reads them as addresses, the sender
+        # (aiohttp) refuses them, so every delivery would fail: say so now
+        raise ValidationFailed(
+            f"url host {parts.hostname} is an IPv4 address in another form; write it as {address}",
+            field="url",
+        )
     if not allow_private:
         await check_public(url)
 

@@ -554,6 +554,31 @@ async def test_private_targets_refused_when_not_allowed(aiohttp_client: Any) -> 
     assert resp.status == 422
 
 
+async def test_an_ipv4_address_in_another_form_is_refused_naming_its_usual_form(
+    aiohttp_client: Any,
+) -> None:
+    # the C library reads these as addresses, the sender refuses them as hosts: an endpoint or
+    # callback with one would never be delivered to, so it is refused when made
+    client = await sqlite_app(aiohttp_client, webhook_allow_private=True)
+    for url, usual in (
+        ("http://2130706433:9/x", "127.0.0.1"),
+        ("http://0x7f000001:9/x", "127.0.0.1"),
+        ("http://127.1:9/x", "127.0.0.1"),
+        ("http://0010.0.0.1/x", "8.0.0.1"),
+    ):
+        resp = await client.post("/v1/webhooks", json={"url": url}, headers=ALICE)
+        assert resp.status == 422, url
+        error = (await resp.json())["error"]
+        assert error["details"]["field"] == "url"
+        assert f"write it as {usual}" in error["message"], error
+        resp = await client.post("/v1/jobs", json={"callback_url": url}, headers=ALICE)
+        assert resp.status == 422, url
+    assert (await (await client.get("/v1/webhooks", headers=ALICE)).json())["webhooks"] == []
+    assert (await (await client.get("/v1/jobs", headers=ALICE)).json())["jobs"] == []
+    resp = await client.post("/v1/webhooks", json={"url": "http://127.0.0.1:9/x"}, headers=ALICE)
+    assert resp.status == 201  # the usual form is taken (private targets allowed here)
+
+
 async def test_metrics_count_deliveries(api: ApiFactory, receiver: Receiver) -> None:
     client = await api()
     created = await hook(client, receiver.url())
