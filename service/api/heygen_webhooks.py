@@ -178,9 +178,40 @@ def claims(facade: Facade) -> Callable[[Published], bool]:
 # ---- endpoints ------------------------------------------------------------------------------
 
 
+# the dubsim events a HeyGen event comes from: it is sent only if the endpoint takes them all
+_FROM: Final[dict[str, tuple[str, ...]]] = {
+    "video_translate.success": ("job.completed",),
+    "proofread_creation.success": ("job.completed",),
+    "video_translate.fail": ("job.permanently_failed", "job.cancelled"),
+    "proofread_creation.fail": ("job.permanently_failed", "job.cancelled"),
+}
+
+
+def _sent(endpoint: Endpoint) -> list[str]:
+    """The HeyGen events this endpoint is sent: its transformer's, of those the dubsim events
+    it takes let through (a user may change those, and its description, through /v1)."""
+    bits = (endpoint.transform or "").removeprefix(PREFIX)
+    return [
+        e
+        for e, bit in zip(HEYGEN_EVENTS, bits, strict=False)
+        if bit == "1" and all(endpoint.wants(t) for t in _FROM[e])
+    ]
+
+
 def _events_of(endpoint: Endpoint) -> list[str] | None:
+    """The events as the caller gave them (kept in the description), while they still say
+    what it is sent; else (edited through /v1) what it is sent. None: all of them."""
+    sent = _sent(endpoint)
     listed = endpoint.description.removeprefix(DESCRIBED)
-    return None if listed == "*" else [e for e in listed.split(",") if e]
+    if endpoint.description.startswith(DESCRIBED):
+        if listed == "*":
+            if len(sent) == len(HEYGEN_EVENTS):
+                return None
+        else:
+            given = [e for e in listed.split(",") if e]
+            if set(given) <= ALL_TYPES and [e for e in HEYGEN_EVENTS if e in given] == sent:
+                return given
+    return sent
 
 
 def _described(events: Sequence[str] | None) -> str:
@@ -264,6 +295,8 @@ async def update(request: web.Request, call: Call) -> web.Response:
         endpoint.id,
         call.caller.user_id,
         url=body.url,
+        # events: the dubsim events every HeyGen one comes from (a /v1 edit may have narrowed)
+        events=None if body.events is None else list(DEFAULT_EVENTS),
         description=None if body.events is None else _described(body.events),
         transform=None if body.events is None else _transform_for(body.events),
     )
