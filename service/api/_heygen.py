@@ -588,7 +588,7 @@ class Held(msgspec.Struct):
     """An Idempotency-Key's record (Store document heygen-idempotency/<hash of user+key>)."""
 
     state: Literal["processing", "failed", "done"]
-    fingerprint: str  # method, path, query and body of the request that used the key
+    fingerprint: str  # what the request that used the key was (`_fingerprint`)
     request_id: str
     created_at: float
     claimed_at: float
@@ -609,6 +609,28 @@ class Call(NamedTuple):
 Handler = Callable[[web.Request, Call], Awaitable[web.Response]]
 
 
+def _canonical(raw: bytes) -> bytes:
+    """JSON as it means: keys sorted, no spacing (the same request however it is spelled);
+    anything else as it came."""
+    try:
+        return msgspec.json.encode(msgspec.json.decode(raw), order="sorted")
+    except (msgspec.DecodeError, RecursionError):
+        return raw
+
+
+def _fingerprint(request: web.Request, caller: Caller, body: bytes) -> str:
+    """What makes a repeat the same request: method, path and query, the body's JSON, and
+    what decides its jobs beside the body: the plan (it names them: `tag`) and the scenario."""
+    scenario = request.headers.get(SCENARIO_HEADER)
+    parts = [
+        f"{request.method} {request.path_qs}".encode(),
+        caller.plan.encode(),
+        b"-" if scenario is None else b"+" + _canonical(scenario.encode()),
+        _canonical(body),
+    ]
+    return hashlib.sha256(b"\n".join(parts)).hexdigest()
+
+
 async def _idempotent(
     request: web.Request, caller: Caller, key: str, handler: Handler
 ) -> web.Response:
@@ -620,10 +642,7 @@ async def _idempotent(
     service = request.app[SERVICE]
     store = service.store
     doc_id = hashlib.sha256(f"{caller.user_id}\n{key}".encode()).hexdigest()
-    body = await request.read()
-    fingerprint = hashlib.sha256(
-        f"{request.method} {request.path_qs}\n".encode() + body
-    ).hexdigest()
+    fingerprint = _fingerprint(request, caller, await request.read())
     for _ in range(5):
         now = service.clock.now()
         doc = await store.get_doc(IDEMPOTENCY_DOC, doc_id)

@@ -131,7 +131,6 @@ async def test_a_v1_events_edit_shows_in_v3_and_a_v3_patch_restores_delivery(
 # ---- Idempotency-Key ------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="IDEM: not fixed yet")
 async def test_the_same_json_in_another_order_or_spacing_is_the_same_request(
     api: ApiFactory,
 ) -> None:
@@ -149,7 +148,6 @@ async def test_the_same_json_in_another_order_or_spacing_is_the_same_request(
     assert await user_jobs(client, "ord") == 2
 
 
-@pytest.mark.xfail(strict=True, reason="IDEM: not fixed yet")
 @pytest.mark.parametrize(
     ("header", "first", "second"),
     [
