@@ -466,6 +466,21 @@ class Facade:
         user = caller.user_id
         keys = [tag(kind, caller.plan, call.request_id, index) for index in range(len(metas))]
 
+        # more languages than the plan could ever hold at once (or the hourly window let in):
+        # no wait helps, so not a 429 with a Retry-After a client would retry on for ever
+        config = service.config
+        hourly = (
+            config.rate_limit if role_of(caller.plan) is Role.FREE else config.premium_rate_limit
+        )
+        most = min(bound, hourly, config.max_in_flight)
+        if len(metas) > most:
+            raise invalid(
+                f"the {caller.plan} plan takes at most {most} output languages in one request "
+                f"({PLAN_CONCURRENCY[caller.plan]} running, {self.queue} waiting, "
+                f"{hourly} an hour)",
+                "output_languages",
+            )
+
         def over() -> bool:
             # a retry (Idempotency-Key) finds the jobs its first try made: those count already
             new = sum(service.find_by_key(user, key) is None for key in keys)

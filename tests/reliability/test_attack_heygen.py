@@ -180,7 +180,6 @@ async def test_another_plan_or_scenario_with_the_same_key_is_another_request(
 # ---- a request no wait lets in ---------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="BOUND: not fixed yet")
 async def test_more_languages_than_the_plan_ever_holds_is_a_400_not_a_retry(
     api: ApiFactory,
 ) -> None:
@@ -203,7 +202,6 @@ async def test_more_languages_than_the_plan_ever_holds_is_a_400_not_a_retry(
     assert ok.status == 200
 
 
-@pytest.mark.xfail(strict=True, reason="BOUND: not fixed yet")
 async def test_more_languages_than_the_free_hourly_limit_is_a_400_not_a_retry(
     api: ApiFactory,
 ) -> None:
