@@ -29,6 +29,7 @@ import functools
 import hashlib
 import logging
 import math
+import re
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any, Final, Literal, NamedTuple
@@ -209,6 +210,19 @@ def _retry_after(seconds: float) -> dict[str, str]:
     return {"Retry-After": str(max(1, math.ceil(seconds)))}
 
 
+# "Object missing required field `asset_id` - at `$.video`": the field is video.asset_id
+_NESTED: Final = re.compile(r"(?:missing required|unknown) field `([^`]+)` - at `\$\.([^`]+)`")
+
+
+def _path_of(message: str, field: object) -> str | None:
+    """`param`: the field a validation error names, by its whole path (`video.asset_id`, as
+    when the same field has a wrong value), not by its last name alone."""
+    nested = _NESTED.search(message)
+    if nested is not None:
+        return f"{nested.group(2)}.{nested.group(1)}"
+    return field if isinstance(field, str) else None
+
+
 def translate_error(exc: BaseException) -> HeyGenError | None:
     """Any exception a handler let out, in HeyGen's words; None: not ours to answer."""
     if isinstance(exc, HeyGenError):
@@ -225,7 +239,7 @@ def translate_error(exc: BaseException) -> HeyGenError | None:
             return HeyGenError(404, "not_found", exc.message)
         if isinstance(exc, Unauthorized | Forbidden | Conflict):
             return HeyGenError(status, CODES[status], exc.message)
-        return invalid(exc.message, param if isinstance(param, str) else None)
+        return invalid(exc.message, _path_of(exc.message, param))
     if isinstance(exc, StoreUnavailable):
         headers = _retry_after(exc.retry_after_s)
         return HeyGenError(503, "service_unavailable", exc.reason, None, headers)

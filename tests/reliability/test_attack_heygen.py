@@ -29,7 +29,6 @@ from tests.conftest import ADMIN, ApiFactory, wait_for_status
 from tests.webhook_support import Receiver
 
 VIDEO = {"type": "url", "url": "https://videos.example/talk.mp4"}
-PARAM_XFAIL = pytest.mark.xfail(strict=True, reason="PARAM: not fixed yet")
 SENT_TYPES = {
     "video_translate.success",
     "video_translate.fail",
@@ -225,13 +224,9 @@ async def test_more_languages_than_the_free_hourly_limit_is_a_400_not_a_retry(
 @pytest.mark.parametrize(
     ("video", "param"),
     [
-        pytest.param({"type": "asset_id"}, "video.asset_id", marks=PARAM_XFAIL),  # missing
+        ({"type": "asset_id"}, "video.asset_id"),  # missing
         ({"type": "asset_id", "asset_id": ""}, "video.asset_id"),  # empty
-        pytest.param(
-            {"type": "url", "url": "https://e.example/a", "extra": 1},
-            "video.extra",
-            marks=PARAM_XFAIL,
-        ),
+        ({"type": "url", "url": "https://e.example/a", "extra": 1}, "video.extra"),  # unknown
     ],
 )
 async def test_a_nested_field_is_named_by_its_path(
