@@ -480,18 +480,13 @@ class Facade:
         user = caller.user_id
         keys = [tag(kind, caller.plan, call.request_id, index) for index in range(len(metas))]
 
-        # more languages than the plan could ever hold at once (or the hourly window let in):
-        # no wait helps, so not a 429 with a Retry-After a client would retry on for ever
-        config = service.config
-        hourly = (
-            config.rate_limit if role_of(caller.plan) is Role.FREE else config.premium_rate_limit
-        )
-        most = min(bound, hourly, config.max_in_flight)
-        if len(metas) > most:
+        # more languages than the plan could ever hold at once: no wait helps (the bound is
+        # fixed while the process runs), so not a 429 whose Retry-After a client obeys for ever
+        if len(metas) > bound:
             raise invalid(
-                f"the {caller.plan} plan takes at most {most} output languages in one request "
-                f"({PLAN_CONCURRENCY[caller.plan]} running, {self.queue} waiting, "
-                f"{hourly} an hour)",
+                f"the {caller.plan} plan holds at most {bound} unfinished jobs "
+                f"({PLAN_CONCURRENCY[caller.plan]} running, {self.queue} waiting): "
+                f"ask for at most {bound} output languages in one request",
                 "output_languages",
             )
 
