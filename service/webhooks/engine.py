@@ -739,6 +739,14 @@ class WebhookService:
         with contextlib.suppress(VersionConflict):
             await self.store.put_doc(KIND_STATE, endpoint.id, _encode(state), expect=0)
         await self.store.put_doc(KIND, endpoint.id, _encode(endpoint), expect=0)
+        if not lane and len(await self.endpoints(owner)) > MAX_ENDPOINTS_PER_OWNER:
+            # requests made at once (on any process) all passed the check above: each looks
+            # again after its own commit and the one that sees too many takes its endpoint
+            # back, so the count never stays over (it may refuse one that would have fitted)
+            await self.store.put_doc(KIND, endpoint.id, None)
+            with contextlib.suppress(VersionConflict):
+                await self.store.put_doc(KIND_STATE, endpoint.id, None)
+            raise Conflict(f"at most {MAX_ENDPOINTS_PER_OWNER} endpoints per owner")
         self._consider(endpoint)
         return endpoint
 

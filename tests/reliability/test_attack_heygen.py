@@ -19,13 +19,15 @@ read from the code).
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
-from tests.conftest import ADMIN, ApiFactory, wait_for_status
+from tests.conftest import ADMIN, ApiFactory, ServerProcess, wait_for_status
 from tests.webhook_support import Receiver
 
 VIDEO = {"type": "url", "url": "https://videos.example/talk.mp4"}
@@ -224,3 +226,42 @@ async def test_a_nested_field_is_named_by_its_path(
     assert resp.status == 400
     error = (await resp.json())["error"]
     assert (error["code"], error["param"]) == ("invalid_parameter", param)
+
+
+# ---- at most 100 endpoints per owner, also made at once through two processes ---------------
+
+
+async def test_at_most_100_endpoints_per_owner_made_at_once_on_two_processes(
+    server_process: Any, redis_url: str
+) -> None:
+    """docs/webhooks.md: "At most 100 endpoints per owner" (409 beyond); on Redis the
+    processes are one service (found: 110 made by 110 requests sent at once to two)."""
+    one: ServerProcess = server_process(redis_url=redis_url)
+    two: ServerProcess = server_process(redis_url=redis_url)
+    async with aiohttp.ClientSession() as http:
+
+        async def make(i: int) -> int:
+            base = (one, two)[i % 2].url
+            async with http.post(
+                f"{base}/v3/webhooks/endpoints",
+                json={"url": f"http://127.0.0.1:9/hook{i}"},
+                headers=key("many"),
+            ) as resp:
+                return resp.status
+
+        codes = await asyncio.gather(*(make(i) for i in range(120)))
+        # 503 (+ Retry-After) is the documented answer when the store can't take them all
+        assert set(codes) <= {200, 409, 503}, codes
+        made: list[str] = []
+        token = None
+        while True:
+            query = "limit=100" + (f"&token={token}" if token else "")
+            async with http.get(
+                f"{one.url}/v3/webhooks/endpoints?{query}", headers=key("many")
+            ) as resp:
+                page = await resp.json()
+            made += [e["endpoint_id"] for e in page["data"]]
+            token = page["next_token"]
+            if token is None:
+                break
+    assert codes.count(200) == len(made) <= 100, (codes.count(200), len(made))
