@@ -256,6 +256,15 @@ def translate_error(exc: BaseException) -> HeyGenError | None:
 # ---- who is calling ---------------------------------------------------------------------
 
 
+def one_header(request: web.Request, name: str, error: HeyGenError) -> str | None:
+    """A header's one value (sent twice alike: that value); sent twice with different values,
+    `error`: neither is taken silently over the other."""
+    values = request.headers.getall(name, [])
+    if len(set(values)) > 1:
+        raise error
+    return values[0] if values else None
+
+
 class Caller(NamedTuple):
     user_id: str
     plan: str
@@ -270,8 +279,9 @@ async def identify(request: web.Request) -> Caller:
     AUTH=keys: the key must be one the admin made (`/v1/keys`); it names the user, and its plan
     decides HeyGen's: a free key is HeyGen's free plan, a premium key HEYGEN_PLAN (X-Dubsim-Plan
     is not listened to: a caller does not pick its own plan)."""
-    key = request.headers.get(KEY_HEADER)
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    twice = HeyGenError(401, "unauthorized", "one API key per request (a header sent twice)")
+    key = one_header(request, KEY_HEADER, twice)
+    scheme, _, token = (one_header(request, "Authorization", twice) or "").partition(" ")
     bearer = token.strip() if scheme.lower() == "bearer" else None
     if key is None:
         key = bearer
@@ -301,9 +311,11 @@ async def identify(request: web.Request) -> Caller:
         return Caller(
             identity.user_id, "free" if identity.role is Role.FREE else settings.heygen_plan
         )
-    plan = request.headers.get(PLAN_HEADER, request.app[SETTINGS].heygen_plan).strip().lower()
+    wrong = invalid(f"{PLAN_HEADER} must be one of {', '.join(PLAN_CONCURRENCY)}", PLAN_HEADER)
+    named = one_header(request, PLAN_HEADER, wrong)
+    plan = (request.app[SETTINGS].heygen_plan if named is None else named).strip().lower()
     if plan not in PLAN_CONCURRENCY:
-        raise invalid(f"{PLAN_HEADER} must be one of {', '.join(PLAN_CONCURRENCY)}", PLAN_HEADER)
+        raise wrong
     return Caller(key, plan)
 
 
@@ -588,7 +600,8 @@ class Facade:
 
 def scenario_of(request: web.Request) -> Scenario | None:
     """The scenario every job of this request follows (X-Dubsim-Scenario: JSON), if any."""
-    raw = request.headers.get(SCENARIO_HEADER)
+    twice = invalid(f"one {SCENARIO_HEADER} per request", SCENARIO_HEADER)
+    raw = one_header(request, SCENARIO_HEADER, twice)
     if raw is None:
         return None
     try:
@@ -739,7 +752,8 @@ def route(
         async def wrapper(request: web.Request) -> web.StreamResponse:
             try:
                 caller = await identify(request)
-                key = request.headers.get("Idempotency-Key")
+                twice = invalid("one Idempotency-Key per request", "Idempotency-Key")
+                key = one_header(request, "Idempotency-Key", twice)
                 if key is not None and request.method not in ("GET", "HEAD"):
                     return await _idempotent(request, caller, key, handler)
                 return await handler(request, Call(caller, secrets.token_urlsafe(12)))

@@ -26,6 +26,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
+from multidict import CIMultiDict
 
 from tests.conftest import ADMIN, ApiFactory, ServerProcess, wait_for_status
 from tests.webhook_support import Receiver
@@ -265,3 +266,43 @@ async def test_at_most_100_endpoints_per_owner_made_at_once_on_two_processes(
             if token is None:
                 break
     assert codes.count(200) == len(made) <= 100, (codes.count(200), len(made))
+
+
+# ---- one header, two values ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "values", "status", "param"),
+    [
+        # docs/heygen.md names one key per request ("neither is taken silently over the other"
+        # for x-api-key and Bearer): two x-api-key headers that differ are the same doubt
+        ("x-api-key", ("alice", "bob"), 401, None),
+        ("Idempotency-Key", ("k-1", "k-2"), 400, "Idempotency-Key"),
+        ("X-Dubsim-Plan", ("free", "scale"), 400, "X-Dubsim-Plan"),
+        ("X-Dubsim-Scenario", ('{"duration_s": 1}', '{"duration_s": 2}'), 400, "X-Dubsim-Scenario"),
+    ],
+)
+async def test_a_header_sent_twice_with_different_values_is_refused(
+    api: ApiFactory, name: str, values: tuple[str, str], status: int, param: str | None
+) -> None:
+    client = await api()
+    headers = CIMultiDict([("x-api-key", "alice")]) if name != "x-api-key" else CIMultiDict()
+    for value in values:
+        headers.add(name, value)
+    resp = await client.post(
+        "/v2/video_translate",
+        json={"video_url": "https://videos.example/a.mp4", "output_language": "French"},
+        headers=headers,
+    )
+    assert resp.status == status, await resp.text()
+    body = await resp.json()
+    assert body["data"] is None and body["error"]["param"] == param
+    assert await user_jobs(client, "alice") == await user_jobs(client, "bob") == 0
+    # the same value twice is one value
+    same = CIMultiDict([("x-api-key", "alice"), (name, values[0]), (name, values[0])])
+    ok = await client.post(
+        "/v2/video_translate",
+        json={"video_url": "https://videos.example/a.mp4", "output_language": "French"},
+        headers=same,
+    )
+    assert ok.status == 200, await ok.text()
