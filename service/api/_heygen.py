@@ -35,7 +35,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any, Final, Literal, NamedTuple
 
 import msgspec
-from aiohttp import web
+from aiohttp import hdrs, web
 from msgspec import Meta as Constraint
 
 from ..appkeys import AUTH, SCHEDULER, SERVICE, SETTINGS
@@ -791,6 +791,26 @@ def query_choice(request: web.Request, name: str, allowed: tuple[str, ...]) -> s
     if value not in allowed:
         raise invalid(f"{name} must be {' or '.join(allowed)}", name)
     return value
+
+
+def other_methods(app: web.Application, api: Literal["v2", "v3"], prefix: str) -> None:
+    """Every path under `prefix` answers a method it has not in HeyGen's envelope, after the
+    caller's key is checked as on its other methods (left to the router, it was the /v1
+    guard's 401 "unknown or revoked API key" for a good key). Call after adding the routes."""
+    for resource in app.router.resources():
+        if not isinstance(resource, web.Resource) or not resource.canonical.startswith(prefix):
+            continue
+        methods = sorted({r.method for r in resource} - {"HEAD"})
+        if hdrs.METH_ANY in methods:
+            continue
+        allowed = ", ".join(methods)
+
+        async def refuse(request: web.Request, call: Call, allowed: str = allowed) -> web.Response:
+            raise HeyGenError(
+                400, "method_not_allowed", f"{request.method} is not allowed here ({allowed})"
+            )
+
+        resource.add_route(hdrs.METH_ANY, route(api)(refuse))
 
 
 # ---- installing ----------------------------------------------------------------------------

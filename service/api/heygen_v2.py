@@ -40,6 +40,7 @@ from ._heygen import (
     language_name,
     languages,
     ok,
+    other_methods,
     query_choice,
     read_fault,
     route,
@@ -177,3 +178,4 @@ def setup(app: web.Application) -> None:
     app.router.add_get("/v2/video_translate/target_languages", route(V2)(target_languages))
     app.router.add_get("/v2/video_translate/caption", route(V2)(caption))
     app.router.add_get("/v2/video_translate/{id}", route(V2)(status))
+    other_methods(app, V2, "/v2/video_translate")

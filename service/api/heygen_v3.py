@@ -53,6 +53,7 @@ from ._heygen import (
     invalid,
     languages,
     ok,
+    other_methods,
     parse_tag,
     query_choice,
     read_fault,
@@ -416,3 +417,4 @@ def setup(app: web.Application) -> None:
     r.add_patch(f"{base}/{{id}}", route(V3)(rename))
     r.add_delete(f"{base}/{{id}}", route(V3)(delete))
     r.add_get(f"{base}/{{id}}/caption", route(V3)(caption))
+    other_methods(app, V3, base)

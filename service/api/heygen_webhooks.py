@@ -50,6 +50,7 @@ from ._heygen import (
     invalid,
     job_failure_message,
     language_of,
+    other_methods,
     parse_tag,
     route,
     transform_name,
@@ -401,3 +402,4 @@ def setup(app: web.Application) -> None:
     r.add_post(f"{base}/endpoints/{{id}}/rotate-secret", route(V3)(rotate))
     r.add_get(f"{base}/event-types", route(V3)(event_types))
     r.add_get(f"{base}/events", route(V3)(events))
+    other_methods(app, V3, base)

@@ -306,3 +306,34 @@ async def test_a_header_sent_twice_with_different_values_is_refused(
         headers=same,
     )
     assert ok.status == 200, await ok.text()
+
+
+# ---- a method a HeyGen path does not have ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "v2"),
+    [
+        ("PUT", "/v3/video-translations/some-id", False),
+        ("POST", "/v3/video-translations/some-id/caption", False),
+        ("PATCH", "/v3/video-translations", False),
+        ("GET", "/v3/webhooks/endpoints/some-id", False),
+        ("PUT", "/v3/webhooks/endpoints", False),
+        ("DELETE", "/v2/video_translate/some-id", True),
+        ("POST", "/v2/video_translate/some-id", True),
+    ],
+)
+async def test_a_method_the_route_has_not_is_a_heygen_4xx_not_a_revoked_key(
+    api: ApiFactory, method: str, path: str, v2: bool
+) -> None:
+    """Found: with AUTH=open and the key "alice", `PUT /v3/video-translations/{id}` answered
+    401 "unknown or revoked API key" in /v1's envelope: the key is fine, the method is not.
+    docs/heygen.md: errors are `{"error": {code, message, param, doc_url}}` (v2 adds
+    `"data": null`), bad input a 4xx in that envelope."""
+    client = await api()
+    resp = await client.request(method, path, json={}, headers=key("alice"))
+    assert 400 <= resp.status < 500 and resp.status != 401, await resp.text()
+    body = await resp.json()
+    assert set(body["error"]) == {"code", "message", "param", "doc_url"}
+    assert body["error"]["code"] == "method_not_allowed"
+    assert ("data" in body) is v2 and body.get("data") is None
