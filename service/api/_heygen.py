@@ -793,10 +793,14 @@ def query_choice(request: web.Request, name: str, allowed: tuple[str, ...]) -> s
     return value
 
 
-def other_methods(app: web.Application, api: Literal["v2", "v3"], prefix: str) -> None:
-    """Every path under `prefix` answers a method it has not in HeyGen's envelope, after the
-    caller's key is checked as on its other methods (left to the router, it was the /v1
-    guard's 401 "unknown or revoked API key" for a good key). Call after adding the routes."""
+def refuse_the_rest(
+    app: web.Application, api: Literal["v2", "v3"], prefix: str, unknown_under: str
+) -> None:
+    """HeyGen's envelope, after the caller's key is checked, for what the facade does not
+    serve (left to the router, it was the /v1 guard's 401 "unknown or revoked API key" for a
+    good key): a method a path under `prefix` has not (400 method_not_allowed), and any path
+    under `unknown_under` no route has (404). Call after adding the routes: the catch-all
+    must come after every route under `unknown_under` (the router takes the first match)."""
     for resource in app.router.resources():
         if not isinstance(resource, web.Resource) or not resource.canonical.startswith(prefix):
             continue
@@ -811,6 +815,11 @@ def other_methods(app: web.Application, api: Literal["v2", "v3"], prefix: str) -
             )
 
         resource.add_route(hdrs.METH_ANY, route(api)(refuse))
+
+    async def unknown(request: web.Request, call: Call) -> web.Response:
+        raise HeyGenError(404, "not_found", f"no route {request.path[:200]}")
+
+    app.router.add_route(hdrs.METH_ANY, unknown_under + "/{tail:.*}", route(api)(unknown))
 
 
 # ---- installing ----------------------------------------------------------------------------

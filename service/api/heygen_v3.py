@@ -53,10 +53,10 @@ from ._heygen import (
     invalid,
     languages,
     ok,
-    other_methods,
     parse_tag,
     query_choice,
     read_fault,
+    refuse_the_rest,
     route,
 )
 from ._http import json_response, read_json
@@ -417,4 +417,4 @@ def setup(app: web.Application) -> None:
     r.add_patch(f"{base}/{{id}}", route(V3)(rename))
     r.add_delete(f"{base}/{{id}}", route(V3)(delete))
     r.add_get(f"{base}/{{id}}/caption", route(V3)(caption))
-    other_methods(app, V3, base)
+    refuse_the_rest(app, V3, base, base)

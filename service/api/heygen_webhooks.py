@@ -50,8 +50,8 @@ from ._heygen import (
     invalid,
     job_failure_message,
     language_of,
-    other_methods,
     parse_tag,
+    refuse_the_rest,
     route,
     transform_name,
 )
@@ -402,4 +402,5 @@ def setup(app: web.Application) -> None:
     r.add_post(f"{base}/endpoints/{{id}}/rotate-secret", route(V3)(rotate))
     r.add_get(f"{base}/event-types", route(V3)(event_types))
     r.add_get(f"{base}/events", route(V3)(events))
-    other_methods(app, V3, base)
+    # the last of the facade (service/app.py): the rest of /v3 is no route of it
+    refuse_the_rest(app, V3, base, "/v3")

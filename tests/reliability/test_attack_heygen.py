@@ -337,3 +337,28 @@ async def test_a_method_the_route_has_not_is_a_heygen_4xx_not_a_revoked_key(
     assert set(body["error"]) == {"code", "message", "param", "doc_url"}
     assert body["error"]["code"] == "method_not_allowed"
     assert ("data" in body) is v2 and body.get("data") is None
+
+
+@pytest.mark.parametrize(
+    ("path", "v2"),
+    [
+        ("/v3/video-translations/some-id/nothing", False),
+        ("/v3/video-translations/proofreads/some-id/nothing", False),
+        ("/v3/webhooks/nothing", False),
+        ("/v3/nothing", False),
+        ("/v2/video_translate/some-id/nothing", True),
+        ("/v2/nothing", True),
+    ],
+)
+async def test_a_path_no_heygen_route_has_is_a_heygen_404_not_a_revoked_key(
+    api: ApiFactory, path: str, v2: bool
+) -> None:
+    client = await api()
+    resp = await client.get(path, headers=key("alice"))
+    assert resp.status == 404, await resp.text()
+    body = await resp.json()
+    assert set(body["error"]) == {"code", "message", "param", "doc_url"}
+    assert body["error"]["code"] == "not_found"
+    assert ("data" in body) is v2 and body.get("data") is None
+    # without a key it is the 401 of every HeyGen route
+    assert (await client.get(path)).status == 401
