@@ -407,6 +407,14 @@ def created_at(record: Record) -> int:
     return int(parse_iso(record.job.created_at))
 
 
+class _Turns:
+    """One document's writers in this process, one at a time."""
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0
+
+
 class Facade:
     """The facade's share of the app: links, settings, and the documents' reads and writes."""
 
@@ -423,6 +431,8 @@ class Facade:
         # user -> jobs of requests past the queue-bound check not yet handed to the service
         # (which then counts them itself): concurrent requests each see the others
         self._pending: dict[str, int] = {}
+        # job id -> the turns its document's writers in this process take
+        self._turns: dict[str, _Turns] = {}
 
     @property
     def service(self) -> JobService:
@@ -447,18 +457,45 @@ class Facade:
         return _meta_decoder.decode(doc.body), doc.version
 
     async def update(self, record: Record, change: Callable[[Meta], Meta]) -> Meta:
-        """Rewrite the job's document compare-and-set (re-read and retry on a lost race)."""
-        for _ in range(10):
-            meta, version = await self.meta(record)
-            new = change(meta)
-            try:
-                await self.service.store.put_doc(
-                    DOC, record.job.id, msgspec.json.encode(new), version
-                )
-            except VersionConflict:
-                continue
-            return new
-        raise HeyGenError(409, "conflict", "the item kept changing; try again")
+        """Rewrite the job's document compare-and-set (re-read and retry on a lost race).
+        This process's writers of one document take turns (a lock per document), so only
+        another process can win a race; many requests at once are all applied, in turn."""
+        job_id = record.job.id
+        turns = self._turns.setdefault(job_id, _Turns())
+        turns.users += 1
+        try:
+            async with turns.lock:
+                for attempt in range(10):
+                    meta, version = await self.meta(record)
+                    if meta.deleted:  # by a request that went before this one
+                        tagged = parse_tag(record)
+                        what = (
+                            "proofread"
+                            if tagged and tagged[0] == PROOFREAD
+                            else "video translation"
+                        )
+                        raise HeyGenError(404, "not_found", f"no {what} with this id (deleted)")
+                    new = change(meta)
+                    try:
+                        await self.service.store.put_doc(
+                            DOC, job_id, msgspec.json.encode(new), version
+                        )
+                    except VersionConflict:
+                        # another process wrote it meanwhile: look again after a moment
+                        await asyncio.sleep(0.005 * (attempt + 1) * secrets.randbelow(4))
+                        continue
+                    return new
+        finally:
+            turns.users -= 1
+            if turns.users == 0:
+                del self._turns[job_id]
+        raise HeyGenError(
+            409,
+            "request_in_progress",
+            "the item kept changing; try again",
+            None,
+            {"Retry-After": "1"},
+        )
 
     async def owned(self, caller: Caller, job_id: str, kind: str) -> tuple[Record, Meta]:
         """The caller's facade job of this kind and its document; 404 for anything else

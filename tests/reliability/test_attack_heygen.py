@@ -362,3 +362,59 @@ async def test_a_path_no_heygen_route_has_is_a_heygen_404_not_a_revoked_key(
     assert ("data" in body) is v2 and body.get("data") is None
     # without a key it is the 401 of every HeyGen route
     assert (await client.get(path)).status == 401
+
+
+# ---- renames at once -------------------------------------------------------------------------
+
+
+async def test_renames_at_once_all_apply_and_none_is_refused(api: ApiFactory) -> None:
+    """Found: 60 PATCH {"title"} at once on one translation: 49 answered 409 "conflict" (a code
+    docs/heygen.md does not have: its 409 is request_in_progress + Retry-After). A rename is a
+    last-writer-wins write; each must be applied, in some order."""
+    client = await api()
+    resp = await client.post(
+        "/v2/video_translate",
+        json={"video_url": "https://videos.example/a.mp4", "output_language": "French"},
+        headers=key("renamer", **{"X-Dubsim-Scenario": '{"outcome": "stuck"}'}),
+    )
+    job_id = (await resp.json())["data"]["video_translate_id"]
+    titles = [f"title {n}" for n in range(60)]
+
+    async def rename(title: str) -> int:
+        answer = await client.patch(
+            f"/v3/video-translations/{job_id}", json={"title": title}, headers=key("renamer")
+        )
+        return answer.status
+
+    codes = await asyncio.gather(*(rename(t) for t in titles))
+    assert codes == [200] * len(titles), codes
+    got = await client.get(f"/v3/video-translations/{job_id}", headers=key("renamer"))
+    assert (await got.json())["data"]["title"] in titles
+
+
+async def test_deletes_at_once_one_deletes_the_rest_are_404(api: ApiFactory) -> None:
+    """docs/heygen.md: DELETE "cancels it if unfinished; from then on 404 here". Found: ten
+    DELETEs (and renames) at once all answered 200, renames applied after the delete too."""
+    client = await api()
+    resp = await client.post(
+        "/v2/video_translate",
+        json={"video_url": "https://videos.example/a.mp4", "output_language": "French"},
+        headers=key("deleter", **{"X-Dubsim-Scenario": '{"outcome": "stuck"}'}),
+    )
+    job_id = (await resp.json())["data"]["video_translate_id"]
+    path = f"/v3/video-translations/{job_id}"
+
+    async def delete() -> int:
+        return (await client.delete(path, headers=key("deleter"))).status
+
+    async def rename(n: int) -> tuple[int, str | None]:
+        answer = await client.patch(path, json={"title": f"t{n}"}, headers=key("deleter"))
+        return answer.status, (await answer.json())["error"] if answer.status != 200 else None
+
+    deletes = [asyncio.ensure_future(delete()) for _ in range(10)]
+    renames = [asyncio.ensure_future(rename(n)) for n in range(10)]
+    codes = await asyncio.gather(*deletes)
+    assert sorted(codes) == [200] + [404] * 9, codes
+    for status, error in await asyncio.gather(*renames):
+        assert status in (200, 404), (status, error)
+    assert (await client.get(path, headers=key("deleter"))).status == 404
