@@ -431,7 +431,7 @@ class Facade:
         # user -> jobs of requests past the queue-bound check not yet handed to the service
         # (which then counts them itself): concurrent requests each see the others
         self._pending: dict[str, int] = {}
-        # job id -> the turns its document's writers in this process take
+        # what is written (a job id, an endpoint id) -> the turns its writers here take
         self._turns: dict[str, _Turns] = {}
 
     @property
@@ -456,39 +456,41 @@ class Facade:
             return Meta(output_language=name), 0
         return _meta_decoder.decode(doc.body), doc.version
 
+    @contextlib.asynccontextmanager
+    async def turn(self, name: str) -> AsyncIterator[None]:
+        """Requests of this process that write the same thing (a job's document, a webhook
+        endpoint) take turns: none loses a compare-and-set race to another of this process,
+        and one that follows a delete sees it."""
+        turns = self._turns.setdefault(name, _Turns())
+        turns.users += 1
+        try:
+            async with turns.lock:
+                yield
+        finally:
+            turns.users -= 1
+            if turns.users == 0:
+                del self._turns[name]
+
     async def update(self, record: Record, change: Callable[[Meta], Meta]) -> Meta:
         """Rewrite the job's document compare-and-set (re-read and retry on a lost race).
         This process's writers of one document take turns (a lock per document), so only
         another process can win a race; many requests at once are all applied, in turn."""
         job_id = record.job.id
-        turns = self._turns.setdefault(job_id, _Turns())
-        turns.users += 1
-        try:
-            async with turns.lock:
-                for attempt in range(10):
-                    meta, version = await self.meta(record)
-                    if meta.deleted:  # by a request that went before this one
-                        tagged = parse_tag(record)
-                        what = (
-                            "proofread"
-                            if tagged and tagged[0] == PROOFREAD
-                            else "video translation"
-                        )
-                        raise HeyGenError(404, "not_found", f"no {what} with this id (deleted)")
-                    new = change(meta)
-                    try:
-                        await self.service.store.put_doc(
-                            DOC, job_id, msgspec.json.encode(new), version
-                        )
-                    except VersionConflict:
-                        # another process wrote it meanwhile: look again after a moment
-                        await asyncio.sleep(0.005 * (attempt + 1) * secrets.randbelow(4))
-                        continue
-                    return new
-        finally:
-            turns.users -= 1
-            if turns.users == 0:
-                del self._turns[job_id]
+        async with self.turn(job_id):
+            for attempt in range(10):
+                meta, version = await self.meta(record)
+                if meta.deleted:  # by a request that went before this one
+                    tagged = parse_tag(record)
+                    what = "proofread" if tagged and tagged[0] == PROOFREAD else "video translation"
+                    raise HeyGenError(404, "not_found", f"no {what} with this id (deleted)")
+                new = change(meta)
+                try:
+                    await self.service.store.put_doc(DOC, job_id, msgspec.json.encode(new), version)
+                except VersionConflict:
+                    # another process wrote it meanwhile: look again after a moment
+                    await asyncio.sleep(0.005 * (attempt + 1) * secrets.randbelow(4))
+                    continue
+                return new
         raise HeyGenError(
             409,
             "request_in_progress",

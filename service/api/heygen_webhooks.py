@@ -25,6 +25,7 @@ event (its outcome is final), so nothing new is recorded and the list lasts as l
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Final, Literal
@@ -288,34 +289,42 @@ async def list_endpoints(request: web.Request, call: Call) -> web.Response:
 
 async def update(request: web.Request, call: Call) -> web.Response:
     """PATCH /v3/webhooks/endpoints/{id} {url?, events?}"""
-    endpoint = await _mine(request, call)
-    body = await read_json(request, UpdateRequest, lenient_type=True)
-    if body.url is None and body.events is None:
-        raise invalid("send url or events (or both)", "url")
-    changed = await request.app[WEBHOOKS].update(
-        endpoint.id,
-        call.caller.user_id,
-        url=body.url,
-        # events: the dubsim events every HeyGen one comes from (a /v1 edit may have narrowed)
-        events=None if body.events is None else list(DEFAULT_EVENTS),
-        description=None if body.events is None else _described(body.events),
-        transform=None if body.events is None else _transform_for(body.events),
-    )
+    await request.read()  # the body arrives before the turn is taken
+    async with _turn(request):  # requests at once on one endpoint: each in turn
+        endpoint = await _mine(request, call)
+        body = await read_json(request, UpdateRequest, lenient_type=True)
+        if body.url is None and body.events is None:
+            raise invalid("send url or events (or both)", "url")
+        changed = await request.app[WEBHOOKS].update(
+            endpoint.id,
+            call.caller.user_id,
+            url=body.url,
+            # events: the dubsim events every HeyGen one comes from (a /v1 edit may have narrowed)
+            events=None if body.events is None else list(DEFAULT_EVENTS),
+            description=None if body.events is None else _described(body.events),
+            transform=None if body.events is None else _transform_for(body.events),
+        )
     return json_response({"data": view(changed)})
 
 
 async def delete(request: web.Request, call: Call) -> web.Response:
     """DELETE /v3/webhooks/endpoints/{id}"""
-    endpoint = await _mine(request, call)
-    await request.app[WEBHOOKS].delete(endpoint.id, call.caller.user_id)
+    async with _turn(request):  # of DELETEs at once one finds it, the others 404
+        endpoint = await _mine(request, call)
+        await request.app[WEBHOOKS].delete(endpoint.id, call.caller.user_id)
     return json_response({"error": None, "data": {"endpoint_id": endpoint.id}})
 
 
 async def rotate(request: web.Request, call: Call) -> web.Response:
     """POST /v3/webhooks/endpoints/{id}/rotate-secret -> {endpoint_id, secret}"""
-    endpoint = await _mine(request, call)
-    secret, _ = await request.app[WEBHOOKS].rotate(endpoint.id, call.caller.user_id)
+    async with _turn(request):
+        endpoint = await _mine(request, call)
+        secret, _ = await request.app[WEBHOOKS].rotate(endpoint.id, call.caller.user_id)
     return json_response({"data": {"endpoint_id": endpoint.id, "secret": secret}})
+
+
+def _turn(request: web.Request) -> contextlib.AbstractAsyncContextManager[None]:
+    return request.app[FACADE].turn("endpoint/" + request.match_info["id"])
 
 
 async def event_types(request: web.Request, call: Call) -> web.Response:

@@ -418,3 +418,30 @@ async def test_deletes_at_once_one_deletes_the_rest_are_404(api: ApiFactory) -> 
     for status, error in await asyncio.gather(*renames):
         assert status in (200, 404), (status, error)
     assert (await client.get(path, headers=key("deleter"))).status == 404
+
+
+async def test_endpoint_changes_at_once_all_apply_and_one_delete_wins(api: ApiFactory) -> None:
+    """Found: 60 PATCHes of one endpoint at once: 9 answered 409 "conflict"; ten DELETEs at
+    once on one process: four answered 200. A DELETE makes the endpoint 404 from then on."""
+    client = await api()
+    made = await client.post(
+        "/v3/webhooks/endpoints", json={"url": "http://127.0.0.1:9/hook"}, headers=key("ed")
+    )
+    path = f"/v3/webhooks/endpoints/{(await made.json())['data']['endpoint_id']}"
+    choices = [["video_translate.success"], ["video_translate.fail"]]
+
+    async def patch(n: int) -> int:
+        answer = await client.patch(path, json={"events": choices[n % 2]}, headers=key("ed"))
+        return answer.status
+
+    codes = await asyncio.gather(*(patch(n) for n in range(60)))
+    assert codes == [200] * 60, codes
+    (listed,) = await v3_endpoints(client, "ed")
+    assert listed["events"] in choices
+
+    async def delete() -> int:
+        return (await client.delete(path, headers=key("ed"))).status
+
+    codes = await asyncio.gather(*(delete() for _ in range(10)))
+    assert sorted(codes) == [200] + [404] * 9, codes
+    assert await v3_endpoints(client, "ed") == []
