@@ -352,8 +352,11 @@ async def _completed_proofread(
 ) -> tuple[Record, Meta]:
     record, meta = await facade.owned(call.caller, request.match_info["id"], PROOFREAD)
     if record.job.status is not Status.COMPLETED:
+        word = PROOFREAD_WORDS[record.job.status]
         raise invalid(
-            f"the proofread is {PROOFREAD_WORDS[record.job.status]}; wait until it is completed",
+            "the proofread failed: it has no SRT; make a new one"
+            if word == "failed"
+            else f"the proofread is {word}; wait until it is completed",
             "proofread_id",
         )
     return record, meta

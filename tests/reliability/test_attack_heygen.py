@@ -445,3 +445,29 @@ async def test_endpoint_changes_at_once_all_apply_and_one_delete_wins(api: ApiFa
     codes = await asyncio.gather(*(delete() for _ in range(10)))
     assert sorted(codes) == [200] + [404] * 9, codes
     assert await v3_endpoints(client, "ed") == []
+
+
+async def test_a_failed_proofread_is_not_told_to_wait(api: ApiFactory) -> None:
+    """Found: the SRT or `generate` of a failed proofread answered "the proofread is failed;
+    wait until it is completed": a failed proofread never completes (docs/heygen.md: status
+    `processing` -> `completed` (or `failed`))."""
+    client = await api()
+    resp = await client.post(
+        "/v3/video-translations/proofreads",
+        json={"video": VIDEO, "output_languages": ["French"], "title": "p"},
+        headers=key(
+            "proofer",
+            **{"X-Dubsim-Scenario": '{"outcome": "permanently_failed", "duration_s": 0.05}'},
+        ),
+    )
+    (proofread,) = (await resp.json())["data"]["proofread_ids"]
+    await wait_for_status(client, proofread, {"permanently_failed"})
+    base = f"/v3/video-translations/proofreads/{proofread}"
+    for answer in (
+        await client.get(f"{base}/srt", headers=key("proofer")),
+        await client.post(f"{base}/generate", json={}, headers=key("proofer")),
+    ):
+        assert answer.status == 400
+        error = (await answer.json())["error"]
+        assert error["param"] == "proofread_id"
+        assert "wait" not in error["message"], error["message"]
