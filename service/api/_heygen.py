@@ -791,10 +791,11 @@ def route(
         async def wrapper(request: web.Request) -> web.StreamResponse:
             try:
                 caller = await identify(request)
-                twice = invalid("one Idempotency-Key per request", "Idempotency-Key")
-                key = one_header(request, "Idempotency-Key", twice)
-                if key is not None and request.method not in ("GET", "HEAD"):
-                    return await _idempotent(request, caller, key, handler)
+                if request.method not in ("GET", "HEAD"):
+                    twice = invalid("one Idempotency-Key per request", "Idempotency-Key")
+                    key = one_header(request, "Idempotency-Key", twice)
+                    if key is not None:
+                        return await _idempotent(request, caller, key, handler)
                 return await handler(request, Call(caller, secrets.token_urlsafe(12)))
             except Exception as exc:
                 answer = translate_error(exc)
