@@ -855,7 +855,17 @@ class WebhookService:
 
     async def delete(self, endpoint_id: str, owner: str | None) -> None:
         await self.endpoint(endpoint_id, owner)
-        await self.store.put_doc(KIND, endpoint_id, None)
+        for _ in range(50):  # compare-and-set: of deletes at once (any process) one deletes it
+            doc = await self.store.get_doc(KIND, endpoint_id)
+            if doc is None:
+                raise NotFound("no webhook endpoint with this id", id=endpoint_id[:200])
+            try:
+                await self.store.put_doc(KIND, endpoint_id, None, expect=doc.version)
+            except VersionConflict:
+                continue  # changed meanwhile: look again
+            break
+        else:
+            raise Conflict("the endpoint kept changing; try again")
         self._stop_worker(endpoint_id)  # before its documents go, so it writes none back
         for kind in (KIND_STATE, KIND_LOG, KIND_LEASE):
             if await self.store.get_doc(kind, endpoint_id) is not None:

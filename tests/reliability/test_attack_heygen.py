@@ -471,3 +471,30 @@ async def test_a_failed_proofread_is_not_told_to_wait(api: ApiFactory) -> None:
         error = (await answer.json())["error"]
         assert error["param"] == "proofread_id"
         assert "wait" not in error["message"], error["message"]
+
+
+async def test_deletes_of_an_endpoint_through_two_processes_one_wins(
+    server_process: Any, redis_url: str
+) -> None:
+    """Found: ten DELETEs of one endpoint at once, sent to two Redis processes: two answered
+    200. From a DELETE on, the endpoint is 404 (docs/heygen.md), on every process."""
+    one: ServerProcess = server_process(redis_url=redis_url)
+    two: ServerProcess = server_process(redis_url=redis_url)
+    async with aiohttp.ClientSession() as http:
+        for round_ in range(6):
+            async with http.post(
+                f"{one.url}/v3/webhooks/endpoints",
+                json={"url": f"http://127.0.0.1:9/hook{round_}"},
+                headers=key("twice-deleted"),
+            ) as resp:
+                endpoint_id = (await resp.json())["data"]["endpoint_id"]
+
+            async def delete(n: int, endpoint_id: str = endpoint_id) -> int:
+                base = (one, two)[n % 2].url
+                async with http.delete(
+                    f"{base}/v3/webhooks/endpoints/{endpoint_id}", headers=key("twice-deleted")
+                ) as resp:
+                    return resp.status
+
+            codes = await asyncio.gather(*(delete(n) for n in range(10)))
+            assert sorted(codes) == [200] + [404] * 9, (round_, codes)
