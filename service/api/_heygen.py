@@ -29,12 +29,13 @@ import functools
 import hashlib
 import logging
 import math
+import re
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any, Final, Literal, NamedTuple
 
 import msgspec
-from aiohttp import web
+from aiohttp import hdrs, web
 from msgspec import Meta as Constraint
 
 from ..appkeys import AUTH, SCHEDULER, SERVICE, SETTINGS
@@ -209,6 +210,19 @@ def _retry_after(seconds: float) -> dict[str, str]:
     return {"Retry-After": str(max(1, math.ceil(seconds)))}
 
 
+# "Object missing required field `asset_id` - at `$.video`": the field is video.asset_id
+_NESTED: Final = re.compile(r"(?:missing required|unknown) field `([^`]+)` - at `\$\.([^`]+)`")
+
+
+def _path_of(message: str, field: object) -> str | None:
+    """`param`: the field a validation error names, by its whole path (`video.asset_id`, as
+    when the same field has a wrong value), not by its last name alone."""
+    nested = _NESTED.search(message)
+    if nested is not None:
+        return f"{nested.group(2)}.{nested.group(1)}"
+    return field if isinstance(field, str) else None
+
+
 def translate_error(exc: BaseException) -> HeyGenError | None:
     """Any exception a handler let out, in HeyGen's words; None: not ours to answer."""
     if isinstance(exc, HeyGenError):
@@ -225,7 +239,7 @@ def translate_error(exc: BaseException) -> HeyGenError | None:
             return HeyGenError(404, "not_found", exc.message)
         if isinstance(exc, Unauthorized | Forbidden | Conflict):
             return HeyGenError(status, CODES[status], exc.message)
-        return invalid(exc.message, param if isinstance(param, str) else None)
+        return invalid(exc.message, _path_of(exc.message, param))
     if isinstance(exc, StoreUnavailable):
         headers = _retry_after(exc.retry_after_s)
         return HeyGenError(503, "service_unavailable", exc.reason, None, headers)
@@ -242,6 +256,15 @@ def translate_error(exc: BaseException) -> HeyGenError | None:
 # ---- who is calling ---------------------------------------------------------------------
 
 
+def one_header(request: web.Request, name: str, error: HeyGenError) -> str | None:
+    """A header's one value (sent twice alike: that value); sent twice with different values,
+    `error`: neither is taken silently over the other."""
+    values = request.headers.getall(name, [])
+    if len(set(values)) > 1:
+        raise error
+    return values[0] if values else None
+
+
 class Caller(NamedTuple):
     user_id: str
     plan: str
@@ -256,8 +279,9 @@ async def identify(request: web.Request) -> Caller:
     AUTH=keys: the key must be one the admin made (`/v1/keys`); it names the user, and its plan
     decides HeyGen's: a free key is HeyGen's free plan, a premium key HEYGEN_PLAN (X-Dubsim-Plan
     is not listened to: a caller does not pick its own plan)."""
-    key = request.headers.get(KEY_HEADER)
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    twice = HeyGenError(401, "unauthorized", "one API key per request (a header sent twice)")
+    key = one_header(request, KEY_HEADER, twice)
+    scheme, _, token = (one_header(request, "Authorization", twice) or "").partition(" ")
     bearer = token.strip() if scheme.lower() == "bearer" else None
     if key is None:
         key = bearer
@@ -287,9 +311,11 @@ async def identify(request: web.Request) -> Caller:
         return Caller(
             identity.user_id, "free" if identity.role is Role.FREE else settings.heygen_plan
         )
-    plan = request.headers.get(PLAN_HEADER, request.app[SETTINGS].heygen_plan).strip().lower()
+    wrong = invalid(f"{PLAN_HEADER} must be one of {', '.join(PLAN_CONCURRENCY)}", PLAN_HEADER)
+    named = one_header(request, PLAN_HEADER, wrong)
+    plan = (request.app[SETTINGS].heygen_plan if named is None else named).strip().lower()
     if plan not in PLAN_CONCURRENCY:
-        raise invalid(f"{PLAN_HEADER} must be one of {', '.join(PLAN_CONCURRENCY)}", PLAN_HEADER)
+        raise wrong
     return Caller(key, plan)
 
 
@@ -381,6 +407,14 @@ def created_at(record: Record) -> int:
     return int(parse_iso(record.job.created_at))
 
 
+class _Turns:
+    """One document's writers in this process, one at a time."""
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0
+
+
 class Facade:
     """The facade's share of the app: links, settings, and the documents' reads and writes."""
 
@@ -397,6 +431,8 @@ class Facade:
         # user -> jobs of requests past the queue-bound check not yet handed to the service
         # (which then counts them itself): concurrent requests each see the others
         self._pending: dict[str, int] = {}
+        # what is written (a job id, an endpoint id) -> the turns its writers here take
+        self._turns: dict[str, _Turns] = {}
 
     @property
     def service(self) -> JobService:
@@ -420,19 +456,48 @@ class Facade:
             return Meta(output_language=name), 0
         return _meta_decoder.decode(doc.body), doc.version
 
+    @contextlib.asynccontextmanager
+    async def turn(self, name: str) -> AsyncIterator[None]:
+        """Requests of this process that write the same thing (a job's document, a webhook
+        endpoint) take turns: none loses a compare-and-set race to another of this process,
+        and one that follows a delete sees it."""
+        turns = self._turns.setdefault(name, _Turns())
+        turns.users += 1
+        try:
+            async with turns.lock:
+                yield
+        finally:
+            turns.users -= 1
+            if turns.users == 0:
+                del self._turns[name]
+
     async def update(self, record: Record, change: Callable[[Meta], Meta]) -> Meta:
-        """Rewrite the job's document compare-and-set (re-read and retry on a lost race)."""
-        for _ in range(10):
-            meta, version = await self.meta(record)
-            new = change(meta)
-            try:
-                await self.service.store.put_doc(
-                    DOC, record.job.id, msgspec.json.encode(new), version
-                )
-            except VersionConflict:
-                continue
-            return new
-        raise HeyGenError(409, "conflict", "the item kept changing; try again")
+        """Rewrite the job's document compare-and-set (re-read and retry on a lost race).
+        This process's writers of one document take turns (a lock per document), so only
+        another process can win a race; many requests at once are all applied, in turn."""
+        job_id = record.job.id
+        async with self.turn(job_id):
+            for attempt in range(10):
+                meta, version = await self.meta(record)
+                if meta.deleted:  # by a request that went before this one
+                    tagged = parse_tag(record)
+                    what = "proofread" if tagged and tagged[0] == PROOFREAD else "video translation"
+                    raise HeyGenError(404, "not_found", f"no {what} with this id (deleted)")
+                new = change(meta)
+                try:
+                    await self.service.store.put_doc(DOC, job_id, msgspec.json.encode(new), version)
+                except VersionConflict:
+                    # another process wrote it meanwhile: look again after a moment
+                    await asyncio.sleep(0.005 * (attempt + 1) * secrets.randbelow(4))
+                    continue
+                return new
+        raise HeyGenError(
+            409,
+            "request_in_progress",
+            "the item kept changing; try again",
+            None,
+            {"Retry-After": "1"},
+        )
 
     async def owned(self, caller: Caller, job_id: str, kind: str) -> tuple[Record, Meta]:
         """The caller's facade job of this kind and its document; 404 for anything else
@@ -465,6 +530,16 @@ class Facade:
         bound = PLAN_CONCURRENCY[caller.plan] + self.queue
         user = caller.user_id
         keys = [tag(kind, caller.plan, call.request_id, index) for index in range(len(metas))]
+
+        # more languages than the plan could ever hold at once: no wait helps (the bound is
+        # fixed while the process runs), so not a 429 whose Retry-After a client obeys for ever
+        if len(metas) > bound:
+            raise invalid(
+                f"the {caller.plan} plan holds at most {bound} unfinished jobs "
+                f"({PLAN_CONCURRENCY[caller.plan]} running, {self.queue} waiting): "
+                f"ask for at most {bound} output languages in one request",
+                "output_languages",
+            )
 
         def over() -> bool:
             # a retry (Idempotency-Key) finds the jobs its first try made: those count already
@@ -564,7 +639,8 @@ class Facade:
 
 def scenario_of(request: web.Request) -> Scenario | None:
     """The scenario every job of this request follows (X-Dubsim-Scenario: JSON), if any."""
-    raw = request.headers.get(SCENARIO_HEADER)
+    twice = invalid(f"one {SCENARIO_HEADER} per request", SCENARIO_HEADER)
+    raw = one_header(request, SCENARIO_HEADER, twice)
     if raw is None:
         return None
     try:
@@ -588,7 +664,7 @@ class Held(msgspec.Struct):
     """An Idempotency-Key's record (Store document heygen-idempotency/<hash of user+key>)."""
 
     state: Literal["processing", "failed", "done"]
-    fingerprint: str  # method, path, query and body of the request that used the key
+    fingerprint: str  # what the request that used the key was (`_fingerprint`)
     request_id: str
     created_at: float
     claimed_at: float
@@ -609,6 +685,28 @@ class Call(NamedTuple):
 Handler = Callable[[web.Request, Call], Awaitable[web.Response]]
 
 
+def _canonical(raw: bytes) -> bytes:
+    """JSON as it means: keys sorted, no spacing (the same request however it is spelled);
+    anything else as it came."""
+    try:
+        return msgspec.json.encode(msgspec.json.decode(raw), order="sorted")
+    except (msgspec.DecodeError, RecursionError):
+        return raw
+
+
+def _fingerprint(request: web.Request, caller: Caller, body: bytes) -> str:
+    """What makes a repeat the same request: method, path and query, the body's JSON, and
+    what decides its jobs beside the body: the plan (it names them: `tag`) and the scenario."""
+    scenario = request.headers.get(SCENARIO_HEADER)
+    parts = [
+        f"{request.method} {request.path_qs}".encode(),
+        caller.plan.encode(),
+        b"-" if scenario is None else b"+" + _canonical(scenario.encode()),
+        _canonical(body),
+    ]
+    return hashlib.sha256(b"\n".join(parts)).hexdigest()
+
+
 async def _idempotent(
     request: web.Request, caller: Caller, key: str, handler: Handler
 ) -> web.Response:
@@ -620,10 +718,7 @@ async def _idempotent(
     service = request.app[SERVICE]
     store = service.store
     doc_id = hashlib.sha256(f"{caller.user_id}\n{key}".encode()).hexdigest()
-    body = await request.read()
-    fingerprint = hashlib.sha256(
-        f"{request.method} {request.path_qs}\n".encode() + body
-    ).hexdigest()
+    fingerprint = _fingerprint(request, caller, await request.read())
     for _ in range(5):
         now = service.clock.now()
         doc = await store.get_doc(IDEMPOTENCY_DOC, doc_id)
@@ -696,9 +791,11 @@ def route(
         async def wrapper(request: web.Request) -> web.StreamResponse:
             try:
                 caller = await identify(request)
-                key = request.headers.get("Idempotency-Key")
-                if key is not None and request.method not in ("GET", "HEAD"):
-                    return await _idempotent(request, caller, key, handler)
+                if request.method not in ("GET", "HEAD"):
+                    twice = invalid("one Idempotency-Key per request", "Idempotency-Key")
+                    key = one_header(request, "Idempotency-Key", twice)
+                    if key is not None:
+                        return await _idempotent(request, caller, key, handler)
                 return await handler(request, Call(caller, secrets.token_urlsafe(12)))
             except Exception as exc:
                 answer = translate_error(exc)
@@ -734,6 +831,35 @@ def query_choice(request: web.Request, name: str, allowed: tuple[str, ...]) -> s
     if value not in allowed:
         raise invalid(f"{name} must be {' or '.join(allowed)}", name)
     return value
+
+
+def refuse_the_rest(
+    app: web.Application, api: Literal["v2", "v3"], prefix: str, unknown_under: str
+) -> None:
+    """HeyGen's envelope, after the caller's key is checked, for what the facade does not
+    serve (left to the router, it was the /v1 guard's 401 "unknown or revoked API key" for a
+    good key): a method a path under `prefix` has not (400 method_not_allowed), and any path
+    under `unknown_under` no route has (404). Call after adding the routes: the catch-all
+    must come after every route under `unknown_under` (the router takes the first match)."""
+    for resource in app.router.resources():
+        if not isinstance(resource, web.Resource) or not resource.canonical.startswith(prefix):
+            continue
+        methods = sorted({r.method for r in resource} - {"HEAD"})
+        if hdrs.METH_ANY in methods:
+            continue
+        allowed = ", ".join(methods)
+
+        async def refuse(request: web.Request, call: Call, allowed: str = allowed) -> web.Response:
+            raise HeyGenError(
+                400, "method_not_allowed", f"{request.method} is not allowed here ({allowed})"
+            )
+
+        resource.add_route(hdrs.METH_ANY, route(api)(refuse))
+
+    async def unknown(request: web.Request, call: Call) -> web.Response:
+        raise HeyGenError(404, "not_found", f"no route {request.path[:200]}")
+
+    app.router.add_route(hdrs.METH_ANY, unknown_under + "/{tail:.*}", route(api)(unknown))
 
 
 # ---- installing ----------------------------------------------------------------------------

@@ -42,6 +42,7 @@ from ._heygen import (
     ok,
     query_choice,
     read_fault,
+    refuse_the_rest,
     route,
 )
 from ._http import read_json
@@ -177,3 +178,4 @@ def setup(app: web.Application) -> None:
     app.router.add_get("/v2/video_translate/target_languages", route(V2)(target_languages))
     app.router.add_get("/v2/video_translate/caption", route(V2)(caption))
     app.router.add_get("/v2/video_translate/{id}", route(V2)(status))
+    refuse_the_rest(app, V2, "/v2/video_translate", "/v2")

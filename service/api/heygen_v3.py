@@ -56,6 +56,7 @@ from ._heygen import (
     parse_tag,
     query_choice,
     read_fault,
+    refuse_the_rest,
     route,
 )
 from ._http import json_response, read_json
@@ -351,8 +352,11 @@ async def _completed_proofread(
 ) -> tuple[Record, Meta]:
     record, meta = await facade.owned(call.caller, request.match_info["id"], PROOFREAD)
     if record.job.status is not Status.COMPLETED:
+        word = PROOFREAD_WORDS[record.job.status]
         raise invalid(
-            f"the proofread is {PROOFREAD_WORDS[record.job.status]}; wait until it is completed",
+            "the proofread failed: it has no SRT; make a new one"
+            if word == "failed"
+            else f"the proofread is {word}; wait until it is completed",
             "proofread_id",
         )
     return record, meta
@@ -416,3 +420,4 @@ def setup(app: web.Application) -> None:
     r.add_patch(f"{base}/{{id}}", route(V3)(rename))
     r.add_delete(f"{base}/{{id}}", route(V3)(delete))
     r.add_get(f"{base}/{{id}}/caption", route(V3)(caption))
+    refuse_the_rest(app, V3, base, base)

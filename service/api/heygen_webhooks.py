@@ -25,6 +25,7 @@ event (its outcome is final), so nothing new is recorded and the list lasts as l
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Final, Literal
@@ -51,6 +52,7 @@ from ._heygen import (
     job_failure_message,
     language_of,
     parse_tag,
+    refuse_the_rest,
     route,
     transform_name,
 )
@@ -178,9 +180,40 @@ def claims(facade: Facade) -> Callable[[Published], bool]:
 # ---- endpoints ------------------------------------------------------------------------------
 
 
+# the dubsim events a HeyGen event comes from: it is sent only if the endpoint takes them all
+_FROM: Final[dict[str, tuple[str, ...]]] = {
+    "video_translate.success": ("job.completed",),
+    "proofread_creation.success": ("job.completed",),
+    "video_translate.fail": ("job.permanently_failed", "job.cancelled"),
+    "proofread_creation.fail": ("job.permanently_failed", "job.cancelled"),
+}
+
+
+def _sent(endpoint: Endpoint) -> list[str]:
+    """The HeyGen events this endpoint is sent: its transformer's, of those the dubsim events
+    it takes let through (a user may change those, and its description, through /v1)."""
+    bits = (endpoint.transform or "").removeprefix(PREFIX)
+    return [
+        e
+        for e, bit in zip(HEYGEN_EVENTS, bits, strict=False)
+        if bit == "1" and all(endpoint.wants(t) for t in _FROM[e])
+    ]
+
+
 def _events_of(endpoint: Endpoint) -> list[str] | None:
+    """The events as the caller gave them (kept in the description), while they still say
+    what it is sent; else (edited through /v1) what it is sent. None: all of them."""
+    sent = _sent(endpoint)
     listed = endpoint.description.removeprefix(DESCRIBED)
-    return None if listed == "*" else [e for e in listed.split(",") if e]
+    if endpoint.description.startswith(DESCRIBED):
+        if listed == "*":
+            if len(sent) == len(HEYGEN_EVENTS):
+                return None
+        else:
+            given = [e for e in listed.split(",") if e]
+            if set(given) <= ALL_TYPES and [e for e in HEYGEN_EVENTS if e in given] == sent:
+                return given
+    return sent
 
 
 def _described(events: Sequence[str] | None) -> str:
@@ -256,32 +289,42 @@ async def list_endpoints(request: web.Request, call: Call) -> web.Response:
 
 async def update(request: web.Request, call: Call) -> web.Response:
     """PATCH /v3/webhooks/endpoints/{id} {url?, events?}"""
-    endpoint = await _mine(request, call)
-    body = await read_json(request, UpdateRequest, lenient_type=True)
-    if body.url is None and body.events is None:
-        raise invalid("send url or events (or both)", "url")
-    changed = await request.app[WEBHOOKS].update(
-        endpoint.id,
-        call.caller.user_id,
-        url=body.url,
-        description=None if body.events is None else _described(body.events),
-        transform=None if body.events is None else _transform_for(body.events),
-    )
+    await request.read()  # the body arrives before the turn is taken
+    async with _turn(request):  # requests at once on one endpoint: each in turn
+        endpoint = await _mine(request, call)
+        body = await read_json(request, UpdateRequest, lenient_type=True)
+        if body.url is None and body.events is None:
+            raise invalid("send url or events (or both)", "url")
+        changed = await request.app[WEBHOOKS].update(
+            endpoint.id,
+            call.caller.user_id,
+            url=body.url,
+            # events: the dubsim events every HeyGen one comes from (a /v1 edit may have narrowed)
+            events=None if body.events is None else list(DEFAULT_EVENTS),
+            description=None if body.events is None else _described(body.events),
+            transform=None if body.events is None else _transform_for(body.events),
+        )
     return json_response({"data": view(changed)})
 
 
 async def delete(request: web.Request, call: Call) -> web.Response:
     """DELETE /v3/webhooks/endpoints/{id}"""
-    endpoint = await _mine(request, call)
-    await request.app[WEBHOOKS].delete(endpoint.id, call.caller.user_id)
+    async with _turn(request):  # of DELETEs at once one finds it, the others 404
+        endpoint = await _mine(request, call)
+        await request.app[WEBHOOKS].delete(endpoint.id, call.caller.user_id)
     return json_response({"error": None, "data": {"endpoint_id": endpoint.id}})
 
 
 async def rotate(request: web.Request, call: Call) -> web.Response:
     """POST /v3/webhooks/endpoints/{id}/rotate-secret -> {endpoint_id, secret}"""
-    endpoint = await _mine(request, call)
-    secret, _ = await request.app[WEBHOOKS].rotate(endpoint.id, call.caller.user_id)
+    async with _turn(request):
+        endpoint = await _mine(request, call)
+        secret, _ = await request.app[WEBHOOKS].rotate(endpoint.id, call.caller.user_id)
     return json_response({"data": {"endpoint_id": endpoint.id, "secret": secret}})
+
+
+def _turn(request: web.Request) -> contextlib.AbstractAsyncContextManager[None]:
+    return request.app[FACADE].turn("endpoint/" + request.match_info["id"])
 
 
 async def event_types(request: web.Request, call: Call) -> web.Response:
@@ -368,3 +411,5 @@ def setup(app: web.Application) -> None:
     r.add_post(f"{base}/endpoints/{{id}}/rotate-secret", route(V3)(rotate))
     r.add_get(f"{base}/event-types", route(V3)(event_types))
     r.add_get(f"{base}/events", route(V3)(events))
+    # the last of the facade (service/app.py): the rest of /v3 is no route of it
+    refuse_the_rest(app, V3, base, "/v3")

@@ -739,6 +739,14 @@ class WebhookService:
         with contextlib.suppress(VersionConflict):
             await self.store.put_doc(KIND_STATE, endpoint.id, _encode(state), expect=0)
         await self.store.put_doc(KIND, endpoint.id, _encode(endpoint), expect=0)
+        if not lane and len(await self.endpoints(owner)) > MAX_ENDPOINTS_PER_OWNER:
+            # requests made at once (on any process) all passed the check above: each looks
+            # again after its own commit and the one that sees too many takes its endpoint
+            # back, so the count never stays over (it may refuse one that would have fitted)
+            await self.store.put_doc(KIND, endpoint.id, None)
+            with contextlib.suppress(VersionConflict):
+                await self.store.put_doc(KIND_STATE, endpoint.id, None)
+            raise Conflict(f"at most {MAX_ENDPOINTS_PER_OWNER} endpoints per owner")
         self._consider(endpoint)
         return endpoint
 
@@ -847,7 +855,17 @@ class WebhookService:
 
     async def delete(self, endpoint_id: str, owner: str | None) -> None:
         await self.endpoint(endpoint_id, owner)
-        await self.store.put_doc(KIND, endpoint_id, None)
+        for _ in range(50):  # compare-and-set: of deletes at once (any process) one deletes it
+            doc = await self.store.get_doc(KIND, endpoint_id)
+            if doc is None:
+                raise NotFound("no webhook endpoint with this id", id=endpoint_id[:200])
+            try:
+                await self.store.put_doc(KIND, endpoint_id, None, expect=doc.version)
+            except VersionConflict:
+                continue  # changed meanwhile: look again
+            break
+        else:
+            raise Conflict("the endpoint kept changing; try again")
         self._stop_worker(endpoint_id)  # before its documents go, so it writes none back
         for kind in (KIND_STATE, KIND_LOG, KIND_LEASE):
             if await self.store.get_doc(kind, endpoint_id) is not None:
