@@ -85,6 +85,7 @@ TAIL_BLOCK_MS: Final = 500  # also how long closing waits for the tail to notice
 RETRY_AFTER_S: Final = 1.0
 BATCH: Final = 256  # changes per pipeline
 SOCKET_TIMEOUT_S: Final = 5.0
+POOL_SIZE: Final = 128  # connections to Redis per process; more commands at once wait for one
 DEADLINE_S: Final = 3.0  # a command not run by then (Redis's clock) is refused: see _EXPIRED
 APPLY_TIMEOUT_S: Final = 10.0  # a committed change not seen on the stream by then: 503
 PROBE_INTERVAL_S: Final = 1.0
@@ -338,7 +339,12 @@ class RedisStore:
                 "socket_connect_timeout": 2,
                 "retry": Retry(NoBackoff(), 0),
             }
-            self._redis = aioredis.from_url(self._url, **options)
+            # more commands at once than the pool holds wait for a connection (at most
+            # SOCKET_TIMEOUT_S), instead of redis-py's default pool refusing them (a 503)
+            pool = aioredis.BlockingConnectionPool.from_url(
+                self._url, max_connections=POOL_SIZE, timeout=SOCKET_TIMEOUT_S, **options
+            )
+            self._redis = aioredis.Redis.from_pool(pool)
             self._tail_conn = aioredis.from_url(self._url, **options)
             await self._redis.ping()
             await self._sync_clock()

@@ -396,3 +396,22 @@ async def test_a_listing_of_documents_is_read_whole_though_a_write_lands_between
     write_between_the_reads(store, raw, monkeypatch, lambda: other.put_doc("keys", "k", b"two"))
     (doc,) = await store.docs("keys")
     assert (doc.body, doc.version) in ((b"one", 1), (b"two", 2))
+
+
+async def test_a_burst_past_the_connection_pool_waits_instead_of_failing(stores: Opener) -> None:
+    # redis-py's pool refuses a command past its size ("Too many connections", 100 by
+    # default): a burst of requests became 503s and /healthz said the store was down. More
+    # commands at once than the pool holds wait for a connection instead.
+    store = await stores()
+    await store.put_doc("burst", "d", b"body")
+    burst = 3 * redis_module.POOL_SIZE
+    results = await asyncio.gather(
+        *(store.get_doc("burst", "d") for _ in range(burst)), return_exceptions=True
+    )
+    assert [r for r in results if not isinstance(r, Doc)] == []
+    assert store.health() is None
+    written = await asyncio.gather(
+        *(store.put_doc("burst", f"n{i}", b"x") for i in range(burst)), return_exceptions=True
+    )
+    assert written == [1] * burst
+    assert store.health() is None
