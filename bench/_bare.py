@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import time
 import weakref
 
@@ -22,6 +23,7 @@ import msgspec
 from aiohttp import WSMsgType, web
 
 from bench._bare_lifecycle import make_app as lifecycle_app
+from service.__main__ import GC_YOUNG
 from service.models import Job, Role, Status, iso_ms, iso_us
 
 SOCKETS = web.AppKey("sockets", weakref.WeakSet)
@@ -158,6 +160,9 @@ def main() -> None:
         if not args.db:
             parser.error("lifecycle needs --db")
         app = lifecycle_app(args.db)
+        # the server's own collector settings (service/__main__.py), so the ratio compares code
+        gc.freeze()
+        gc.set_threshold(GC_YOUNG, *gc.get_threshold()[1:])
     else:
         app = make_app(args.kind)
     web.run_app(
