@@ -23,7 +23,6 @@ import msgspec
 from aiohttp import WSMsgType, web
 
 from bench._bare_lifecycle import make_app as lifecycle_app
-from service.__main__ import GC_YOUNG
 from service.models import Job, Role, Status, iso_ms, iso_us
 
 SOCKETS = web.AppKey("sockets", weakref.WeakSet)
@@ -160,9 +159,7 @@ def main() -> None:
         if not args.db:
             parser.error("lifecycle needs --db")
         app = lifecycle_app(args.db)
-        # the server's own collector settings (service/__main__.py), so the ratio compares code
-        gc.freeze()
-        gc.set_threshold(GC_YOUNG, *gc.get_threshold()[1:])
+        gc.freeze()  # as the server does once started (service/__main__.py)
     else:
         app = make_app(args.kind)
     web.run_app(

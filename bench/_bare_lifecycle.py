@@ -8,7 +8,7 @@ aiohttp and SQLite (WAL, `synchronous=NORMAL`, as dubsim ships) and nothing else
 `completed`. Every change writes the job's row and an event row with its JSON, and waits for
 its commit; commits are grouped (whatever arrived during one commit goes into the next), done
 on the event loop's thread. That is what ack-after-durable with three states per job needs.
-It runs with the server's garbage collector settings (`service/__main__.py`, `_tune_gc`).
+It freezes what start-up made out of the garbage collector, as the server does.
 
 What it leaves out is everything dubsim adds to each request: authentication and plans, the
 hourly window, `MAX_IN_FLIGHT`, Idempotency-Keys, compare-and-set, the read model and its

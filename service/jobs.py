@@ -78,26 +78,17 @@ TRANSITIONS: Final[dict[Status, frozenset[Status]]] = {
 MAX_CONFLICTS: Final = 20  # re-decisions after losing a race, before giving up loudly
 
 
-class Record:
-    """A job in the read model with its encoded form (served to GETs as is) and bookkeeping."""
+class Record(msgspec.Struct, gc=False):
+    """A job in the read model with its encoded form (served to GETs as is) and bookkeeping.
+    Never in a reference cycle (a job, bytes, numbers, strings), so the cyclic collector does
+    not track it: the read model is most of a busy process's long-lived objects."""
 
-    __slots__ = ("data", "idempotency_key", "job", "ordinal", "request_hash", "version")
-
-    def __init__(
-        self,
-        job: Job,
-        data: bytes,
-        ordinal: int,
-        version: int,
-        idempotency_key: str | None = None,
-        request_hash: str | None = None,
-    ) -> None:
-        self.job = job
-        self.data = data
-        self.ordinal = ordinal
-        self.version = version  # seq of the last committed change: the ETag and the CAS token
-        self.idempotency_key = idempotency_key
-        self.request_hash = request_hash
+    job: Job
+    data: bytes
+    ordinal: int
+    version: int  # seq of the last committed change: the ETag and the CAS token
+    idempotency_key: str | None = None
+    request_hash: str | None = None
 
     @property
     def etag(self) -> str:

@@ -129,7 +129,7 @@ class JobError(msgspec.Struct):
     message: str
 
 
-class Job(msgspec.Struct):
+class Job(msgspec.Struct, gc=False):
     """A translation job as clients see it. Times are UTC ISO-8601 with milliseconds."""
 
     id: str

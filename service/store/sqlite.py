@@ -123,16 +123,14 @@ class _Batch:
         )
 
 
-class _Job:
-    """What the writer thread knows of a committed job: enough to check and place a change."""
+class _Job(msgspec.Struct, gc=False):
+    """What the writer thread knows of a committed job: enough to check and place a change.
+    Untracked by the cyclic collector (numbers and strings): one per job, for the process's life."""
 
-    __slots__ = ("idempotency_key", "ordinal", "user_id", "version")
-
-    def __init__(self, ordinal: int, version: int, user_id: str, key: str | None) -> None:
-        self.ordinal = ordinal
-        self.version = version
-        self.user_id = user_id
-        self.idempotency_key = key
+    ordinal: int
+    version: int
+    user_id: str
+    idempotency_key: str | None
 
 
 class SQLiteStore:
