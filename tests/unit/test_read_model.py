@@ -3,6 +3,7 @@ a job's newer state from Redis, then tails the stream from before it) is history
 never a step back for the job, its ETag or the hub's snapshot."""
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator
 
 import msgspec
@@ -74,3 +75,15 @@ async def test_a_crash_downstream_of_a_commit_does_not_hang_the_store(
     )
     assert created and second.job.id != first.job.id
     assert service.store.health() is None
+
+
+async def test_the_read_model_is_not_walked_by_the_cyclic_collector(service: JobService) -> None:
+    # docs/architecture.md: records, jobs and the SQLite writer's job index are never in a
+    # cycle, so the collector does not track them (a full collection walked every job a busy
+    # process held: most of the collector's time)
+    record, _, _ = await service.submit("u", SubmitRequest(role=Role.PREMIUM))
+    assert not gc.is_tracked(record)
+    assert not gc.is_tracked(record.job)
+    store = service.store
+    assert isinstance(store, SQLiteStore)
+    assert not gc.is_tracked(store._jobs[record.job.id])
