@@ -70,6 +70,11 @@ STOP_GRACE_S: Final = 3.0  # what stopping may spend writing progress and releas
 MAX_REDELIVERIES: Final = 100  # queued per endpoint
 MAX_HELD: Final = 1000  # out_of_order events held per endpoint
 MAX_ENDPOINTS_PER_OWNER: Final = 100
+MAX_RACES: Final = 50  # an endpoint write that keeps losing to others gives up (409)
+
+
+def _too_many_endpoints() -> Conflict:
+    return Conflict(f"at most {MAX_ENDPOINTS_PER_OWNER} endpoints per owner")
 
 
 class _Tap(Subscription):
@@ -718,10 +723,8 @@ class WebhookService:
         if url is not None:
             await self.validate_url(url)
         chosen = validate_events(events)
-        if not lane:
-            mine = [e for e in await self.endpoints(owner) if e.owner == owner]
-            if len(mine) >= MAX_ENDPOINTS_PER_OWNER:
-                raise Conflict(f"at most {MAX_ENDPOINTS_PER_OWNER} endpoints per owner")
+        if not lane and len(await self.endpoints(owner)) >= MAX_ENDPOINTS_PER_OWNER:
+            raise _too_many_endpoints()
         endpoint = Endpoint(
             id=endpoint_id or "wh_" + secrets.token_urlsafe(12),
             url=url,
@@ -746,7 +749,7 @@ class WebhookService:
             await self.store.put_doc(KIND, endpoint.id, None)
             with contextlib.suppress(VersionConflict):
                 await self.store.put_doc(KIND_STATE, endpoint.id, None)
-            raise Conflict(f"at most {MAX_ENDPOINTS_PER_OWNER} endpoints per owner")
+            raise _too_many_endpoints()
         self._consider(endpoint)
         return endpoint
 
@@ -855,7 +858,7 @@ class WebhookService:
 
     async def delete(self, endpoint_id: str, owner: str | None) -> None:
         await self.endpoint(endpoint_id, owner)
-        for _ in range(50):  # compare-and-set: of deletes at once (any process) one deletes it
+        for _ in range(MAX_RACES):  # compare-and-set: of deletes at once (any process) one wins
             doc = await self.store.get_doc(KIND, endpoint_id)
             if doc is None:
                 raise NotFound("no webhook endpoint with this id", id=endpoint_id[:200])
