@@ -157,6 +157,8 @@ class JobService:
         # user -> submissions past the MAX_IN_FLIGHT check whose commit has not landed yet:
         # counted with _in_flight, so concurrent submits can't all pass the check at once
         self._submitting: dict[str, int] = {}
+        # (status, plan) -> jobs held: kept as the read model moves, so /metrics is not a scan
+        self._tally: dict[tuple[Status, Role], int] = {}
         self.submitted: dict[Role, int] = {Role.FREE: 0, Role.PREMIUM: 0}
         self.rate_limited = 0
         # webhooks: validates a callback_url and makes its lane durable before the job exists
@@ -205,6 +207,7 @@ class JobService:
             stored.request_hash,
         )
         self._records[job.id] = record
+        self._tally_move(None, job)
         if not job.status.terminal:
             self._count(job.user_id, +1)
         self.hub.track(job.id, job.user_id, record.data)
@@ -290,8 +293,24 @@ class JobService:
             del self._records[job.id]
             if record.idempotency_key is not None:
                 self._keys.pop((job.user_id, record.idempotency_key), None)
+            self._tally_move(record.job, None)
+        else:
+            self._tally_move(record.job, job)
         record.job, record.data, record.version = job, committed.data, committed.seq
         return record
+
+    def _tally_move(self, old: Job | None, new: Job | None) -> None:
+        tally = self._tally
+        if old is not None:
+            key = (old.status, old.role)
+            left = tally[key] - 1
+            if left:
+                tally[key] = left
+            else:
+                del tally[key]
+        if new is not None:
+            key = (new.status, new.role)
+            tally[key] = tally.get(key, 0) + 1
 
     def _count(self, user_id: str, delta: int) -> None:
         left = self._in_flight.get(user_id, 0) + delta
@@ -390,11 +409,9 @@ class JobService:
         return page, (page[-1].ordinal if more else None)
 
     def counts(self) -> dict[tuple[Status, Role], int]:
-        counts: dict[tuple[Status, Role], int] = {}
-        for record in self._records.values():
-            key = (record.job.status, record.job.role)
-            counts[key] = counts.get(key, 0) + 1
-        return counts
+        """Jobs held, by (status, plan); only the pairs that have any. Kept as the read
+        model moves (not counted on each call: a scrape of /metrics must not scan every job)."""
+        return dict(self._tally)
 
     def poll_hint(self, record: Record) -> float | None:
         """When polling this job again is useful (None once it is terminal)."""

@@ -591,6 +591,45 @@ async def test_counts_by_status_and_role(service: JobService) -> None:
     assert len(service) == 6
 
 
+async def test_counts_follow_every_move_a_delete_and_a_reopen(
+    service: JobService, clock: FixedClock, tmp_path: Path
+) -> None:
+    """counts() (what /metrics shows) is kept as the read model moves, not counted per call:
+    each move, a delete and a reload must leave it equal to the jobs held."""
+    a, b, c, d = [await submit(service, role=r) for r in (Role.PREMIUM,) * 3 + (Role.FREE,)]
+    await service.begin_attempt(a, 1.0)
+    await service.begin_attempt(b, 1.0)
+    await service.complete(b, 1)
+    await service.begin_attempt(c, 1.0)
+    await service.fail_attempt(c, 1, "timeout", "too slow", retryable=True, retry_in_s=1.0)
+    await service.cancel(d.job.id, None)
+    assert service.counts() == {
+        (Status.PROCESSING, Role.PREMIUM): 1,
+        (Status.COMPLETED, Role.PREMIUM): 1,
+        (Status.FAILED, Role.PREMIUM): 1,
+        (Status.CANCELLED, Role.FREE): 1,
+    }
+    clock.t += 2
+    assert await service.requeue(c.job.id)
+    assert await service.cleanup() == 2  # b and d: finished, deleted
+    assert service.counts() == {
+        (Status.PROCESSING, Role.PREMIUM): 1,
+        (Status.PENDING, Role.PREMIUM): 1,
+    }
+    assert len(service) == 2
+
+    path = str(tmp_path / "counts.db")  # a reload counts what it loads, once
+    disk = await make(path, clock)
+    for role in (Role.FREE, Role.FREE, Role.PREMIUM):
+        await submit(disk, role=role)
+    await disk.store.close()
+    again = await make(path, clock)
+    try:
+        assert again.counts() == {(Status.PENDING, Role.FREE): 2, (Status.PENDING, Role.PREMIUM): 1}
+    finally:
+        await again.store.close()
+
+
 async def test_an_illegal_move_names_it(service: JobService) -> None:
     record = await submit(service)
     with pytest.raises(Conflict) as caught:
@@ -820,6 +859,10 @@ async def test_a_resync_takes_the_stores_jobs_and_tells_every_subscriber(
     assert service.find(gone.job.id) is None
     assert service.get("new-job").ordinal == 4
     assert service.in_flight("u") == 2 and service.in_flight("v") == 0  # kept + new; none
+    assert service.counts() == {
+        (Status.PENDING, Role.PREMIUM): 2,  # kept, new
+        (Status.COMPLETED, Role.PREMIUM): 1,  # finished; gone is not counted any more
+    }
     with pytest.raises(IdempotencyKeyReused):  # its key is known here now (another body)
         await service.submit("u", SubmitRequest(), "idem")
     assert sorted(heard) == sorted(
