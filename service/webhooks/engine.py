@@ -832,17 +832,19 @@ class WebhookService:
         everything else by the shared lane. Admission is only ever added (compare-and-set, at
         most MAX_CALLBACK_ORIGINS), so the decision never changes once made."""
         shared = shared_lane_id(owner, name)
-        if self._lanes.get((shared, None)) is None:
-            await self._make_lane(shared, owner, name, transform, signed)
-            self._lanes.put((shared, None), shared)
-        if url is None:
-            return shared
-        origin = origin_of(url)
+        origin = None if url is None else origin_of(url)
         known = self._lanes.get((shared, origin))
         if known is not None:
             return known
-        lane = await self._route(shared, owner, name, origin, transform, signed)
-        self._lanes.put((shared, origin), lane)
+        lane = shared
+        if origin is not None:
+            lane = await self._route(shared, owner, name, origin, transform, signed)
+        # the shared lane is made only when something goes through it (an owner of a few
+        # origins has their lanes alone); the routes and the webhook-ids are keyed by its id
+        if lane == shared and self._lanes.get((shared, None)) is None:
+            await self._make_lane(shared, owner, name, transform, signed)
+            self._lanes.put((shared, None), shared)
+        self._lanes.put((shared, origin), lane)  # durable, and final: remembered
         return lane
 
     async def _route(
