@@ -296,9 +296,10 @@ async def test_upgrade_keeps_delivering_what_the_one_lane_owed_once(
     assert receiver.got == []
     await old.close()
 
-    new = await aiohttp_client(create_app(settings))  # the new code on the same database
+    app = create_app(settings)  # the new code on the same database
     clock = FakeClock()
-    new.app[WEBHOOKS].clock_override = clock
+    app[WEBHOOKS].clock_override = clock  # before it starts: the old lane resumes a retry wait
+    new = await aiohttp_client(app)
     c = await job(new, callback_url=receiver.url("/c"))  # a lane for the healthy origin
     (got_c,) = await receiver.wait_for(1, path="/c")
     resp = await new.post(f"/v1/jobs/{b['id']}/cancel", json={}, headers=ADMIN)
