@@ -17,6 +17,7 @@ import hmac
 import logging
 import random
 import secrets
+import weakref
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from typing import Final, Generic, TypeVar
@@ -78,6 +79,7 @@ MAX_RACES: Final = 50  # an endpoint write that keeps losing to others gives up 
 # callback lanes: the origins (scheme://host:port) of one owner's callback_urls that get a lane
 # of their own; jobs to any further origin go through the owner's shared lane (never refused)
 MAX_CALLBACK_ORIGINS: Final = 32
+MAX_ROUTE_RACES: Final = 500  # a routes write losing to other processes' (each wins once)
 LANE_CACHE: Final = 4096  # lane ids and callback routes this process remembers (least recent go)
 
 
@@ -221,6 +223,10 @@ class WebhookService:
         # lane its callbacks go through; and the callback routes last read (bounded: LRU)
         self._lanes: _Lru[tuple[str, str | None], str] = _Lru(LANE_CACHE)
         self._routes: _Lru[str, Routes] = _Lru(LANE_CACHE)
+        # one change of an owner's routes at a time in this process (only processes compete)
+        self._route_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
         self.metrics = DeliveryMetrics()
@@ -857,20 +863,32 @@ class WebhookService:
         signed: bool,
     ) -> str:
         lane = origin_lane_id(owner, origin, name)
-        routes = await self._read_routes(shared)
-        if origin not in routes.origins:
-            if len(routes.origins) >= MAX_CALLBACK_ORIGINS:
-                return shared  # full: it stays so, and this origin goes through the shared lane
-            # the lane first, so an admitted origin always has one; its cursor (this process's
-            # seq now) is no later than the seq its admission fixes below
-            await self._make_lane(lane, owner, name, transform, signed, origin, shared)
-            if not await self._admit(shared, origin):
-                # filled by others meanwhile: this origin can never be admitted now, so no
-                # callback is routed to this lane; it goes
-                await self._drop_lane(lane)
-                return shared
+        async with self._route_lock(shared):
+            routes = await self._read_routes(shared)
+            if origin not in routes.origins:
+                if len(routes.origins) >= MAX_CALLBACK_ORIGINS:
+                    return shared  # full: it stays so; this origin goes through the shared lane
+                # the lane first, so an admitted origin always has one; its cursor (this
+                # process's seq now) is no later than the seq its admission fixes below
+                await self._make_lane(lane, owner, name, transform, signed, origin, shared)
+                if not await self._admit(shared, origin):
+                    # filled by others meanwhile: this origin can never be admitted now, so
+                    # no callback is routed to this lane; it goes
+                    await self._drop_lane(lane)
+                    return shared
         await self._route_of(shared, origin)  # its seq fixed before a job is routed there
         return lane
+
+    def _route_lock(self, shared: str) -> asyncio.Lock:
+        lock = self._route_locks.get(shared)
+        if lock is None:
+            lock = self._route_locks[shared] = asyncio.Lock()
+        return lock
+
+    async def _backoff(self, attempt: int) -> None:
+        """After a lost compare-and-set of the routes: let the other process's write land
+        (real time, not a schedule wait: the service clock may be virtual)."""
+        await asyncio.sleep(self.rng.uniform(0, 0.002) * min(attempt, 10))
 
     async def _make_lane(
         self,
@@ -912,7 +930,9 @@ class WebhookService:
 
     async def _admit(self, shared: str, origin: str) -> bool:
         """Add `origin` to the shared lane's routes (its seq still open); False when full."""
-        for _ in range(MAX_RACES):
+        for attempt in range(MAX_ROUTE_RACES):
+            if attempt:
+                await self._backoff(attempt)
             doc = await self.store.get_doc(KIND_ROUTES, shared)
             routes = Routes() if doc is None else _decode_routes(doc.body)
             self._routes.put(shared, routes)
@@ -950,24 +970,37 @@ class WebhookService:
         """Fix an admitted origin's seq: a seq at least as new as every event committed before
         the admission, so the shared lane, which saw the origin unadmitted for no later event,
         and the origin's lane split its callbacks without a gap or an overlap. Any process
-        may do it (the one that admitted it may have died): the first write wins."""
-        await self.store.sync()  # every event committed anywhere so far is in self.hub
-        seq = self.hub.seq
-        for _ in range(MAX_RACES):
+        may do it (the one that admitted it may have died): the first write wins. The origins
+        still open in the document read before the sync (each admitted before it) are fixed
+        by the same write."""
+        async with self._route_lock(shared):
             doc = await self.store.get_doc(KIND_ROUTES, shared)
             if doc is None:
                 raise RuntimeError(f"callback routes {shared} vanished")
             routes = _decode_routes(doc.body)
-            self._routes.put(shared, routes)
-            since = routes.origins.get(origin)
-            if since is not None:
-                return since
-            routes.origins[origin] = seq
-            try:
-                await self.store.put_doc(KIND_ROUTES, shared, _encode(routes), expect=doc.version)
-            except VersionConflict:
-                continue
-            return seq
+            open_ = {o for o, s in routes.origins.items() if s is None}
+            await self.store.sync()  # every event committed anywhere so far is in self.hub
+            seq = self.hub.seq  # good for the origins admitted before the sync: `open_`
+            for attempt in range(MAX_ROUTE_RACES):
+                if attempt:
+                    await self._backoff(attempt)
+                    doc = await self.store.get_doc(KIND_ROUTES, shared)
+                    if doc is None:
+                        raise RuntimeError(f"callback routes {shared} vanished")
+                    routes = _decode_routes(doc.body)
+                self._routes.put(shared, routes)
+                since = routes.origins.get(origin)
+                if since is not None:
+                    return since
+                for still in [o for o in open_ if routes.origins.get(o, 0) is None]:
+                    routes.origins[still] = seq
+                try:
+                    await self.store.put_doc(
+                        KIND_ROUTES, shared, _encode(routes), expect=doc.version
+                    )
+                except VersionConflict:
+                    continue
+                return seq
         raise Conflict("the callback lanes kept changing; try again")
 
     async def _routed_here(self, lane: Endpoint, pub: Published, info: _Peek) -> bool:

@@ -210,6 +210,32 @@ async def test_past_32_origins_callbacks_share_the_owners_lane(
     )
 
 
+async def test_the_cap_reached_at_once_on_two_redis_processes_is_exact(
+    aiohttp_client: Any, redis_url: str, loopbacks: AnyLoopback
+) -> None:
+    settings = make_settings(redis_url=redis_url, lease_s=1)
+    one = await aiohttp_client(create_app(settings))
+    two = await aiohttp_client(create_app(settings))
+    hosts = [f"127.0.0.{n}" for n in range(1, 41)]  # 40 new origins at once
+    made = await asyncio.gather(
+        *(
+            job((one, two)[n % 2], callback_url=loopbacks.at(host, f"/{n}"))
+            for n, host in enumerate(hosts)
+        )
+    )
+    await loopbacks.wait_for(len(hosts), timeout=30)
+    await asyncio.sleep(1.0)  # a second delivery of any would show up now
+    assert sorted(g.event["job"]["id"] for g in loopbacks.got) == sorted(j["id"] for j in made)
+    assert len({g.id for g in loopbacks.got}) == len(hosts)
+    (routes,) = (await docs(one, "webhook_routes")).values()
+    assert len(routes["origins"]) == CAP
+    lanes = [d for d in (await docs(one, "webhook")).values() if d["owner"] == "alice"]
+    # 32 origins' lanes and the shared one: the lanes made for origins that lost the race
+    # for the last places are gone again
+    assert len(lanes) == CAP + 1
+    assert {d.get("origin") for d in lanes} == {None, *routes["origins"]}
+
+
 # ---- 4. exactly once across lanes: two Redis processes ---------------------------------------
 
 
@@ -219,6 +245,9 @@ async def test_two_redis_processes_send_each_callback_once(
     settings = make_settings(redis_url=redis_url, lease_s=1)
     one = await aiohttp_client(create_app(settings))
     two = await aiohttp_client(create_app(settings))
+    # alice also has the shared lane (as a database from one lane per owner has): it hears
+    # every callback of hers and must leave those of admitted origins to their lanes
+    await one.app[WEBHOOKS].ensure_lane("alice")
     hosts = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
     # the first job of each origin submitted on both processes at once: both admit it
     first = await asyncio.gather(
