@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
+import sqlite3
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -27,7 +30,14 @@ from service.app import create_app
 from service.appkeys import SERVICE
 from service.models import parse_iso
 from service.webhooks import WEBHOOKS
-from tests.conftest import ADMIN, ApiFactory, free_port, make_settings, wait_for_status
+from tests.conftest import (
+    ADMIN,
+    ApiFactory,
+    ServerProcess,
+    free_port,
+    make_settings,
+    wait_for_status,
+)
 from tests.webhook_support import FakeClock, Receiver
 
 ALICE = {"X-User-Id": "alice"}
@@ -279,6 +289,71 @@ async def test_two_redis_processes_send_each_callback_once(
     port = loopbacks.server.port  # type: ignore[union-attr]
     assert set(routes["origins"]) == {f"http://{h}:{port}" for h in hosts}
     assert all(isinstance(since, int) for since in routes["origins"].values())
+
+
+async def test_kill_9_with_callbacks_in_several_lanes_loses_none(
+    server_process: Callable[..., ServerProcess],
+    receiver: Receiver,
+    loopbacks: AnyLoopback,
+    tmp_path: Any,
+) -> None:
+    """A real server: origin A's first callback hangs at its receiver while B's and C's go
+    out; kill -9; after the restart every callback arrives, and the only one twice is A's that
+    was in flight (same webhook-id, same body)."""
+    db = str(tmp_path / "lanes.db")
+    server = await asyncio.to_thread(server_process, db=db, webhook_timeout_s=60)
+    receiver.hold = asyncio.Event()
+    urls = {
+        "a": receiver.url,
+        "b": lambda path: loopbacks.at("127.0.0.2", path),
+        "c": lambda path: loopbacks.at("127.0.0.3", path),
+    }
+    ids: dict[str, list[str]] = {"a": [], "b": [], "c": []}
+    body = {"role": "premium", "scenario": QUICK}
+    async with aiohttp.ClientSession(server.url) as http:
+        for n in range(2):
+            for origin, url in urls.items():
+                resp = await http.post(
+                    "/v1/jobs", json={**body, "callback_url": url(f"/{n}")}, headers=ALICE
+                )
+                assert resp.status == 201, await resp.text()
+                ids[origin].append((await resp.json())["id"])
+    (held,) = await receiver.wait_for(1)  # A's first: in flight, unanswered
+    await loopbacks.wait_for(4)  # B's and C's are not held back by it
+    delivered = max(g.event["seq"] for g in loopbacks.got)
+    lanes = {o: i for i, o in _stored(db, "webhook", "origin").items() if o is not None}
+    port = loopbacks.server.port  # type: ignore[union-attr]
+    b_c = [lanes[f"http://127.0.0.{n}:{port}"] for n in (2, 3)]
+    async with asyncio.timeout(20):  # their progress durable: a resend of those is not this test's
+        while min(_stored(db, "webhook_state", "cursor").get(i) or 0 for i in b_c) < delivered:
+            await asyncio.sleep(0.05)
+    await asyncio.to_thread(server.kill)
+    hold, receiver.hold = receiver.hold, None
+    hold.set()
+    server = await asyncio.to_thread(server_process, db=db, webhook_timeout_s=60)
+    async with aiohttp.ClientSession(server.url) as http:
+        for origin, url in urls.items():
+            resp = await http.post(
+                "/v1/jobs", json={**body, "callback_url": url("/late")}, headers=ALICE
+            )
+            assert resp.status == 201, await resp.text()
+            ids[origin].append((await resp.json())["id"])
+    got_a = await receiver.wait_for(4)  # A's first again, its second, the late one
+    got_bc = await loopbacks.wait_for(6)
+    await asyncio.sleep(0.5)  # a second delivery of any would show up now
+    assert sorted(g.event["job"]["id"] for g in receiver.got) == sorted([*ids["a"], ids["a"][0]])
+    assert sorted(g.event["job"]["id"] for g in loopbacks.got) == sorted(ids["b"] + ids["c"])
+    again = got_a[1]
+    assert again.id == held.id and again.body == held.body
+    assert [g.event["job"]["id"] for g in got_a] == [*ids["a"][:1], *ids["a"]]  # in order
+    assert len({g.id for g in got_bc}) == 6
+
+
+def _stored(db: str, kind: str, field: str) -> dict[str, Any]:
+    """A field of every document of `kind` as committed to the SQLite file."""
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+        rows = conn.execute("SELECT id, body FROM docs WHERE kind = ?", (kind,)).fetchall()
+    return {i: json.loads(body).get(field) for i, body in rows}
 
 
 # ---- 5. upgrade: what the one-lane-per-owner code left is delivered as it was ---------------
