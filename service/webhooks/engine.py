@@ -940,13 +940,18 @@ class WebhookService:
                 return True
             if len(routes.origins) >= MAX_CALLBACK_ORIGINS:
                 return False
-            routes.origins[origin] = None
+            # a new document: the cached one stays what was read until this one is written
+            admitted = Routes({**routes.origins, origin: None})
             try:
                 await self.store.put_doc(
-                    KIND_ROUTES, shared, _encode(routes), expect=0 if doc is None else doc.version
+                    KIND_ROUTES,
+                    shared,
+                    _encode(admitted),
+                    expect=0 if doc is None else doc.version,
                 )
             except VersionConflict:
                 continue  # another origin (or this one) admitted meanwhile: look again
+            self._routes.put(shared, admitted)
             return True
         raise Conflict("the callback lanes kept changing; try again")
 
@@ -992,14 +997,16 @@ class WebhookService:
                 since = routes.origins.get(origin)
                 if since is not None:
                     return since
-                for still in [o for o in open_ if routes.origins.get(o, 0) is None]:
-                    routes.origins[still] = seq
+                fixed = Routes(
+                    {o: seq if s is None and o in open_ else s for o, s in routes.origins.items()}
+                )
                 try:
                     await self.store.put_doc(
-                        KIND_ROUTES, shared, _encode(routes), expect=doc.version
+                        KIND_ROUTES, shared, _encode(fixed), expect=doc.version
                     )
                 except VersionConflict:
-                    continue
+                    continue  # the cache keeps what was read, never a write that did not land
+                self._routes.put(shared, fixed)
                 return seq
         raise Conflict("the callback lanes kept changing; try again")
 
