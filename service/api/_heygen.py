@@ -603,16 +603,18 @@ class Facade:
 
     async def prepare_callbacks(self, user_id: str, urls: list[str]) -> None:
         """Before a job with a callback_url exists: a valid URL (400 naming callback_url), and
-        the user's HeyGen lane, durable (unsigned HeyGen bodies to each job's callback_url)."""
+        the user's HeyGen lane for its origin, durable (unsigned HeyGen bodies to each job's
+        callback_url)."""
         webhooks = self.app[WEBHOOKS]
         for url in urls:
             try:
                 await webhooks.validate_url(url)
             except ServiceError as exc:
                 raise invalid(f"callback_url: {exc.message}", "callback_url") from None
-        await webhooks.ensure_lane(
-            user_id, name=LANE, transform=transform_name(HEYGEN_EVENTS), signed=False
-        )
+        for url in urls:  # each URL's origin gets its own lane (docs/webhooks.md)
+            await webhooks.ensure_lane(
+                user_id, name=LANE, transform=transform_name(HEYGEN_EVENTS), signed=False, url=url
+            )
 
     async def sweep(self) -> int:
         """Delete expired Idempotency-Key records and the documents of jobs that are gone

@@ -10,6 +10,7 @@ order, and keeps its progress durable as Store documents:
                         and when the next is due), redeliveries, a replay range, held events
     webhook_log/{id}    the last WEBHOOK_LOG deliveries (GET .../deliveries)
     webhook_lease/{id}  on a shared store: which process sends this endpoint's deliveries
+    webhook_routes/{id} per (owner, lane name): the callback origins with a lane of their own
 
 What is queued in memory per endpoint is bounded (WEBHOOK_QUEUE); beyond it, and after a
 restart, the worker reads on from its cursor in the durable event log (the broker's history,
@@ -21,9 +22,11 @@ Every wait of the retry schedule goes through the service's injectable clock.
 Internal interface for other features (the HeyGen facade): `register(...)` makes an endpoint
 with an owner, an event filter, a named payload transformer (`transformers[name]`, a function
 from the event to the body bytes, or None to skip it) and `signed=False` for unsigned
-deliveries; `ensure_lane(owner, ...)` makes the per-owner lane that POSTs terminal events of
-that owner's jobs to each job's own `callback_url`; `lane_claims` lets such a lane keep its
-jobs from the default lane; `update(..., transform=)` changes an endpoint's transformer.
+deliveries; `ensure_lane(owner, ..., url=)` makes (durably, before the job is accepted) the
+lane that will POST the terminal event of that owner's job to its own `callback_url`: one lane
+per callback origin (scheme://host:port), at most MAX_CALLBACK_ORIGINS per owner and lane name,
+the rest through the owner's shared lane; `lane_claims` lets such a lane keep its jobs from the
+default lanes; `update(..., transform=)` changes an endpoint's transformer.
 
 The package, one concern a module:
 
@@ -49,6 +52,7 @@ from .documents import (
     KIND_KEY,
     KIND_LEASE,
     KIND_LOG,
+    KIND_ROUTES,
     KIND_STATE,
     TERMINAL_EVENTS,
     Attempt,
@@ -59,15 +63,18 @@ from .documents import (
     EndpointView,
     Item,
     Lease,
+    Routes,
     State,
     Transformer,
     created_view,
     event_body,
+    origin_of,
     peek,
     validate_events,
     view,
 )
 from .engine import (
+    MAX_CALLBACK_ORIGINS,
     MAX_ENDPOINTS_PER_OWNER,
     MAX_HELD,
     MAX_REDELIVERIES,
@@ -89,7 +96,9 @@ __all__ = [
     "KIND_KEY",
     "KIND_LEASE",
     "KIND_LOG",
+    "KIND_ROUTES",
     "KIND_STATE",
+    "MAX_CALLBACK_ORIGINS",
     "MAX_ENDPOINTS_PER_OWNER",
     "MAX_HELD",
     "MAX_REDELIVERIES",
@@ -105,6 +114,7 @@ __all__ = [
     "EndpointView",
     "Item",
     "Lease",
+    "Routes",
     "State",
     "Transformer",
     "WebhookService",
@@ -115,6 +125,7 @@ __all__ = [
     "event_body",
     "message_id",
     "new_secret",
+    "origin_of",
     "parse_schedule",
     "peek",
     "sign",

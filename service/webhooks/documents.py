@@ -5,6 +5,8 @@
     webhook_log/{id}    DeliveryLog
     webhook_lease/{id}  Lease
     webhook_key/master  the master key the per-owner callback secrets derive from
+    webhook_routes/{id} Routes: which callback origins have a lane of their own (id: the
+                        owner's shared lane)
 
 Also what routing reads of an event (`peek`, `event_body`) and the small changes the engine
 makes to these documents (`_done`, `_disable`).
@@ -12,8 +14,10 @@ makes to these documents (`_done`, `_disable`).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -26,6 +30,7 @@ KIND_STATE: Final = "webhook_state"
 KIND_LOG: Final = "webhook_log"
 KIND_LEASE: Final = "webhook_lease"
 KIND_KEY: Final = "webhook_key"
+KIND_ROUTES: Final = "webhook_routes"
 ADMIN_OWNER: Final = "*"
 ALL_EVENTS: Final = "*"
 EVENT_TYPES: Final = frozenset(e.value for e in EventType)
@@ -50,6 +55,11 @@ class Endpoint(msgspec.Struct, kw_only=True):
     signed: bool = True
     transform: str | None = None
     lane: bool = False
+    # an origin lane: the callbacks of its owner's jobs whose callback_url is at this origin
+    # (scheme://host:port) and that its group's Routes send here; `group` is the owner's
+    # shared lane (None: this is one, or not a lane), whose id the webhook-ids derive from
+    origin: str | None = None
+    group: str | None = None
 
     def wants(self, event_type: str) -> bool:
         return ALL_EVENTS in self.events or event_type in self.events
@@ -109,6 +119,15 @@ class State(msgspec.Struct, kw_only=True):
     replay_to: int | None = None
 
 
+class Routes(msgspec.Struct):
+    """webhook_routes/{shared lane id}: the callback origins of one (owner, lane name) that
+    have a lane of their own, each with the seq from which that lane sends its callbacks
+    (None: admitted, that seq not fixed yet; any process fixes it). Origins are only ever
+    added, at most MAX_CALLBACK_ORIGINS: once full, the set never changes again."""
+
+    origins: dict[str, int | None] = {}
+
+
 class Attempt(msgspec.Struct):
     at: str
     status_code: int | None
@@ -154,6 +173,28 @@ def peek(job_bytes: bytes) -> _Peek:
     if b'"webhook":{' not in job_bytes and b'"callback_url":"' not in job_bytes:
         return _NO_PEEK
     return _peek_decoder.decode(job_bytes)
+
+
+@functools.lru_cache(maxsize=4096)
+def origin_of(url: str) -> str:
+    """A callback URL's origin, the key of its lane: scheme://host:port, lowercased, with the
+    scheme's default port written out (http://A.example/x and http://a.example:80/y are one).
+    An URL the checks let through always has one; anything unreadable is its own origin."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return url
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    if port is None:
+        port = _DEFAULT_PORTS.get(scheme, 0)
+    if ":" in host:  # an IPv6 address: bracketed, as in a URL
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{port}"
+
+
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 
 
 def event_body(pub: Published) -> bytes:
@@ -211,6 +252,7 @@ def _encode(value: Any) -> bytes:
 
 _endpoint_decoder = msgspec.json.Decoder(Endpoint)
 _log_decoder = msgspec.json.Decoder(DeliveryLog)
+_routes_decoder = msgspec.json.Decoder(Routes)
 
 
 def _decode_endpoint(body: bytes) -> Endpoint:
@@ -223,6 +265,10 @@ def _decode_endpoint_doc(doc: Any) -> Endpoint:
 
 def _decode_log(body: bytes) -> DeliveryLog:
     return _log_decoder.decode(body)
+
+
+def _decode_routes(body: bytes) -> Routes:
+    return _routes_decoder.decode(body)
 
 
 def view(endpoint: Endpoint) -> EndpointView:

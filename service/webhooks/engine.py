@@ -17,9 +17,10 @@ import hmac
 import logging
 import random
 import secrets
-from collections import deque
+import weakref
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
-from typing import Final
+from typing import Final, Generic, TypeVar
 
 import msgspec
 from aiohttp import web
@@ -38,6 +39,7 @@ from .documents import (
     KIND_KEY,
     KIND_LEASE,
     KIND_LOG,
+    KIND_ROUTES,
     KIND_STATE,
     TERMINAL_EVENTS,
     Attempt,
@@ -45,17 +47,20 @@ from .documents import (
     DeliveryLog,
     Endpoint,
     Item,
+    Routes,
     State,
     Transformer,
     _decode_endpoint,
     _decode_endpoint_doc,
     _decode_log,
+    _decode_routes,
     _disable,
     _done,
     _encode,
     _event_time,
     _Peek,
     event_body,
+    origin_of,
     peek,
     validate_events,
 )
@@ -71,10 +76,52 @@ MAX_REDELIVERIES: Final = 100  # queued per endpoint
 MAX_HELD: Final = 1000  # out_of_order events held per endpoint
 MAX_ENDPOINTS_PER_OWNER: Final = 100
 MAX_RACES: Final = 50  # an endpoint write that keeps losing to others gives up (409)
+# callback lanes: the origins (scheme://host:port) of one owner's callback_urls that get a lane
+# of their own; jobs to any further origin go through the owner's shared lane (never refused)
+MAX_CALLBACK_ORIGINS: Final = 32
+MAX_ROUTE_RACES: Final = 500  # a routes write losing to other processes' (each wins once)
+LANE_CACHE: Final = 4096  # lane ids and callback routes this process remembers (least recent go)
 
 
 def _too_many_endpoints() -> Conflict:
     return Conflict(f"at most {MAX_ENDPOINTS_PER_OWNER} endpoints per owner")
+
+
+def shared_lane_id(owner: str, name: str = "callbacks") -> str:
+    """The owner's shared callbacks lane (the one lane of each owner before origin lanes)."""
+    return "cb_" + hashlib.sha256(f"{name}/{owner}".encode()).hexdigest()[:20]
+
+
+def origin_lane_id(owner: str, origin: str, name: str = "callbacks") -> str:
+    """The lane of the owner's callbacks to one origin (a user id holds no newline)."""
+    return "cb_" + hashlib.sha256(f"{name}/{owner}\n{origin}".encode()).hexdigest()[:20]
+
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+class _Lru(Generic[_K, _V]):
+    """A bounded mapping that forgets the least recently used entry first."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._data: OrderedDict[_K, _V] = OrderedDict()
+
+    def get(self, key: _K) -> _V | None:
+        value = self._data.get(key)
+        if value is not None:
+            self._data.move_to_end(key)
+        return value
+
+    def put(self, key: _K, value: _V) -> None:
+        self._data[key] = value
+        self._data.move_to_end(key)
+        while len(self._data) > self.size:
+            self._data.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._data)
 
 
 class _Tap(Subscription):
@@ -172,7 +219,14 @@ class WebhookService:
         self._tap: _Tap | None = None
         self._lease_task: asyncio.Task[None] | None = None
         self._master: bytes | None = None
-        self._lanes: set[str] = set()
+        # lane ids known to be durable: shared lane id -> itself, (shared id, origin) -> the
+        # lane its callbacks go through; and the callback routes last read (bounded: LRU)
+        self._lanes: _Lru[tuple[str, str | None], str] = _Lru(LANE_CACHE)
+        self._routes: _Lru[str, Routes] = _Lru(LANE_CACHE)
+        # one change of an owner's routes at a time in this process (only processes compete)
+        self._route_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
         self.metrics = DeliveryMetrics()
@@ -275,7 +329,12 @@ class WebhookService:
         if not endpoint.covers(pub.user_id):
             return False
         if endpoint.lane:
-            return info.callback_url is not None and pub.type in TERMINAL_EVENTS
+            url = info.callback_url
+            return (
+                url is not None
+                and pub.type in TERMINAL_EVENTS
+                and (endpoint.origin is None or origin_of(url) == endpoint.origin)
+            )
         return endpoint.wants(pub.type) or (
             # out_of_order: the job's terminal event releases what was held
             info.scenario is not None
@@ -442,6 +501,8 @@ class WebhookService:
             item = self._item(endpoint, pub, info, live=True)
             if item is None:
                 continue
+            if endpoint.lane and not await self._routed_here(endpoint, pub, info):
+                continue  # another lane of this owner sends it
             faults = item.faults
             if faults is not None and faults.out_of_order:
                 if pub.type not in TERMINAL_EVENTS and len(state.held) < MAX_HELD:
@@ -532,7 +593,8 @@ class WebhookService:
             body = event_body(pub)
         faults = info.scenario.webhook if info.scenario is not None else None
         return Item(
-            id=message_id(endpoint.id, pub.seq),
+            # a lane's: the same for the callback whichever of the owner's lanes sends it
+            id=message_id(endpoint.group or endpoint.id, pub.seq),
             seq=pub.seq,
             event_type=str(pub.type),
             job_id=pub.job_id,
@@ -718,6 +780,8 @@ class WebhookService:
         signed: bool = True,
         lane: bool = False,
         endpoint_id: str | None = None,
+        origin: str | None = None,
+        group: str | None = None,
     ) -> Endpoint:
         """Make an endpoint (validated); its deliveries start with the next event."""
         if url is not None:
@@ -736,6 +800,8 @@ class WebhookService:
             signed=signed,
             transform=transform,
             lane=lane,
+            origin=origin,
+            group=group,
         )
         # the state first: its cursor says which events are this endpoint's
         state = State(cursor=self.hub.seq)
@@ -760,30 +826,205 @@ class WebhookService:
         name: str = "callbacks",
         transform: str | None = None,
         signed: bool = True,
+        url: str | None = None,
     ) -> str:
-        """The lane that POSTs `owner`'s jobs' terminal events to their callback_url."""
-        lane_id = "cb_" + hashlib.sha256(f"{name}/{owner}".encode()).hexdigest()[:20]
-        if lane_id in self._lanes:
-            return lane_id
-        if await self.store.get_doc(KIND, lane_id) is None:
-            with contextlib.suppress(VersionConflict):  # made meanwhile, here or elsewhere
-                await self.register(
-                    None,
-                    owner=owner,
-                    events=list(DEFAULT_EVENTS),
-                    description=f"{name} for {owner}",
-                    transform=transform,
-                    signed=signed,
-                    lane=True,
-                    endpoint_id=lane_id,
+        """The lane that will POST the terminal event of `owner`'s next job with callback
+        `url` (made durable first): the lane of the URL's origin, or the owner's shared lane
+        past MAX_CALLBACK_ORIGINS origins. Without `url`: the shared lane.
+
+        Which lane sends a callback is decided here, before the job is committed, and kept in
+        the `webhook_routes` document that every process reads (`_routed_here`): an origin
+        admitted there with seq S has its callbacks of events after S sent by its own lane,
+        everything else by the shared lane. Admission is only ever added (compare-and-set, at
+        most MAX_CALLBACK_ORIGINS), so the decision never changes once made."""
+        shared = shared_lane_id(owner, name)
+        origin = None if url is None else origin_of(url)
+        known = self._lanes.get((shared, origin))
+        if known is not None:
+            return known
+        lane = shared
+        if origin is not None:
+            lane = await self._route(shared, owner, name, origin, transform, signed)
+        # the shared lane is made only when something goes through it (an owner of a few
+        # origins has their lanes alone); the routes and the webhook-ids are keyed by its id
+        if lane == shared and self._lanes.get((shared, None)) is None:
+            await self._make_lane(shared, owner, name, transform, signed)
+            self._lanes.put((shared, None), shared)
+        self._lanes.put((shared, origin), lane)  # durable, and final: remembered
+        return lane
+
+    async def _route(
+        self,
+        shared: str,
+        owner: str,
+        name: str,
+        origin: str,
+        transform: str | None,
+        signed: bool,
+    ) -> str:
+        lane = origin_lane_id(owner, origin, name)
+        async with self._route_lock(shared):
+            routes = await self._read_routes(shared)
+            if origin not in routes.origins:
+                if len(routes.origins) >= MAX_CALLBACK_ORIGINS:
+                    return shared  # full: it stays so; this origin goes through the shared lane
+                # the lane first, so an admitted origin always has one; its cursor (this
+                # process's seq now) is no later than the seq its admission fixes below
+                await self._make_lane(lane, owner, name, transform, signed, origin, shared)
+                if not await self._admit(shared, origin):
+                    # filled by others meanwhile: this origin can never be admitted now, so
+                    # no callback is routed to this lane; it goes
+                    await self._drop_lane(lane)
+                    return shared
+        await self._route_of(shared, origin)  # its seq fixed before a job is routed there
+        return lane
+
+    def _route_lock(self, shared: str) -> asyncio.Lock:
+        lock = self._route_locks.get(shared)
+        if lock is None:
+            lock = self._route_locks[shared] = asyncio.Lock()
+        return lock
+
+    async def _backoff(self, attempt: int) -> None:
+        """After a lost compare-and-set of the routes: let the other process's write land
+        (real time, not a schedule wait: the service clock may be virtual)."""
+        await asyncio.sleep(self.rng.uniform(0, 0.002) * min(attempt, 10))
+
+    async def _make_lane(
+        self,
+        lane_id: str,
+        owner: str,
+        name: str,
+        transform: str | None,
+        signed: bool,
+        origin: str | None = None,
+        group: str | None = None,
+    ) -> None:
+        if await self.store.get_doc(KIND, lane_id) is not None:
+            return
+        with contextlib.suppress(VersionConflict):  # made meanwhile, here or elsewhere
+            await self.register(
+                None,
+                owner=owner,
+                events=list(DEFAULT_EVENTS),
+                description=f"{name} for {owner}" + ("" if origin is None else f" to {origin}"),
+                transform=transform,
+                signed=signed,
+                lane=True,
+                endpoint_id=lane_id,
+                origin=origin,
+                group=group,
+            )
+
+    async def _drop_lane(self, lane_id: str) -> None:
+        with contextlib.suppress(VersionConflict):
+            await self.store.put_doc(KIND, lane_id, None)
+        self._stop_worker(lane_id)
+        await self._drop_documents(lane_id)
+
+    async def _read_routes(self, shared: str) -> Routes:
+        doc = await self.store.get_doc(KIND_ROUTES, shared)
+        routes = Routes() if doc is None else _decode_routes(doc.body)
+        self._routes.put(shared, routes)
+        return routes
+
+    async def _admit(self, shared: str, origin: str) -> bool:
+        """Add `origin` to the shared lane's routes (its seq still open); False when full."""
+        for attempt in range(MAX_ROUTE_RACES):
+            if attempt:
+                await self._backoff(attempt)
+            doc = await self.store.get_doc(KIND_ROUTES, shared)
+            routes = Routes() if doc is None else _decode_routes(doc.body)
+            self._routes.put(shared, routes)
+            if origin in routes.origins:
+                return True
+            if len(routes.origins) >= MAX_CALLBACK_ORIGINS:
+                return False
+            # a new document: the cached one stays what was read until this one is written
+            admitted = Routes({**routes.origins, origin: None})
+            try:
+                await self.store.put_doc(
+                    KIND_ROUTES,
+                    shared,
+                    _encode(admitted),
+                    expect=0 if doc is None else doc.version,
                 )
-        self._lanes.add(lane_id)
-        return lane_id
+            except VersionConflict:
+                continue  # another origin (or this one) admitted meanwhile: look again
+            self._routes.put(shared, admitted)
+            return True
+        raise Conflict("the callback lanes kept changing; try again")
+
+    async def _route_of(self, shared: str, origin: str) -> int | None:
+        """Where the callbacks of `origin` go: None, the shared lane (not admitted); S, the
+        shared lane for events up to seq S and the origin's own lane after it."""
+        cached = self._routes.get(shared)
+        if cached is not None:
+            since = cached.origins.get(origin)
+            if since is not None:
+                return since  # fixed: final
+            if origin not in cached.origins and len(cached.origins) >= MAX_CALLBACK_ORIGINS:
+                return None  # full without it: final
+        routes = await self._read_routes(shared)  # admitted since it was read, perhaps
+        if origin not in routes.origins:
+            return None
+        since = routes.origins[origin]
+        return since if since is not None else await self._fix(shared, origin)
+
+    async def _fix(self, shared: str, origin: str) -> int:
+        """Fix an admitted origin's seq: a seq at least as new as every event committed before
+        the admission, so the shared lane, which saw the origin unadmitted for no later event,
+        and the origin's lane split its callbacks without a gap or an overlap. Any process
+        may do it (the one that admitted it may have died): the first write wins. The origins
+        still open in the document read before the sync (each admitted before it) are fixed
+        by the same write."""
+        async with self._route_lock(shared):
+            doc = await self.store.get_doc(KIND_ROUTES, shared)
+            if doc is None:
+                raise RuntimeError(f"callback routes {shared} vanished")
+            routes = _decode_routes(doc.body)
+            open_ = {o for o, s in routes.origins.items() if s is None}
+            await self.store.sync()  # every event committed anywhere so far is in self.hub
+            seq = self.hub.seq  # good for the origins admitted before the sync: `open_`
+            for attempt in range(MAX_ROUTE_RACES):
+                if attempt:
+                    await self._backoff(attempt)
+                    doc = await self.store.get_doc(KIND_ROUTES, shared)
+                    if doc is None:
+                        raise RuntimeError(f"callback routes {shared} vanished")
+                    routes = _decode_routes(doc.body)
+                self._routes.put(shared, routes)
+                since = routes.origins.get(origin)
+                if since is not None:
+                    return since
+                fixed = Routes(
+                    {o: seq if s is None and o in open_ else s for o, s in routes.origins.items()}
+                )
+                try:
+                    await self.store.put_doc(
+                        KIND_ROUTES, shared, _encode(fixed), expect=doc.version
+                    )
+                except VersionConflict:
+                    continue  # the cache keeps what was read, never a write that did not land
+                self._routes.put(shared, fixed)
+                return seq
+        raise Conflict("the callback lanes kept changing; try again")
+
+    async def _routed_here(self, lane: Endpoint, pub: Published, info: _Peek) -> bool:
+        """Whether this lane sends this callback, from durable data every process reads alike
+        (the job's callback_url, the routes), so exactly one lane of the owner sends it."""
+        if info.callback_url is None:
+            return False
+        origin = origin_of(info.callback_url)
+        since = await self._route_of(lane.group or lane.id, origin)
+        if lane.origin is None:  # the shared lane
+            return since is None or pub.seq <= since
+        return lane.origin == origin and since is not None and pub.seq > since
 
     async def prepare_callback(self, owner: str, url: str) -> None:
         """Before a job with a callback_url is committed: a valid URL, a durable lane."""
         await self.validate_url(url)
-        await self.ensure_lane(owner)
+        await self.ensure_lane(owner, url=url)
 
     async def endpoints(self, owner: str | None) -> list[Endpoint]:
         """Visible endpoints: the owner's, or every one (owner None: the admin)."""
@@ -870,6 +1111,9 @@ class WebhookService:
         else:
             raise Conflict("the endpoint kept changing; try again")
         self._stop_worker(endpoint_id)  # before its documents go, so it writes none back
+        await self._drop_documents(endpoint_id)
+
+    async def _drop_documents(self, endpoint_id: str) -> None:
         for kind in (KIND_STATE, KIND_LOG, KIND_LEASE):
             if await self.store.get_doc(kind, endpoint_id) is not None:
                 await self.store.put_doc(kind, endpoint_id, None)
