@@ -76,6 +76,9 @@ TRANSITIONS: Final[dict[Status, frozenset[Status]]] = {
 }
 
 MAX_CONFLICTS: Final = 20  # re-decisions after losing a race, before giving up loudly
+# deletes a cleanup has in flight at once: each batch is about one group commit and one turn of
+# the event loop applying its events, so deleting 100k jobs never holds the loop for seconds
+CLEANUP_BATCH: Final = 200
 
 
 class Record(msgspec.Struct, gc=False):
@@ -157,6 +160,10 @@ class JobService:
         # user -> submissions past the MAX_IN_FLIGHT check whose commit has not landed yet:
         # counted with _in_flight, so concurrent submits can't all pass the check at once
         self._submitting: dict[str, int] = {}
+        # (user, Idempotency-Key) -> done when the submission using it on this process ends:
+        # a second request with the key waits for it, then replays (it must not spend the rate
+        # window, nor be refused by it, for a job the first one makes)
+        self._claims: dict[tuple[str, str], asyncio.Future[None]] = {}
         # (status, plan) -> jobs held: kept as the read model moves, so /metrics is not a scan
         self._tally: dict[tuple[Status, Role], int] = {}
         self.submitted: dict[Role, int] = {Role.FREE: 0, Role.PREMIUM: 0}
@@ -443,12 +450,23 @@ class JobService:
         and again by a shared store, atomically with the creates, so the bound holds across
         processes. The rate window counts them together too: all fit, or none is made (the
         refusal is returned, with any jobs a retry found again)."""
-        for _ in range(MAX_CONFLICTS):
-            try:
-                return await self._submit_all(user_id, requests, cap)
-            except _Again:  # an Idempotency-Key raced us on another process: replay it
-                continue
-        raise Conflict("this request's Idempotency-Keys kept racing; try again")
+        keys = {(user_id, key) for _, key in requests if key is not None}
+        while busy := [self._claims[k] for k in keys if k in self._claims]:
+            await asyncio.wait(busy)  # the same key being submitted here: its outcome first
+        done = asyncio.get_running_loop().create_future()
+        for claimed in keys:  # no await since the check: nobody else holds these keys now
+            self._claims[claimed] = done
+        try:
+            for _ in range(MAX_CONFLICTS):
+                try:
+                    return await self._submit_all(user_id, requests, cap)
+                except _Again:  # an Idempotency-Key raced us on another process: replay it
+                    continue
+            raise Conflict("this request's Idempotency-Keys kept racing; try again")
+        finally:
+            for claimed in keys:
+                del self._claims[claimed]
+            done.set_result(None)
 
     async def _submit_all(
         self,
@@ -687,8 +705,11 @@ class JobService:
                 return False  # deleted by someone else meanwhile
             return job_id not in self._records
 
-        results = await asyncio.gather(*(delete(job_id) for job_id in doomed))
-        return sum(results)
+        deleted = 0
+        for start in range(0, len(doomed), CLEANUP_BATCH):
+            batch = doomed[start : start + CLEANUP_BATCH]
+            deleted += sum(await asyncio.gather(*(delete(job_id) for job_id in batch)))
+        return deleted
 
     async def update_config(self, patch: ConfigPatch) -> Config:
         config = patch.apply(self.config)

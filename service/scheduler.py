@@ -114,8 +114,8 @@ class Scheduler:
             task = self._attempts.get(job.id)
             if task is not None:
                 task.cancel()
-        if event is EventType.DELETED and self.runner is not None:
-            self.runner.job_deleted(job.id)
+        if event is EventType.DELETED and self.runner is not None and self.runner.handles(record):
+            self.runner.job_deleted(job.id)  # only a media job has files to remove
         if job.status is Status.PROCESSING or job.user_id in self._busy:
             self._account(record)
         if job.status is Status.PENDING and event is not EventType.DELETED:

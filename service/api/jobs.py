@@ -12,7 +12,7 @@ import msgspec
 from aiohttp import web
 
 from ..appkeys import AUTH, HUB, SERVICE
-from ..auth import IDENTITY, plan_for, user_id
+from ..auth import IDENTITY, ascii_digits, plan_for, user_id
 from ..errors import BadRequest, Forbidden, ValidationFailed
 from ..hub import Wire
 from ..jobs import JobService, Record
@@ -288,10 +288,10 @@ def _enum(kind: type[E], raw: str | None, name: str) -> E | None:
 
 
 def _int(raw: str, name: str, low: int, high: int) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValidationFailed(f"{name} must be an integer", field=name) from None
+    # plain ASCII digits: int() also takes Arabic-Indic or fullwidth digits, "+5", " 5" and "5_0"
+    if not ascii_digits(raw):
+        raise ValidationFailed(f"{name} must be an integer (ASCII digits)", field=name)
+    value = int(raw) if len(raw) <= 20 else high + 1
     if not low <= value <= high:
         raise ValidationFailed(f"{name} must be in [{low}, {high}]", field=name)
     return value
