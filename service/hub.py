@@ -355,6 +355,8 @@ class Hub:
             items = self._latest.items()
         for job_id, (user_id, job_bytes) in items:
             if covered(job_id, user_id):
+                if sub.closed_reason is not None:  # past its burst: encoding the rest is waste
+                    return
                 sub.push_unbounded(sub.wire.snapshot(self.seq, job_bytes))
 
     def unsubscribe(

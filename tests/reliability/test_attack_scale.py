@@ -16,8 +16,11 @@ from collections import Counter
 from typing import Any
 
 import pytest
+from aiohttp import WSMsgType
 
+from service.api.stream import WS_WIRE
 from service.appkeys import SCHEDULER, SERVICE
+from service.hub import SLOW_CONSUMER, Hub, Wire
 from service.jobs import JobService
 from service.models import EventType, Role, Scenario, SubmitRequest
 from tests.conftest import ADMIN, ApiFactory
@@ -161,3 +164,64 @@ async def test_cursor_and_limit_are_plain_ascii_digits(api: ApiFactory, query: s
     assert body["error"]["details"]["field"] == query.split("=")[0]
     ok = await client.get("/v1/jobs?limit=5&cursor=99", headers=ADMIN)
     assert ok.status == 200
+
+
+# ---- subscribing to every job ----------------------------------------------------------------
+
+
+def test_a_subscribe_past_its_burst_stops_encoding_snapshots() -> None:
+    """Measured on a real server: an admin `subscribe all` (the dashboard, `dubsim watch
+    --token`, SSE `?all=1`) with 100,000 jobs held stalled the loop 146 ms, with 200,000 jobs
+    262 ms, and every reconnect of it again: the snapshots went past SUBSCRIBER_BURST_BYTES
+    (16 MiB, ~23,000 jobs) and closed the subscription, but the loop went on encoding a
+    snapshot frame of every remaining job, each thrown away. The contract: once the
+    subscription is closed, the remaining snapshots are not made."""
+    hub = Hub(buffer_size=100, queue_limit=1_000)
+    job = b'{"id":"%06d","user_id":"u","status":"completed","padding":"' + b"x" * 500 + b'"}'
+    for n in range(2_000):
+        hub.track(f"{n:06d}", "u", job)
+    made = 0
+
+    def snapshot(seq: int, data: bytes) -> bytes:
+        nonlocal made
+        made += 1
+        return WS_WIRE.snapshot(seq, data)
+
+    wire = Wire("counting", WS_WIRE.event, snapshot, WS_WIRE.reset)
+    sub = hub.open(wire)
+    sub.burst_bytes = 64 * 1024  # room for about 120 of these snapshots
+    hub.subscribe(sub, everything=True)
+    assert sub.closed_reason == SLOW_CONSUMER
+    assert made <= 200, f"{made} snapshots encoded for a subscription closed after ~120"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="an `all` subscription whose snapshots pass SUBSCRIBER_BURST_BYTES is closed 4000 "
+    "before anything is sent: the dashboard shows nothing once the server holds ~23k jobs",
+)
+async def test_the_dashboard_can_follow_all_jobs_past_the_burst(api: ApiFactory) -> None:
+    """Seen on a real server with 100,000 jobs (and 200,000): the dashboard's WebSocket
+    `subscribe all` gets close 4000 `slow_consumer` with not even its `subscribed`, SSE
+    `?all=1` one `event: error`; each reconnect is the same, so neither the dashboard nor
+    `dubsim watch --token` can show anything once the snapshots of every job pass
+    SUBSCRIBER_BURST_BYTES (16 MiB: about 23,000 jobs of ~700 bytes). Here the same with the
+    bounds made small (16 KiB) and 100 jobs. The contract it should meet: a subscriber that
+    reads gets `subscribed` and a snapshot of every job (at the pace it reads), then live
+    events; only one that stops reading is cut."""
+    client = await api(
+        auto_process=False, subscriber_queue_bytes=16 * 1024, subscriber_burst_bytes=16 * 1024
+    )
+    for n in range(100):
+        resp = await client.post("/v1/jobs", json={}, headers={"X-User-Id": f"u{n}"})
+        assert resp.status == 201
+    ws = await client.ws_connect("/v1/ws", headers=ADMIN)
+    await ws.send_json({"op": "subscribe", "all": True})
+    kinds: Counter[str] = Counter()
+    async with asyncio.timeout(10):
+        while kinds["snapshot"] < 100:
+            msg = await ws.receive()
+            assert msg.type is WSMsgType.TEXT, f"closed {ws.close_code} after {dict(kinds)}"
+            kinds[msg.json()["type"]] += 1
+    assert kinds == {"subscribed": 1, "snapshot": 100}
+    await ws.close()
