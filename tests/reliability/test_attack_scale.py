@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -225,3 +226,76 @@ async def test_the_dashboard_can_follow_all_jobs_past_the_burst(api: ApiFactory)
             kinds[msg.json()["type"]] += 1
     assert kinds == {"subscribed": 1, "snapshot": 100}
     await ws.close()
+
+
+# ---- the virtual clock on two processes ------------------------------------------------------
+
+
+def _at(event: dict[str, Any]) -> float:
+    return datetime.fromisoformat(event["at"].replace("Z", "+00:00")).timestamp()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="CLOCK=virtual on two Redis processes: the follower jumps to the advance's target "
+    "and requeues the other's failed jobs there, not at their not_before",
+)
+async def test_two_processes_on_a_virtual_clock_retry_when_due(
+    aiohttp_client: Any, redis_url: str
+) -> None:
+    """Seen with two processes on one Redis, CLOCK=virtual, RETRY_DELAY=7: 20 jobs that fail
+    their first attempts (1 s to 3599 s long), one advance of 30 days: every job completed,
+    but for 14-16 of them a retry came 30 s to 2,528,829 s after its failure instead of
+    7 x 2^k s, and the events' `at` went back in time 2,189 times in seq order (200 jobs).
+    One process alone does it exactly (0 of 200 wrong). The process that did not advance
+    follows the shared time by jumping to the target (running only its own sleepers on the
+    way), so a job that fails on the advancing process at T is found overdue by the other
+    one's retry queue and requeued at the other's now. docs/testing-integrations.md: a retry
+    is due exactly RETRY_DELAY after the failure (doubling), every step seeing its due time,
+    one time for the whole service on Redis."""
+    from service.app import create_app
+    from tests.conftest import make_settings
+
+    def app() -> Any:
+        return create_app(
+            make_settings(
+                redis_url=redis_url,
+                clock="virtual",
+                clock_start="2030-01-01T00:00:00+00:00",
+                retry_delay=7.0,
+                max_attempts=4,
+                workers=2,
+                job_ttl_s=31_536_000,
+            )
+        )
+
+    first, second = await aiohttp_client(app()), await aiohttp_client(app())
+    ws = await first.ws_connect("/v1/ws", headers=ADMIN)
+    await ws.send_json({"op": "subscribe", "all": True})
+    assert (await ws.receive_json())["type"] == "subscribed"
+    ids = []
+    for n in range(10):
+        body = {"role": "premium", "scenario": {"duration_s": 1 + 100 * n, "fail_attempts": 2}}
+        resp = await (first if n % 2 else second).post("/v1/jobs", json=body)
+        ids.append((await resp.json())["id"])
+    resp = await first.post("/v1/clock/advance", json={"seconds": 86_400}, headers=ADMIN)
+    assert resp.status == 200
+    events: list[dict[str, Any]] = []
+    async with asyncio.timeout(20):
+        while sum(e["event_type"] == "job.completed" for e in events) < len(ids):
+            msg = await ws.receive_json()
+            if msg["type"] == "event":
+                events.append(msg)
+    await ws.close()
+    late = []
+    for job_id in ids:
+        mine = [e for e in events if e["job"]["id"] == job_id]
+        failed = [_at(e) for e in mine if e["event_type"] == "job.failed"]
+        retried = [_at(e) for e in mine if e["event_type"] == "job.retrying"]
+        assert len(failed) == len(retried) == 2
+        late += [
+            (job_id, k, r - f)
+            for k, (f, r) in enumerate(zip(failed, retried, strict=True))
+            if abs(r - f - 7 * 2**k) > 0.001
+        ]
+    assert late == [], f"retries not at failure + RETRY_DELAY x 2^k: {late}"
