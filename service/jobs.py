@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import heapq
 import logging
 import os
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -166,6 +167,11 @@ class JobService:
         self._claims: dict[tuple[str, str], asyncio.Future[None]] = {}
         # (status, plan) -> jobs held: kept as the read model moves, so /metrics is not a scan
         self._tally: dict[tuple[Status, Role], int] = {}
+        # finished jobs: id -> when it finished, and a heap of (when, id), oldest first, whose
+        # entries for jobs deleted or retried since are dropped as they come up: what cleanup
+        # and the JOB_TTL_S sweep read, instead of parsing every job's finished_at each time
+        self._finished_at: dict[str, float] = {}
+        self._finished: list[tuple[float, str]] = []
         self.submitted: dict[Role, int] = {Role.FREE: 0, Role.PREMIUM: 0}
         self.rate_limited = 0
         # webhooks: validates a callback_url and makes its lane durable before the job exists
@@ -215,6 +221,7 @@ class JobService:
         )
         self._records[job.id] = record
         self._tally_move(None, job)
+        self._finish_move(None, job)
         if not job.status.terminal:
             self._count(job.user_id, +1)
         self.hub.track(job.id, job.user_id, record.data)
@@ -301,8 +308,10 @@ class JobService:
             if record.idempotency_key is not None:
                 self._keys.pop((job.user_id, record.idempotency_key), None)
             self._tally_move(record.job, None)
+            self._finish_move(record.job, None)
         else:
             self._tally_move(record.job, job)
+            self._finish_move(record.job, job)
         record.job, record.data, record.version = job, committed.data, committed.seq
         return record
 
@@ -318,6 +327,25 @@ class JobService:
         if new is not None:
             key = (new.status, new.role)
             tally[key] = tally.get(key, 0) + 1
+
+    def _finish_move(self, old: Job | None, new: Job | None) -> None:
+        if new is not None and new.status.terminal:
+            if old is None or not old.status.terminal or old.finished_at != new.finished_at:
+                at = parse_iso(new.finished_at or new.created_at)
+                self._finished_at[new.id] = at
+                heapq.heappush(self._finished, (at, new.id))
+        elif old is not None and old.status.terminal:
+            del self._finished_at[old.id]
+            if len(self._finished) > 2 * len(self._finished_at) + 1_000:  # mostly dropped ones
+                self._finished = [(at, job_id) for job_id, at in self._finished_at.items()]
+                heapq.heapify(self._finished)
+
+    def oldest_finished(self) -> float | None:
+        """When the longest-finished job held finished (None: no finished job)."""
+        heap = self._finished
+        while heap and self._finished_at.get(heap[0][1]) != heap[0][0]:
+            heapq.heappop(heap)  # deleted or retried since
+        return heap[0][0] if heap else None
 
     def _count(self, user_id: str, delta: int) -> None:
         left = self._in_flight.get(user_id, 0) + delta
@@ -682,16 +710,16 @@ class JobService:
 
     async def cleanup(self, older_than_s: float | None = None) -> int:
         """Delete finished jobs (optionally only those finished more than N s ago)."""
-        cutoff = None if older_than_s is None else self.clock.now() - older_than_s
-        doomed = [
-            record.job.id
-            for record in self._records.values()
-            if record.job.status.terminal
-            and (
-                cutoff is None
-                or parse_iso(record.job.finished_at or record.job.created_at) < cutoff
-            )
-        ]
+        taken: list[tuple[float, str]] = []
+        if older_than_s is None:
+            doomed = list(self._finished_at)
+        else:  # oldest first off the heap, so this walks only what it deletes
+            cutoff, heap = self.clock.now() - older_than_s, self._finished
+            while heap and heap[0][0] < cutoff:
+                at, job_id = heapq.heappop(heap)
+                if self._finished_at.get(job_id) == at:
+                    taken.append((at, job_id))
+            doomed = [job_id for _, job_id in taken]
 
         def decide(record: Record) -> Change | None:
             if not record.job.status.terminal:  # retried by an admin meanwhile
@@ -706,9 +734,14 @@ class JobService:
             return job_id not in self._records
 
         deleted = 0
-        for start in range(0, len(doomed), CLEANUP_BATCH):
-            batch = doomed[start : start + CLEANUP_BATCH]
-            deleted += sum(await asyncio.gather(*(delete(job_id) for job_id in batch)))
+        try:
+            for start in range(0, len(doomed), CLEANUP_BATCH):
+                batch = doomed[start : start + CLEANUP_BATCH]
+                deleted += sum(await asyncio.gather(*(delete(job_id) for job_id in batch)))
+        finally:
+            for at, job_id in taken:  # not deleted (the store failed): still due
+                if self._finished_at.get(job_id) == at:
+                    heapq.heappush(self._finished, (at, job_id))
         return deleted
 
     async def update_config(self, patch: ConfigPatch) -> Config:

@@ -400,12 +400,8 @@ class Scheduler:
         while True:
             self._expiry_wake.clear()
             ttl = self.service.config.job_ttl_s
-            finished = [
-                parse_iso(r.job.finished_at or r.job.created_at)
-                for r in self.service.records()
-                if r.job.status.terminal
-            ]
-            due = (min(finished) if finished else clock.now()) + ttl
+            oldest = self.service.oldest_finished()  # kept as jobs finish: not a scan
+            due = (clock.now() if oldest is None else oldest) + ttl
             wait = max(max(0.05, min(60.0, ttl / 10)), due - clock.now())
             if await clock.wait(self._expiry_wake, wait):
                 continue

@@ -99,6 +99,52 @@ async def test_deleting_plain_jobs_starts_no_file_removal(
     assert removed == []
 
 
+async def test_the_job_ttl_sweep_walks_only_what_expires(
+    api: ApiFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Measured on a real server holding 200,000 finished jobs: a cleanup that deletes nothing
+    (`older_than_s` past every job, what each JOB_TTL_S sweep is until jobs are due) held the
+    loop 190-290 ms, and the sweep itself first parsed every finished job's `finished_at` to
+    find the oldest: two full scans with a date parse per job, every sweep (at most a minute
+    apart once jobs expire steadily). The contract: a sweep costs what it deletes, not what
+    is held, and still deletes every job exactly JOB_TTL_S after it finished (virtual clock:
+    1,000 jobs finished at t0 go by t0+3660, the one finished at t0+1800 by t0+5520: the sweep
+    runs every tenth of JOB_TTL_S, at most a minute apart)."""
+    import service.jobs
+    import service.scheduler
+
+    client = await api(clock="virtual", auto_process=False, job_ttl_s=3600)
+    service_ = client.app[SERVICE]
+    await finished_jobs(service_, 1_000)
+    await client.post("/v1/clock/advance", json={"seconds": 1800}, headers=ADMIN)
+    last = await finished_jobs(service_, 1)
+    parsed = 0
+
+    def counting(parse: Any) -> Any:
+        def wrapper(text: str) -> float:
+            nonlocal parsed
+            parsed += 1
+            return float(parse(text))
+
+        return wrapper
+
+    monkeypatch.setattr(service.jobs, "parse_iso", counting(service.jobs.parse_iso))
+    monkeypatch.setattr(service.scheduler, "parse_iso", counting(service.scheduler.parse_iso))
+    await client.post("/v1/clock/advance", json={"seconds": 1799}, headers=ADMIN)
+    assert len(service_) == 1_001
+    # swept every tenth of JOB_TTL_S, at most every minute (docs/architecture.md)
+    await client.post("/v1/clock/advance", json={"seconds": 60}, headers=ADMIN)
+    assert len(service_) == 1
+    assert parsed <= 10, f"the sweep parsed {parsed} job times to delete 1,000 jobs"
+    resp = await client.post("/v1/cleanup", json={"older_than_s": 1900}, headers=ADMIN)
+    assert await resp.json() == {"deleted": 0}
+    await client.post("/v1/clock/advance", json={"seconds": 1739}, headers=ADMIN)  # t0+5399
+    assert service_.find(last[0]) is not None
+    await client.post("/v1/clock/advance", json={"seconds": 120}, headers=ADMIN)
+    assert len(service_) == 0
+    assert parsed <= 10, f"the sweeps parsed {parsed} job times"
+
+
 # ---- Idempotency-Key: concurrent retries -----------------------------------------------------
 
 
