@@ -197,6 +197,8 @@ class Hub:
         self.broker = Broker(buffer_size)
         self.queue_limit = queue_limit
         self._latest: dict[str, tuple[str, bytes]] = {}  # job id -> (user id, job JSON)
+        # user -> that user's job ids, in the same order: a `mine` snapshot walks only those
+        self._user_jobs: dict[str, dict[str, None]] = {}
         self._everything: set[Subscription] = set()
         self._by_job: dict[str, set[Subscription]] = {}
         self._by_user: dict[str, set[Subscription]] = {}
@@ -217,6 +219,7 @@ class Hub:
     def track(self, job_id: str, user_id: str, job_bytes: bytes) -> None:
         """Know a job's current state without an event (jobs loaded at start)."""
         self._latest[job_id] = (user_id, job_bytes)
+        self._user_jobs.setdefault(user_id, {})[job_id] = None
 
     def remember(self, pub: Published) -> None:
         """An event from before this start: history for resumes, not news for anyone."""
@@ -225,9 +228,14 @@ class Hub:
     def publish(self, pub: Published) -> None:
         """Fan a committed event out to every matching subscription (never awaits)."""
         if pub.type is EventType.DELETED:
-            self._latest.pop(pub.job_id, None)
+            if self._latest.pop(pub.job_id, None) is not None:
+                own = self._user_jobs.get(pub.user_id, {})
+                own.pop(pub.job_id, None)
+                if not own:
+                    self._user_jobs.pop(pub.user_id, None)
         else:
             self._latest[pub.job_id] = (pub.user_id, pub.job_bytes)
+            self._user_jobs.setdefault(pub.user_id, {})[pub.job_id] = None
         self.broker.append(pub)
         self.published += 1
         # No copies of the sets on this hot path: subscribers that overflow are dropped after.
@@ -306,8 +314,7 @@ class Hub:
             history = self.broker.since(since)
             if isinstance(history, str):  # a reset: fresh snapshots of all it follows
                 self._reset(sub, history)
-                only = None if sub.everything or sub.users else list(sub.jobs)
-                self._snapshots(sub, self._follows(sub), only)
+                self._snapshots(sub, self._follows(sub), self._followed(sub))
                 return unknown
             self.replays += 1
             gone = set(unknown)  # asked for, deleted since: their missed events still count
@@ -317,7 +324,12 @@ class Hub:
                     sub._last_seq = pub.seq
                     sub.push_unbounded(pub.frame(sub.wire.event))
             return unknown
-        self._snapshots(sub, covered, new_jobs if not (new_everything or new_user) else None)
+        only: list[str] | None = new_jobs
+        if new_everything:
+            only = None
+        elif new_user is not None:
+            only = list(dict.fromkeys([*new_jobs, *self._user_jobs.get(new_user, ())]))
+        self._snapshots(sub, covered, only)
         return unknown
 
     def resync(self, seq: int, latest: dict[str, tuple[str, bytes]]) -> None:
@@ -326,10 +338,13 @@ class Hub:
         subscriber is told (`reset`, reason `events_lost`, then fresh snapshots of what it
         follows)."""
         self._latest = dict(latest)
+        self._user_jobs = {}
+        for job_id, (user_id, _) in self._latest.items():
+            self._user_jobs.setdefault(user_id, {})[job_id] = None
         self.broker.forget(seq)
         for sub in list(self.subscriptions):
             self._reset(sub, EVENTS_LOST)
-            self._snapshots(sub, self._follows(sub), None)
+            self._snapshots(sub, self._follows(sub), self._followed(sub))
 
     @staticmethod
     def _follows(sub: Subscription) -> Callable[[str, str], bool]:
@@ -340,6 +355,15 @@ class Hub:
 
         return covered
 
+    def _followed(self, sub: Subscription) -> list[str] | None:
+        """The ids of the jobs `sub` follows, by id or by user (None: every job)."""
+        if sub.everything:
+            return None
+        ids = dict.fromkeys(sub.jobs)
+        for user in sub.users:
+            ids.update(self._user_jobs.get(user, {}))
+        return list(ids)
+
     def _reset(self, sub: Subscription, reason: str) -> None:
         self.resets += 1
         sub.push_unbounded(sub.wire.reset(reason, self.seq))
@@ -348,8 +372,9 @@ class Hub:
         self, sub: Subscription, covered: Callable[[str, str], bool], only: list[str] | None
     ) -> None:
         if only is not None:
+            latest = self._latest
             items: Iterable[tuple[str, tuple[str, bytes]]] = (
-                (job_id, self._latest[job_id]) for job_id in only
+                (job_id, latest[job_id]) for job_id in only if job_id in latest
             )
         else:
             items = self._latest.items()

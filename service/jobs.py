@@ -155,6 +155,8 @@ class JobService:
         self.prepare: Prepare | None = None
         self.result_link: ResultLink | None = None
         self._records: dict[str, Record] = {}  # insertion order = submission order
+        # user -> that user's records, in the same order: a user's list walks only its own
+        self._by_user: dict[str, dict[str, Record]] = {}
         self._keys: dict[tuple[str, str], str] = {}  # (user, Idempotency-Key) -> job id
         self._encoder = msgspec.json.Encoder()
         self._in_flight: dict[str, int] = {}  # user -> jobs not yet terminal
@@ -220,6 +222,7 @@ class JobService:
             stored.request_hash,
         )
         self._records[job.id] = record
+        self._by_user.setdefault(job.user_id, {})[job.id] = record
         self._tally_move(None, job)
         self._finish_move(None, job)
         if not job.status.terminal:
@@ -305,6 +308,10 @@ class JobService:
             if not record.job.status.terminal:
                 self._count(job.user_id, -1)
             del self._records[job.id]
+            own = self._by_user[job.user_id]
+            del own[job.id]
+            if not own:
+                del self._by_user[job.user_id]
             if record.idempotency_key is not None:
                 self._keys.pop((job.user_id, record.idempotency_key), None)
             self._tally_move(record.job, None)
@@ -412,7 +419,8 @@ class JobService:
         before: int | None = None,
     ) -> Iterator[Record]:
         """Newest first; `before` is an ordinal (the cursor)."""
-        for record in reversed(self._records.values()):
+        held = self._records if user is None else self._by_user.get(user, {})
+        for record in reversed(held.values()):
             if before is not None and record.ordinal >= before:
                 continue
             job = record.job
