@@ -21,6 +21,7 @@ import asyncio
 import base64
 import hashlib
 import heapq
+import itertools
 import logging
 import os
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -718,16 +719,9 @@ class JobService:
 
     async def cleanup(self, older_than_s: float | None = None) -> int:
         """Delete finished jobs (optionally only those finished more than N s ago)."""
-        taken: list[tuple[float, str]] = []
-        if older_than_s is None:
-            doomed = list(self._finished_at)
-        else:  # oldest first off the heap, so this walks only what it deletes
-            cutoff, heap = self.clock.now() - older_than_s, self._finished
-            while heap and heap[0][0] < cutoff:
-                at, job_id = heapq.heappop(heap)
-                if self._finished_at.get(job_id) == at:
-                    taken.append((at, job_id))
-            doomed = [job_id for _, job_id in taken]
+        cutoff = None if older_than_s is None else self.clock.now() - older_than_s
+        every = list(self._finished_at) if cutoff is None else []
+        taken: list[tuple[float, str]] = []  # off the heap: put back what is not deleted
 
         def decide(record: Record) -> Change | None:
             if not record.job.status.terminal:  # retried by an admin meanwhile
@@ -743,14 +737,31 @@ class JobService:
 
         deleted = 0
         try:
-            for start in range(0, len(doomed), CLEANUP_BATCH):
-                batch = doomed[start : start + CLEANUP_BATCH]
+            for start in itertools.count(0, CLEANUP_BATCH):
+                if cutoff is None:
+                    batch = every[start : start + CLEANUP_BATCH]
+                else:  # oldest first off the heap: a sweep walks only what it deletes
+                    due = self._due(cutoff, CLEANUP_BATCH)
+                    taken += due
+                    batch = [job_id for _, job_id in due]
+                if not batch:
+                    break
                 deleted += sum(await asyncio.gather(*(delete(job_id) for job_id in batch)))
         finally:
             for at, job_id in taken:  # not deleted (the store failed): still due
                 if self._finished_at.get(job_id) == at:
                     heapq.heappush(self._finished, (at, job_id))
         return deleted
+
+    def _due(self, cutoff: float, count: int) -> list[tuple[float, str]]:
+        """Up to `count` finished jobs that finished before `cutoff`, oldest first, taken off
+        the heap."""
+        heap, due = self._finished, list[tuple[float, str]]()
+        while heap and heap[0][0] < cutoff and len(due) < count:
+            at, job_id = heapq.heappop(heap)
+            if self._finished_at.get(job_id) == at:
+                due.append((at, job_id))
+        return due
 
     async def update_config(self, patch: ConfigPatch) -> Config:
         config = patch.apply(self.config)
