@@ -181,6 +181,44 @@ async def test_concurrent_retries_of_an_idempotency_key_do_not_spend_the_window(
     assert left == [201, 201, 429]
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="on two Redis processes a request whose key is being submitted on the other one "
+    "spends a rate hit (and may be refused by the window) before the commit finds the key",
+)
+async def test_concurrent_retries_of_a_key_on_two_processes_do_not_spend_the_window(
+    aiohttp_client: Any, redis_url: str
+) -> None:
+    """The same attack through two processes on one Redis (the retry reaches the other
+    process, as behind a load balancer): seen three times in three runs, 3 jobs, 15 replays
+    and 2 answered 429, and the window full (the next 3 submissions 429). One process now
+    holds a second request with a key until the first ends (the test above); across
+    processes the rate hit is taken before the commit script finds the key, and nothing gives
+    it back. Contract as above: one job per key, one hit per key, the rest replays."""
+    from service.app import create_app
+    from tests.conftest import make_settings
+
+    def app() -> Any:
+        return create_app(make_settings(redis_url=redis_url, rate_limit=5))
+
+    first, second = await aiohttp_client(app()), await aiohttp_client(app())
+    user = {"X-User-Id": "yan"}
+
+    async def submit(n: int) -> tuple[int, str]:
+        headers = {**user, "Idempotency-Key": f"key{n % 3}"}
+        body = {"scenario": {"outcome": "stuck"}}
+        resp = await (first if n % 2 else second).post("/v1/jobs", json=body, headers=headers)
+        return resp.status, (await resp.json()).get("id", "")
+
+    answers = await asyncio.gather(*(submit(n) for n in range(20)))
+    assert Counter(status for status, _ in answers) == {201: 3, 200: 17}
+    left = [
+        (await first.post("/v1/jobs", json={"scenario": {"outcome": "stuck"}}, headers=user)).status
+        for _ in range(3)
+    ]
+    assert left == [201, 201, 429]
+
+
 # ---- the list's query parameters -------------------------------------------------------------
 
 
