@@ -7,7 +7,7 @@ once everything that came due has run (service/clock.py says exactly what that m
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 import msgspec
 from aiohttp import web
@@ -15,9 +15,12 @@ from aiohttp import web
 from ..appkeys import CLOCK
 from ..auth import admin_only
 from ..clock import MAX_ADVANCE_S, VirtualClock
-from ..errors import Conflict
+from ..errors import Conflict, ValidationFailed
 from ..models import iso_ms
 from ._http import json_response, read_json
+
+# the last instant an RFC 3339 time (four-digit year) can name: time stops short of it
+LAST_TIME: Final = 253_402_300_799.999  # 9999-12-31T23:59:59.999Z
 
 
 class AdvanceRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -48,6 +51,11 @@ async def advance(request: web.Request) -> web.Response:
     if not isinstance(clock, VirtualClock):
         raise Conflict("the clock is real: start the server with CLOCK=virtual to move it")
     body = await read_json(request, AdvanceRequest)
+    if clock.now() + body.seconds > LAST_TIME:
+        raise ValidationFailed(
+            "the clock would pass 9999-12-31T23:59:59.999Z, the last time RFC 3339 can name",
+            field="seconds",
+        )
     now = await clock.advance(body.seconds)
     return json_response(Advanced(iso_ms(now), body.seconds))
 

@@ -489,3 +489,21 @@ async def test_the_legacy_list_of_every_job_is_written_in_pieces(
     assert ids("pending", "premium") == [made[3]["id"], made[5]["id"], made[7]["id"]]
     assert body["pending"]["premium"][made[7]["id"]]["user_id"] == "l7"
     assert ids("completed", "free") == ids("failed", "premium") == []
+
+
+async def test_the_virtual_clock_stops_short_of_year_10000(api: ApiFactory) -> None:
+    """CLOCK_START=9999-12-30 and two advances gave `"now": "10000-01-02T00:00:00.000Z"` and
+    jobs created at that time: not an RFC 3339 time (four-digit years), which a client's
+    parser refuses (Python's `datetime.fromisoformat` among them). The contract: an advance
+    past 9999-12-31T23:59:59.999Z is 422 naming `seconds`, the time unchanged; up to it, 200."""
+    client = await api(clock="virtual", clock_start="9999-12-30T00:00:00+00:00")
+    resp = await client.post("/v1/clock/advance", json={"seconds": 2 * 86_400}, headers=ADMIN)
+    assert resp.status == 422
+    body = await resp.json()
+    assert body["error"]["code"] == "validation_error"
+    assert body["error"]["details"]["field"] == "seconds"
+    state = await (await client.get("/v1/clock")).json()
+    assert state["now"] == "9999-12-30T00:00:00.000Z"
+    resp = await client.post("/v1/clock/advance", json={"seconds": 86_399}, headers=ADMIN)
+    assert resp.status == 200
+    assert (await resp.json())["now"] == "9999-12-30T23:59:59.000Z"
