@@ -29,6 +29,7 @@ from deploy.redis_server import RedisServer
 from service.app import create_app
 from service.settings import Settings
 from service.store.redis import RedisStore
+from tests.schedule import arrange, xdist_workers
 
 ADMIN_TOKEN = "test-admin-token"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -83,6 +84,13 @@ def _print_running_tasks() -> None:
     for obj in gc.get_objects():
         if isinstance(obj, asyncio.AbstractEventLoop) and obj.is_running():
             obj.call_soon_threadsafe(report, obj)
+
+
+@pytest.hookimpl(trylast=True)  # after -k/-m deselect: slices are of what runs
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under xdist, the long tests first in each worker's slice (tests/schedule.py)."""
+    if (workers := xdist_workers()) > 1:
+        items[:] = arrange(items, workers)
 
 
 @pytest.hookimpl(wrapper=True)
