@@ -360,8 +360,8 @@ async def test_a_keyed_job_runs_to_completion(api: ApiFactory) -> None:
     alice = await make_key(client, "alice", "premium")
 
     class Keyed:  # wait_for_status with the key on each long poll
-        async def get(self, url: str) -> aiohttp.ClientResponse:
-            return await client.get(url, headers=as_key(alice))
+        async def get(self, url: str, headers: dict[str, str]) -> aiohttp.ClientResponse:
+            return await client.get(url, headers={**headers, **as_key(alice)})
 
     job = await (await client.post("/v1/jobs", json={}, headers=as_key(alice))).json()
     done = await wait_for_status(Keyed(), job["id"], {"completed"})  # type: ignore[arg-type]

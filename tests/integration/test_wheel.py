@@ -9,6 +9,7 @@ and `dubsim.__file__` must be inside the new venv.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -43,8 +44,25 @@ class Installed:
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
-    tmp = tmp_path_factory.mktemp("wheel")
+def installed(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Installed:
+    """Built and installed once per run: xdist workers share the run's temp root, and the
+    first to get there builds while the others wait on the lock (each test only reads it)."""
+    if worker_id == "master":
+        return build_and_install(tmp_path_factory.mktemp("wheel"))
+    root = tmp_path_factory.getbasetemp().parent
+    with (root / "wheel.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        tmp, done = root / "wheel", root / "wheel.done"
+        if not done.exists():
+            shutil.rmtree(tmp, ignore_errors=True)  # a build that failed part-way
+            tmp.mkdir()
+            build_and_install(tmp)
+            done.touch()
+    (wheel,) = (tmp / "dist").glob("dubsim-*.whl")
+    return Installed(tmp / "venv", wheel, tmp / "elsewhere")
+
+
+def build_and_install(tmp: Path) -> Installed:
     src = tmp / "src"
     src.mkdir()
     for name in ("pyproject.toml", "README.md"):

@@ -5,7 +5,7 @@ nothing, one process per file, old files migrate. (Redis failures: test_store_fa
 
 import asyncio
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import msgspec
@@ -61,24 +61,32 @@ Opener = Callable[..., Awaitable[tuple[Store, Loaded]]]
 
 
 @pytest.fixture(params=["sqlite", "redis"])
-def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
-    """`store, loaded = await open_store(log, event_buffer=100)`: the same backing each call."""
+async def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Opener]:
+    """`store, loaded = await open_store(log, event_buffer=100)`: the same backing each call.
+    A Redis store a failed test left open is closed here: its tail would keep the test's loop
+    from ever finishing (a hang past the timeout instead of a red test)."""
 
     async def sqlite(log: Log | None = None, event_buffer: int = 100) -> tuple[Store, Loaded]:
         store = SQLiteStore(str(tmp_path / "s.db"), event_buffer=event_buffer)
         return store, await store.open(log or Log(), lambda config: None)
 
     if request.param == "sqlite":
-        return sqlite
+        yield sqlite
+        return
     url = request.getfixturevalue("redis_url")
+    from service.store.redis import RedisStore
+
+    opened: list[RedisStore] = []
 
     async def redis(log: Log | None = None, event_buffer: int = 100) -> tuple[Store, Loaded]:
-        from service.store.redis import RedisStore
-
         store = RedisStore(url, event_buffer=event_buffer)
+        opened.append(store)
         return store, await store.open(log or Log(), lambda config: None)
 
-    return redis
+    yield redis
+    for store in opened:
+        if store._redis is not None:
+            await store.close()
 
 
 async def test_commit_is_compare_and_set_and_gets_the_next_seq(open_store: Opener) -> None:
