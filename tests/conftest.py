@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import contextlib
 import gc
 import os
 import shutil
@@ -22,13 +21,11 @@ from typing import Any
 
 import aiohttp
 import pytest
-import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
 
 from deploy.redis_server import RedisServer
 from service.app import create_app
 from service.settings import Settings
-from service.store.redis import RedisStore
 from tests.schedule import arrange, xdist_workers
 
 ADMIN_TOKEN = "test-admin-token"
@@ -109,53 +106,6 @@ def make_settings(**overrides: Any) -> Settings:
 
 
 ApiFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
-
-
-UNBLOCK_TIMEOUT_S = 0.5  # shorter than the wait it saves; a Redis that doesn't answer is left be
-
-
-async def _unblock_stream_reads(url: str) -> None:
-    """Have every XREAD BLOCK on this Redis return now with nothing, as its BLOCK timeout would
-    (CLIENT UNBLOCK): what a tail that was told to stop waits for before it sees that it was."""
-    client: Any = aioredis.from_url(url)
-    try:
-        async with asyncio.timeout(UNBLOCK_TIMEOUT_S):
-            for entry in await client.client_list(_type="normal"):
-                if entry.get("cmd") == "xread":
-                    await client.client_unblock(int(entry["id"]))
-    except (TimeoutError, OSError, aioredis.RedisError):
-        pass  # Redis stopped or gone: the store's close takes its own bounded path
-    finally:
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(UNBLOCK_TIMEOUT_S):
-                await client.aclose()
-
-
-@pytest.fixture(scope="session", autouse=True)
-def redis_close_without_the_block_wait() -> Iterator[None]:
-    """Closing a Redis store tells its tail to stop, and the tail stops when its XREAD BLOCK
-    (TAIL_BLOCK_MS, 500 ms) returns: half a second in the teardown of every in-process Redis
-    test (~750 of them). Here the store's own close runs unchanged and, once it has told the
-    tail to stop, the pending read is made to return at once, as a timeout would. A close that
-    doesn't tell the tail still waits (and cancels it): tests/unit/test_redis_store_edges.py
-    sees that."""
-    original = RedisStore.close
-
-    async def unblock_once_told(store: RedisStore) -> None:
-        # runs once the real close (called right after, inline) is at its first wait
-        if store._closing:
-            await _unblock_stream_reads(store._url)
-
-    async def close(self: RedisStore) -> None:
-        unblock = asyncio.ensure_future(unblock_once_told(self))
-        try:
-            await original(self)
-        finally:
-            await unblock
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(RedisStore, "close", close)
-        yield
 
 
 @pytest.fixture(scope="session")

@@ -44,6 +44,7 @@ import contextlib
 import functools
 import hashlib
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from typing import Any, Final
@@ -323,6 +324,7 @@ class RedisStore:
         self._failed = asyncio.Event()  # a failure was recorded: wakes the probe loop
         self._nonce = 0
         self._closing = False
+        self._tail_name = ""  # the tail connection's CLIENT SETNAME (set at open)
 
     # ---- the Store protocol ----------------------------------------------------
 
@@ -345,7 +347,9 @@ class RedisStore:
                 self._url, max_connections=POOL_SIZE, timeout=SOCKET_TIMEOUT_S, **options
             )
             self._redis = aioredis.Redis.from_pool(pool)
-            self._tail_conn = aioredis.from_url(self._url, **options)
+            # named, so that close() can find its blocked XREAD and end it (CLIENT UNBLOCK)
+            self._tail_name = f"dubsim-tail-{secrets.token_hex(8)}"
+            self._tail_conn = aioredis.from_url(self._url, client_name=self._tail_name, **options)
             await self._redis.ping()
             await self._sync_clock()
             if abs(self._offset_s) > CLOCK_WARN_S:
@@ -499,11 +503,14 @@ class RedisStore:
 
     async def close(self) -> None:
         # the tail is not cancelled mid-XREAD (redis-py can't always take that back): it is
-        # told to stop and does within one BLOCK period
+        # told to stop, and its blocked read is ended as its BLOCK timeout would end it (else
+        # it stops within one BLOCK period)
         self._closing = True
         for task in self._tasks:
             if task.get_name() != "redis-tail":
                 task.cancel()
+        if self._tasks:
+            await self._unblock_tail()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(TAIL_BLOCK_MS / 1000 + 2):
                 await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -515,6 +522,19 @@ class RedisStore:
             if not future.done():
                 future.set_exception(error)
         await self._disconnect()
+
+    async def _unblock_tail(self) -> None:
+        """End the tail's pending XREAD BLOCK now, with nothing read (CLIENT UNBLOCK, which
+        answers it as a timeout would): a close need not wait out TAIL_BLOCK_MS. Best effort,
+        bounded: with Redis away the tail's own timeout ends it."""
+        client: Any = self._redis
+        if client is None:
+            return
+        with contextlib.suppress(TimeoutError, RedisError, OSError):
+            async with asyncio.timeout(DISCONNECT_S):
+                for entry in await client.client_list(_type="normal"):
+                    if entry.get("name") == self._tail_name:
+                        await client.client_unblock(int(entry["id"]))
 
     async def _disconnect(self) -> None:
         for conn in (self._redis, self._tail_conn):

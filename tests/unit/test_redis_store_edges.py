@@ -83,6 +83,23 @@ async def test_closing_lets_the_tail_finish_its_read_instead_of_cancelling_it(
     assert tail.cancelling() == 0
 
 
+async def test_closing_ends_the_tails_blocked_read_instead_of_waiting_it_out(
+    stores: Opener, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # a tail blocked in XREAD for a minute: close ends that read (CLIENT UNBLOCK, answered as
+    # a timeout) rather than waiting the BLOCK out, cancelling it, or letting the socket's
+    # timeout break it (which the tail would record as Redis failing); and logs no failure
+    monkeypatch.setattr(redis_module, "TAIL_BLOCK_MS", 60_000)
+    store = await stores()
+    await store.commit(create("a"))  # the tail applied "a" and is blocked in its next read
+    tail = tail_of(store)
+    async with asyncio.timeout(10):  # far below the 60 s BLOCK
+        await store.close()
+    assert tail.done() and not tail.cancelled() and tail.cancelling() == 0
+    assert store._tail_failure is None  # the read ended with an answer, not an error
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
 async def test_a_tail_that_never_returns_holds_up_close_for_a_bounded_time_only(
     stores: Opener,
 ) -> None:
