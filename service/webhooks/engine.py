@@ -264,6 +264,10 @@ class WebhookService:
         for worker in workers:
             if worker.task is not None:
                 worker.task.cancel()
+            # and woken: a cancel that a store client swallowed (redis-py's pipeline can, on
+            # Python 3.11) would leave the worker idling until the grace ran out; woken, it
+            # sees _closing and ends
+            worker.wake.set()
         # a task caught in a store call may take its time to end: stopping does not wait on
         # it past the grace (the loop or the process ends it); writes in flight may land
         stopping = [t for t in (self._lease_task, *(w.task for w in workers)) if t is not None]
@@ -395,7 +399,8 @@ class WebhookService:
         if worker.endpoint.status == "enabled" and (worker.queue or worker.overflow):
             await asyncio.sleep(0)  # more to do: only let others run first
             return
-        await worker.wake.wait()
+        if not self._closing:
+            await worker.wake.wait()
 
     async def _state(self, worker: _Worker) -> State:
         if worker.state is None:

@@ -598,3 +598,33 @@ async def test_metrics_count_deliveries(api: ApiFactory, receiver: Receiver) -> 
 
 def _json(got: Any) -> Any:
     return json.loads(got.body)
+
+
+async def test_stop_ends_a_worker_whose_cancel_a_store_call_swallowed(
+    aiohttp_client: Any, receiver: Receiver
+) -> None:
+    """A store client can absorb a task's cancel (seen with redis-py on Python 3.11: the
+    worker was cancelled inside its delivery-log write and then idled until the stop's grace
+    ran out). Stopping must end such a worker anyway, not leave it waiting to be woken."""
+    client = await sqlite_app(aiohttp_client)
+    endpoint = await hook(client, receiver.url())
+    engine = client.app[WEBHOOKS]
+    worker = engine._workers[endpoint["id"]]
+    in_write = asyncio.Event()
+
+    async def swallowing_flush() -> None:
+        in_write.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            return  # absorbed, as the store client did
+
+    worker.log.flush = swallowing_flush  # type: ignore[method-assign]
+    worker.wake.set()  # a round of the worker's loop: it idles, and writes its log first
+    async with asyncio.timeout(10):
+        await in_write.wait()
+    await engine.stop()
+    assert worker.task is not None
+    async with asyncio.timeout(1):  # well inside the stop's own grace (3 s): it has ended
+        await asyncio.wait({worker.task})
+    assert worker.task.done()
