@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import sys
 import time
 
 from bench import report
@@ -37,6 +38,7 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
     if not args.report:
+        del sys.argv[1:]  # each result records its own command (its defaults), not these names
         for name in args.names or ORDER:
             started = time.monotonic()
             print(f"== bench.{name}", flush=True)
