@@ -81,6 +81,10 @@ MAX_CONFLICTS: Final = 20  # re-decisions after losing a race, before giving up 
 # deletes a cleanup has in flight at once: each batch is about one group commit and one turn of
 # the event loop applying its events, so deleting 100k jobs never holds the loop for seconds
 CLEANUP_BATCH: Final = 200
+# an Idempotency-Key held in a shared store while one process submits with it: how long a hold
+# lasts (a holder that dies lets go after it) and how often a request waiting on it looks again
+KEY_HOLD_S: Final = 30.0
+KEY_POLL_S: Final = 0.01
 
 
 class Record(msgspec.Struct, gc=False):
@@ -493,7 +497,10 @@ class JobService:
         done = asyncio.get_running_loop().create_future()
         for claimed in keys:  # no await since the check: nobody else holds these keys now
             self._claims[claimed] = done
+        held: list[tuple[str, str]] = []
         try:
+            if keys and self.store.shared:
+                held = await self._hold_keys_across_processes(keys)
             for _ in range(MAX_CONFLICTS):
                 try:
                     return await self._submit_all(user_id, requests, cap)
@@ -504,6 +511,36 @@ class JobService:
             for claimed in keys:
                 del self._claims[claimed]
             done.set_result(None)
+            for user_key in held:
+                await self.store.release_key(*user_key)
+
+    async def _hold_keys_across_processes(
+        self, keys: set[tuple[str, str]]
+    ) -> list[tuple[str, str]]:
+        """On a shared store, the same as `_claims` across processes: each key is held in the
+        store while this request uses it; a key another process holds is waited for until its
+        job is here (then this request replays it) or the hold ends (then this one goes on).
+        The held ones are returned. Bounded by KEY_HOLD_S: past it the request goes on, and
+        the commit still refuses a second job with the key (one more rate hit at worst)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + KEY_HOLD_S
+        held: list[tuple[str, str]] = []
+        waiting = sorted(keys)
+        try:
+            while True:
+                for user_key in list(waiting):
+                    if await self.store.claim_key(*user_key, KEY_HOLD_S):
+                        held.append(user_key)
+                        waiting.remove(user_key)
+                if not waiting or loop.time() >= deadline:
+                    return held
+                await asyncio.sleep(KEY_POLL_S)
+                await self.store.sync()  # a job made with the key elsewhere: replay it
+                waiting = [k for k in waiting if k not in self._keys]
+        except BaseException:
+            for user_key in held:
+                await self.store.release_key(*user_key)
+            raise
 
     async def _submit_all(
         self,

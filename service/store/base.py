@@ -181,6 +181,16 @@ class Store(Protocol):
     async def expired_leases(self, now: float) -> list[str]:
         """Jobs whose processing lease ran out: their process died (shared backends)."""
 
+    async def claim_key(self, user_id: str, key: str, ttl_s: float) -> bool:
+        """Hold the user's Idempotency-Key while this process submits with it: False while
+        another process holds it (shared backends; a private one has no other process and
+        always grants it). The hold ends with `release_key`, or by itself after `ttl_s` (the
+        holder died). It only saves the rate window a hit: the commit refuses a second job
+        with one key (DuplicateSubmission) whether or not the key was held."""
+
+    async def release_key(self, user_id: str, key: str) -> None:
+        """End a hold `claim_key` granted (best effort: it also ends by itself)."""
+
     async def put_doc(
         self, kind: str, doc_id: str, body: bytes | None, expect: int | None = None
     ) -> int:

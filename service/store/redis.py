@@ -77,6 +77,16 @@ from .base import (
 log = logging.getLogger(__name__)
 
 P: Final = "dubsim:"
+# an Idempotency-Key held while one process submits with it (JobService.submit_all)
+_RELEASE_CLAIM: Final = (
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+)
+
+
+def _claim_name(user_id: str, key: str) -> str:
+    return P + "claim:" + hashlib.sha256(f"{user_id}\n{key}".encode()).hexdigest()
+
+
 SEQ, ORDINAL, JOBS, KEYS, LOG, LEASES, CONFIG = (
     f"{P}{name}" for name in ("seq", "ordinal", "jobs", "keys", "log", "leases", "config")
 )
@@ -324,7 +334,10 @@ class RedisStore:
         self._failed = asyncio.Event()  # a failure was recorded: wakes the probe loop
         self._nonce = 0
         self._closing = False
-        self._tail_name = ""  # the tail connection's CLIENT SETNAME (set at open)
+        # this store's own mark in Redis: the tail connection's name (close() finds its
+        # blocked read by it), the value of the Idempotency-Key holds it takes
+        self._token = secrets.token_hex(8)
+        self._tail_name = f"dubsim-tail-{self._token}"
 
     # ---- the Store protocol ----------------------------------------------------
 
@@ -348,7 +361,6 @@ class RedisStore:
             )
             self._redis = aioredis.Redis.from_pool(pool)
             # named, so that close() can find its blocked XREAD and end it (CLIENT UNBLOCK)
-            self._tail_name = f"dubsim-tail-{secrets.token_hex(8)}"
             self._tail_conn = aioredis.from_url(self._url, client_name=self._tail_name, **options)
             await self._redis.ping()
             await self._sync_clock()
@@ -466,6 +478,20 @@ class RedisStore:
                 await pipe.execute()
         except (RedisError, OSError) as exc:
             raise self._unavailable(exc) from exc
+
+    async def claim_key(self, user_id: str, key: str, ttl_s: float) -> bool:
+        try:
+            held = await self._client().set(
+                _claim_name(user_id, key), self._token, nx=True, px=max(1, int(ttl_s * 1000))
+            )
+        except (RedisError, OSError) as exc:
+            raise self._unavailable(exc) from exc
+        return bool(held)
+
+    async def release_key(self, user_id: str, key: str) -> None:
+        # only our own hold: one that expired and was taken by another process is theirs
+        with contextlib.suppress(RedisError, OSError, StoreUnavailable):
+            await self._client().eval(_RELEASE_CLAIM, 1, _claim_name(user_id, key), self._token)
 
     async def expired_leases(self, now: float) -> list[str]:
         try:

@@ -241,6 +241,12 @@ class SQLiteStore:
     async def expired_leases(self, now: float) -> list[str]:
         return []
 
+    async def claim_key(self, user_id: str, key: str, ttl_s: float) -> bool:
+        return True  # one process: JobService holds a key against its own other requests
+
+    async def release_key(self, user_id: str, key: str) -> None:
+        return None
+
     def health(self) -> str | None:
         return self._failure
 

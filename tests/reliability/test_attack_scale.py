@@ -218,20 +218,15 @@ async def test_concurrent_retries_of_an_idempotency_key_do_not_spend_the_window(
     assert left == [201, 201, 429]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="on two Redis processes a request whose key is being submitted on the other one "
-    "spends a rate hit (and may be refused by the window) before the commit finds the key",
-)
 async def test_concurrent_retries_of_a_key_on_two_processes_do_not_spend_the_window(
     aiohttp_client: Any, redis_url: str
 ) -> None:
     """The same attack through two processes on one Redis (the retry reaches the other
     process, as behind a load balancer): seen three times in three runs, 3 jobs, 15 replays
-    and 2 answered 429, and the window full (the next 3 submissions 429). One process now
-    holds a second request with a key until the first ends (the test above); across
-    processes the rate hit is taken before the commit script finds the key, and nothing gives
-    it back. Contract as above: one job per key, one hit per key, the rest replays."""
+    and 2 answered 429, and the window full (the next 3 submissions 429): the rate hit was
+    taken before the commit script found the key, and nothing gave it back. A key is now held
+    in Redis while one process submits with it; the other waits for its job and replays it.
+    Contract as above: one job per key, one hit per key, the rest replays."""
     from service.app import create_app
     from tests.conftest import make_settings
 
@@ -254,6 +249,31 @@ async def test_concurrent_retries_of_a_key_on_two_processes_do_not_spend_the_win
         for _ in range(3)
     ]
     assert left == [201, 201, 429]
+
+
+async def test_a_key_held_by_a_process_that_died_delays_a_retry_for_a_bounded_time_only(
+    aiohttp_client: Any, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process that dies while submitting with a key leaves the key held in Redis until the
+    hold expires: a retry on another process waits for it at most KEY_HOLD_S, then goes on
+    and makes the job (nothing was made under the key). A hold is released only by its own
+    holder."""
+    import service.jobs as jobs_module
+    from service.app import create_app
+    from tests.conftest import make_settings
+
+    monkeypatch.setattr(jobs_module, "KEY_HOLD_S", 0.3)
+    dead = await aiohttp_client(create_app(make_settings(redis_url=redis_url)))
+    alive = await aiohttp_client(create_app(make_settings(redis_url=redis_url)))
+    dead_store, alive_store = dead.app[SERVICE].store, alive.app[SERVICE].store
+    assert await dead_store.claim_key("yan", "k", 60)  # held for a minute, never released
+    assert not await alive_store.claim_key("yan", "k", 60)
+    await alive_store.release_key("yan", "k")  # not its hold: changes nothing
+    assert not await alive_store.claim_key("yan", "k", 60)
+    headers = {"X-User-Id": "yan", "Idempotency-Key": "k"}
+    async with asyncio.timeout(20):
+        resp = await alive.post("/v1/jobs", json={"role": "premium"}, headers=headers)
+    assert resp.status == 201
 
 
 # ---- the list's query parameters -------------------------------------------------------------
