@@ -13,6 +13,10 @@ Only the order changes: every test runs, with the same fixtures. A module whose 
 module-scoped fixture moves as one block (WHOLE_MODULES). SECONDS are rough figures from
 `--durations` on a 2-core machine (setup + call + teardown): a stale figure only makes the
 balance a little worse, never a test weaker.
+
+Left out on purpose: `test_memory.py::test_non_reading_sockets_stay_bounded_and_memory_returns`.
+It reads the server's RSS, and at the front, beside the heaviest tests of the other worker, the
+first wave left +52 MiB against its bound of 48 (+28 to +33 where it runs in file order).
 """
 
 from __future__ import annotations
@@ -28,7 +32,6 @@ SECONDS: dict[str, float] = {
     "tests/cluster/test_cluster.py::test_a_backend_killed_mid_run_loses_nothing": 26,
     "tests/reliability/test_attack_durability.py::"
     "test_redis_kill_9_of_a_process_jobs_taken_over_no_duplicate_attempts": 18,
-    "tests/reliability/test_memory.py::test_non_reading_sockets_stay_bounded_and_memory_returns": 24,
     "tests/reliability/test_memory.py::test_a_stalled_sse_slow_consumer_is_cut": 16,
     "tests/browser/test_dashboard.py::test_stays_responsive_with_5000_jobs": 14,
     "tests/integration/test_store_failure.py::test_redis_stopped_refuses_changes_then_recovers": 12,
