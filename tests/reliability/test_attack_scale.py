@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -43,6 +43,28 @@ async def finished_jobs(service: JobService, count: int, users: int = 20) -> lis
     return ids
 
 
+def in_flight_peak(
+    monkeypatch: pytest.MonkeyPatch, store: Any, event: EventType
+) -> Callable[[], int]:
+    """Count the store's commits of `event` in flight at once; returns the peak's reader."""
+    real_commit = store.commit
+    in_flight = most = 0
+
+    async def commit(change: Any) -> int:
+        nonlocal in_flight, most
+        if change.event is not event:
+            return await real_commit(change)
+        in_flight += 1
+        most = max(most, in_flight)
+        try:
+            return await real_commit(change)
+        finally:
+            in_flight -= 1
+
+    monkeypatch.setattr(store, "commit", commit)
+    return lambda: most
+
+
 # ---- cleanups and JOB_TTL_S of many jobs at once --------------------------------------------
 
 
@@ -59,26 +81,12 @@ async def test_a_cleanup_of_thousands_keeps_its_deletes_in_small_batches(
     service = client.app[SERVICE]
     await finished_jobs(service, 2_000)
     store = service.store
-    real_commit = store.commit
-    in_flight = most = 0
-
-    async def commit(change: Any) -> int:
-        nonlocal in_flight, most
-        if change.event is not EventType.DELETED:
-            return await real_commit(change)
-        in_flight += 1
-        most = max(most, in_flight)
-        try:
-            return await real_commit(change)
-        finally:
-            in_flight -= 1
-
-    monkeypatch.setattr(store, "commit", commit)
+    peak = in_flight_peak(monkeypatch, store, EventType.DELETED)
     resp = await client.post("/v1/cleanup", json={}, headers=ADMIN)
     assert resp.status == 200
     assert await resp.json() == {"deleted": 2_000}
     assert len(service) == 0
-    assert 0 < most <= 500, f"{most} deletes were in flight at once"
+    assert 0 < peak() <= 500, f"{peak()} deletes were in flight at once"
 
 
 async def test_deleting_plain_jobs_starts_no_file_removal(
@@ -160,27 +168,13 @@ async def test_starting_thousands_by_hand_claims_them_in_small_batches(
             *(service_.submit(f"s{n % 20}", STUCK) for n in range(start, start + 500))
         )
     store = service_.store
-    real_commit = store.commit
-    in_flight = most = 0
-
-    async def commit(change: Any) -> int:
-        nonlocal in_flight, most
-        if change.event is not EventType.STARTED:
-            return await real_commit(change)
-        in_flight += 1
-        most = max(most, in_flight)
-        try:
-            return await real_commit(change)
-        finally:
-            in_flight -= 1
-
-    monkeypatch.setattr(store, "commit", commit)
+    peak = in_flight_peak(monkeypatch, store, EventType.STARTED)
     resp = await client.post("/v1/process", json={"count": 1_200}, headers=ADMIN)
     assert resp.status == 200
     started = (await resp.json())["started"]
     assert len(started) == 1_200
     assert {job["status"] for job in started} == {"processing"}
-    assert 0 < most <= 500, f"{most} claims were in flight at once"
+    assert 0 < peak() <= 500, f"{peak()} claims were in flight at once"
 
 
 # ---- Idempotency-Key: concurrent retries -----------------------------------------------------
