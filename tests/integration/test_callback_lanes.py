@@ -220,12 +220,18 @@ async def test_past_32_origins_callbacks_share_the_owners_lane(
     )
 
 
+async def two_processes(
+    aiohttp_client: Any, redis_url: str
+) -> tuple[TestClient[Any, Any], TestClient[Any, Any]]:
+    """Two apps on one Redis, as two server processes (a short lease: lanes move quickly)."""
+    settings = make_settings(redis_url=redis_url, lease_s=1)
+    return await aiohttp_client(create_app(settings)), await aiohttp_client(create_app(settings))
+
+
 async def test_the_cap_reached_at_once_on_two_redis_processes_is_exact(
     aiohttp_client: Any, redis_url: str, loopbacks: AnyLoopback
 ) -> None:
-    settings = make_settings(redis_url=redis_url, lease_s=1)
-    one = await aiohttp_client(create_app(settings))
-    two = await aiohttp_client(create_app(settings))
+    one, two = await two_processes(aiohttp_client, redis_url)
     hosts = [f"127.0.0.{n}" for n in range(1, 41)]  # 40 new origins at once
     made = await asyncio.gather(
         *(
@@ -252,9 +258,7 @@ async def test_the_cap_reached_at_once_on_two_redis_processes_is_exact(
 async def test_two_redis_processes_send_each_callback_once(
     aiohttp_client: Any, redis_url: str, loopbacks: AnyLoopback
 ) -> None:
-    settings = make_settings(redis_url=redis_url, lease_s=1)
-    one = await aiohttp_client(create_app(settings))
-    two = await aiohttp_client(create_app(settings))
+    one, two = await two_processes(aiohttp_client, redis_url)
     # alice also has the shared lane (as a database from one lane per owner has): it hears
     # every callback of hers and must leave those of admitted origins to their lanes
     await one.app[WEBHOOKS].ensure_lane("alice")
